@@ -1,0 +1,1 @@
+"""Data, sampling, losses, metrics, training loop, checkpoints and visualisation."""

@@ -1,0 +1,26 @@
+"""User-facing errors.
+
+Every error a researcher can cause with bad input (a missing file, an inconsistent database, a checkpoint of
+another model) is one of these. Its message is one line naming the file or argument and what was expected;
+the top-level scripts print it as ``error: <message>`` and exit with status 2 instead of a traceback.
+"""
+
+
+class ReIDError(Exception):
+    """Base class of the project's user-facing errors."""
+
+
+class DatabaseError(ReIDError):
+    """A dataset directory or the database files built from it are malformed."""
+
+
+class DataError(ReIDError):
+    """Database files or frames read at training / evaluation time are missing or inconsistent."""
+
+
+class ModelConfigError(ReIDError):
+    """An invalid model configuration (model type, non_layers, stripes, S, input size)."""
+
+
+class CheckpointError(ReIDError):
+    """A checkpoint that is missing, unreadable, or made for another model configuration."""
