@@ -1,0 +1,352 @@
+"""The MARS evaluation protocol: CMC and mAP over a query set ranked against the whole test set.
+
+The numbers follow the official MARS-evaluation code (``evaluation_mars.m`` / ``compute_AP.m``) and the
+original release's port of it:
+
+* gallery = every test tracklet, the query itself included; distance = negative cosine similarity of the
+  features, computed in their own precision (float32 features: float32 distances, as the original);
+* for a query: good = same pid, other camera; junk = pid -1, or same pid and same camera (so the query
+  itself is junk). Junk items are dropped from the ranked list: they neither count as hits nor take a rank;
+* the gallery is ranked by a stable ascending sort, as MATLAB's ``sort``: equal distances keep gallery
+  order (the original's ``np.argsort`` default leaves their order to the sort algorithm);
+* only the first ``rank_size`` items of the ranked list (junk included) are looked at: the original cuts
+  at 10000, which drops the tail of MARS's 12,180-item list; rank_size=0 ranks the whole gallery as
+  MARS-evaluation does. Good items beyond the cut are never found but still count in n_good;
+* CMC(k) = 1 if a good item is among the first k non-junk ranks;
+* AP is the trapezoid rule of compute_AP.m: ap += (recall - old_recall) * (old_precision + precision) / 2
+  at every non-junk rank, old_precision starting at 1, recall = hits / n_good.
+
+Beyond the original: a query with no good item at all (the original raises ZeroDivisionError, MATLAB
+returns NaN) is left out of both means and counted in ``num_skipped``. Two corner cases keep the official
+behaviour: pid 0 (distractors) is an ordinary identity, and for a pid -1 query the other-camera -1 items
+are good and junk at once, which marks the CMC but never adds to the AP (compute_AP.m tests "good"
+before "junk").
+
+``evaluate_mars`` computes all of this without a Python loop over queries or ranks; the AP terms are
+summed in float64 in rank order, so it returns bit-for-bit the numbers of ``evaluate_mars_reference``,
+the plain per-query walk down the ranked list kept for tests and benchmarks.
+"""
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from util.errors import DataError
+
+
+@dataclass
+class MarsResult:
+    """Scores of one evaluation.
+
+    cmc: (R,) float64, fraction of scored queries with a hit within the first k ranks at index k-1;
+    mAP: mean AP over scored queries; num_queries: queries given; num_skipped: queries with no good
+    item, left out of both means; ap: (Q,) per-query AP (NaN for skipped queries).
+    """
+    cmc: np.ndarray
+    mAP: float
+    num_queries: int
+    num_skipped: int
+    ap: np.ndarray = None
+
+    def rank(self, k):
+        """CMC at rank k (1-based)."""
+        if not 1 <= k <= len(self.cmc):
+            raise ValueError(f'rank-{k} is outside the evaluated ranks 1..{len(self.cmc)} (rank_size)')
+        return float(self.cmc[k - 1])
+
+    @property
+    def num_scored(self):
+        return self.num_queries - self.num_skipped
+
+
+# ----------------------------------------------------------------------------------------------------------
+# inputs and distances
+
+
+def _as_numpy(x):
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        if x.is_floating_point() and x.dtype not in (torch.float32, torch.float64):
+            x = x.float()  # bf16 / fp16 features: numpy has no bf16 and no fast fp16 product
+        return x.numpy()
+    return np.asarray(x)
+
+
+def _check_inputs(features, labels, cams, query_idx, rank_size):
+    """Validate and convert to numpy; returns (features, labels, cams, query_idx, R)."""
+    features, labels, cams = _as_numpy(features), _as_numpy(labels), _as_numpy(cams)
+    query_idx = _as_numpy(query_idx)
+    if features.ndim != 2:
+        raise DataError(f'features: expected a (N, D) array, got shape {features.shape}')
+    n = features.shape[0]
+    for name, arr in (('labels', labels), ('cams', cams)):
+        if arr.shape != (n,):
+            raise DataError(f'{name}: expected shape ({n},) to match features, got {arr.shape}')
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise DataError(f'{name}: expected integers, got dtype {arr.dtype}')
+    # query_IDX.npy of the original database is (1, Q) uint16: accept row or column vectors
+    if query_idx.ndim == 2 and 1 in query_idx.shape:
+        query_idx = query_idx.reshape(-1)
+    if query_idx.ndim != 1 or query_idx.size == 0 or not np.issubdtype(query_idx.dtype, np.integer):
+        raise DataError(f'query_idx: expected a non-empty 1-D integer array, got shape {query_idx.shape} '
+                        f'dtype {query_idx.dtype}')
+    query_idx = query_idx.astype(np.int64)
+    if query_idx.min() < 0 or query_idx.max() >= n:
+        raise DataError(f'query_idx: indices must lie in 0..{n - 1} (0-based rows of the test set), '
+                        f'got {query_idx.min()}..{query_idx.max()}')
+    if rank_size < 0:
+        raise DataError(f'rank_size: expected 0 (whole gallery) or a positive number, got {rank_size}')
+    ranks = n if rank_size == 0 else min(int(rank_size), n)
+    return features, labels.astype(np.int64), cams.astype(np.int64), query_idx, ranks
+
+
+def cosine_distance(features, query_idx):
+    """(N, D) features, (Q,) query rows -> (Q, N) negative cosine similarities.
+
+    Computed as the original does (rows divided by their norm, one matrix product in the features'
+    precision: float32 for float32 features), so ties and near-ties come out the same. A zero feature
+    gives NaN distances; they are set to +inf, i.e. ranked last in gallery order, where numpy's and
+    MATLAB's sorts put NaN.
+    """
+    if features.dtype == np.float16:
+        features = features.astype(np.float32)
+    elif not np.issubdtype(features.dtype, np.floating):
+        features = features.astype(np.float64)  # integer features: what numpy's division gives
+    with np.errstate(invalid='ignore', divide='ignore'):
+        unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    dist = -1 * np.dot(unit[query_idx], unit.T)
+    undefined = np.isnan(unit).any(axis=1)  # zero or non-finite feature rows
+    if undefined.any():
+        dist[:, undefined] = np.inf
+        dist[undefined[query_idx]] = np.inf
+    return dist
+
+
+# ----------------------------------------------------------------------------------------------------------
+# vectorised metric
+#
+# Ranking every row would cost a full argsort per query. Only the good items' places in the ranked list
+# matter, so each good item's position is computed as a count: items ahead of good g = items with a
+# smaller distance + items at the same distance with a smaller gallery index (the stable-sort order).
+# Counting "smaller distance" needs only the sorted VALUES of the row (numpy's fast value sort) and a
+# binary search; ties, rare outside duplicated features, are counted exactly entry by entry.
+
+
+def _pad_rows(rows, cols, n_rows, fill):
+    """Ragged (rows, cols) pairs, rows non-decreasing -> (n_rows, width) array of cols, padded with fill."""
+    count = np.bincount(rows, minlength=n_rows)
+    slot = np.arange(len(rows)) - np.repeat(np.cumsum(count) - count, count)
+    out = np.full((n_rows, max(int(count.max(initial=0)), 1)), fill, dtype=np.int64)
+    out[rows, slot] = cols
+    return out, count
+
+
+class _Groups:
+    """Gallery items of each pid, for finding a query's same-pid items without (Q, N) masks."""
+
+    def __init__(self, labels):
+        self.order = np.argsort(labels, kind='stable')  # gallery order within each pid
+        self.sorted_labels = labels[self.order]
+
+    def members(self, q_labels):
+        """(Qb,) pids -> rows, cols of every (query, same-pid gallery item) pair, cols ascending per row."""
+        start = np.searchsorted(self.sorted_labels, q_labels, 'left')
+        count = np.searchsorted(self.sorted_labels, q_labels, 'right') - start
+        rows = np.repeat(np.arange(len(q_labels)), count)
+        first = np.cumsum(count) - count  # where each row's run begins in the output
+        return rows, self.order[np.arange(count.sum()) - np.repeat(first - start, count)]
+
+
+def _gather(dist, idx):
+    """dist (Qb, N), idx (Qb, K) gallery indices padded with N -> (Qb, K) distances, +inf for padding."""
+    n = dist.shape[1]
+    picked = np.take_along_axis(dist, np.minimum(idx, n - 1), axis=1)
+    return np.where(idx < n, picked, np.inf).astype(dist.dtype)
+
+
+def _searchsorted_rows(srt, t, right=False):
+    """np.searchsorted row by row, as one vectorised binary search: srt (R, M) sorted rows, t (R, K)."""
+    rows = np.arange(len(srt))[:, None]
+    lo = np.zeros(t.shape, dtype=np.int64)
+    hi = np.full(t.shape, srt.shape[1], dtype=np.int64)
+    for _ in range(srt.shape[1].bit_length()):
+        mid = (lo + hi) // 2
+        v = srt[rows, np.minimum(mid, srt.shape[1] - 1)]
+        below = (v <= t) if right else (v < t)
+        active = lo < hi
+        lo = np.where(active & below, mid + 1, lo)
+        hi = np.where(active & ~below, mid, hi)
+    return lo
+
+
+def _count_ahead(values, index, t, t_index, valid, t_in_values):
+    """How many entries of each row precede (t, t_index) in (value, index) order.
+
+    values: (Qb, M) distances, index: (Qb, M) their gallery indices or None for column order;
+    t, t_index: (Qb, K) the items to place, only those where valid (Qb, K) is True (others: padding);
+    t_in_values: (Qb, K) bool, whether that item is itself one of the row's entries. -> (Qb, K) int64.
+    """
+    srt = np.sort(values, axis=1)
+    lo = _searchsorted_rows(srt, t)  # entries with a smaller distance
+    equal = _searchsorted_rows(srt, t, right=True) - lo
+    ahead = lo.copy()
+    # entries at exactly the same distance, other than the item itself, go first if their index is smaller
+    r, k = np.nonzero(valid & (equal > t_in_values))
+    step = max(1, (1 << 22) // values.shape[1])  # bound the (pairs, M) temporaries
+    for s in range(0, len(r), step):
+        rr, kk = r[s:s + step], k[s:s + step]
+        idx = np.arange(values.shape[1])[None, :] if index is None else index[rr]
+        same = (values[rr] == t[rr, kk][:, None]) & (idx < t_index[rr, kk][:, None])
+        ahead[rr, kk] += same.sum(axis=1)
+    return ahead
+
+
+def _score_block(dist, q_labels, q_cams, labels, cams, groups, unknown, ranks):
+    """Per-query AP (float64, NaN where no good item) and first-hit rank (0-based, `ranks` = no hit).
+
+    dist: (Qb, N) rows of the queries; unknown: gallery indices with pid -1 (junk for every query).
+    """
+    qb, n = dist.shape
+    rows = np.arange(qb)[:, None]
+    rows_p, cols_p = groups.members(q_labels)
+    own_cam = cams[cols_p] == q_cams[rows_p]
+    good_idx, count = _pad_rows(rows_p[~own_cam], cols_p[~own_cam], qb, n)  # (Qb, G), padded with n
+    # pid -1 rows are covered by `unknown`; others add their own-camera same-pid items (the query too)
+    extra = own_cam & (q_labels[rows_p] != -1)
+    junk_idx, _ = _pad_rows(rows_p[extra], cols_p[extra], qb, n)
+    junk_idx = np.concatenate([np.broadcast_to(unknown, (qb, len(unknown))), junk_idx], axis=1)
+
+    good_d = _gather(dist, good_idx)
+    order = np.argsort(good_d, axis=1, kind='stable')  # goods in ranked order (index breaks ties)
+    good_idx, good_d = np.take_along_axis(good_idx, order, 1), np.take_along_axis(good_d, order, 1)
+    valid = np.arange(good_idx.shape[1])[None, :] < count[:, None]  # real goods, not padding
+    good_is_junk = valid & (q_labels == -1)[:, None]  # only pid -1 queries have junk goods
+
+    position = _count_ahead(dist, None, good_d, good_idx, valid, valid)  # items ahead, junk included
+    junk_ahead = _count_ahead(_gather(dist, junk_idx), junk_idx, good_d, good_idx, valid, good_is_junk)
+    kept_ahead = position - junk_ahead  # non-junk items ahead
+
+    found = valid & (position < ranks)  # inside the first `ranks` entries of the ranked list
+    hit = found & ~good_is_junk
+    n_hits = np.cumsum(hit, axis=1).astype(np.float64)  # intersect size at each hit
+    rank = kept_ahead + 1.0  # 1-based non-junk rank of each good
+    n_good = np.maximum(count, 1).astype(np.float64)[:, None]
+    precision = n_hits / rank
+    with np.errstate(invalid='ignore', divide='ignore'):
+        old_precision = np.where(rank > 1, (n_hits - 1) / (rank - 1), 1.0)
+    d_recall = n_hits / n_good - (n_hits - 1) / n_good
+    term = np.where(hit, d_recall * (old_precision + precision) / 2, 0.0)
+    ap = np.cumsum(term, axis=1)[:, -1]  # summed in rank order, like the loop
+    ap[count == 0] = np.nan
+
+    # the first good in ranked order sets the CMC, even a junk one (pid -1 queries), as compute_AP.m does
+    first = np.where(found[:, 0], kept_ahead[:, 0], ranks)
+    return ap, first
+
+
+def _summarise(ap, first, ranks):
+    scored = ~np.isnan(ap)
+    if not scored.any():
+        raise DataError(f'none of the {len(ap)} queries has a correct match in the gallery '
+                        '(same pid, other camera): nothing to score')
+    hits = np.bincount(first[scored], minlength=ranks + 1)[:ranks]
+    cmc = np.cumsum(hits) / scored.sum()
+    return MarsResult(cmc=cmc, mAP=float(np.mean(ap[scored])), num_queries=len(ap),
+                      num_skipped=int((~scored).sum()), ap=ap)
+
+
+def evaluate_mars(features, labels, cams, query_idx, rank_size=10000, block=256, workers=None):
+    """MARS CMC and mAP, vectorised over queries (module docstring for the protocol).
+
+    features (N, D), labels (N,) pids, cams (N,), query_idx (Q,) 0-based rows of the queries;
+    rank_size: length of the ranked list looked at (0 = whole gallery). Queries are scored in blocks
+    of ``block`` (bounding memory to a few (block, N) arrays besides the (Q, N) distances), spread over
+    ``workers`` threads (default: one per CPU; numpy releases the GIL in its sorts and array loops).
+    """
+    features, labels, cams, query_idx, ranks = _check_inputs(features, labels, cams, query_idx, rank_size)
+    dist = cosine_distance(features, query_idx)  # (Q, N)
+    groups, unknown = _Groups(labels), np.flatnonzero(labels == -1)
+
+    def score(s):
+        q = query_idx[s:s + block]
+        return _score_block(dist[s:s + block], labels[q], cams[q], labels, cams, groups, unknown, ranks)
+
+    starts = range(0, len(query_idx), block)
+    workers = min(workers or os.cpu_count() or 1, len(starts))
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(score, starts))
+    else:
+        parts = [score(s) for s in starts]
+    return _summarise(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), ranks)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# plain reference
+
+
+def evaluate_mars_reference(features, labels, cams, query_idx, rank_size=10000):
+    """The same metric as a plain loop, step by step as compute_AP.m: for each query, sort the gallery
+    (stable) and walk down the first ``rank_size`` items. For tests and benchmarks."""
+    features, labels, cams, query_idx, ranks = _check_inputs(features, labels, cams, query_idx, rank_size)
+    dist = cosine_distance(features, query_idx)
+    ap = np.full(len(query_idx), np.nan)
+    cmc_sum = np.zeros(ranks)
+    for k, q in enumerate(query_idx):
+        same_id = labels == labels[q]
+        good = (same_id & (cams != cams[q])).tolist()
+        junk = ((same_id & (cams == cams[q])) | (labels == -1)).tolist()
+        n_good = sum(good)
+        if n_good == 0:
+            continue  # skipped: nothing to find
+        cmc = np.zeros(ranks)
+        ranked = np.argsort(dist[k], kind='stable')[:ranks].tolist()
+        ap[k] = 0.0
+        goods_seen = hits = kept = 0  # kept: non-junk items passed so far
+        old_recall, old_precision = 0.0, 1.0
+        for g in ranked:
+            if goods_seen == n_good:
+                break  # the rest adds nothing
+            if good[g]:  # tested before junk, as compute_AP.m does
+                cmc[kept:] = 1
+                goods_seen += 1
+            if junk[g]:
+                continue
+            kept += 1
+            hits += good[g]
+            recall, precision = hits / n_good, hits / kept
+            ap[k] += (recall - old_recall) * (old_precision + precision) / 2
+            old_recall, old_precision = recall, precision
+        cmc_sum += cmc
+    scored = ~np.isnan(ap)
+    if not scored.any():
+        raise DataError(f'none of the {len(ap)} queries has a correct match in the gallery '
+                        '(same pid, other camera): nothing to score')
+    return MarsResult(cmc=cmc_sum / scored.sum(), mAP=float(np.mean(ap[scored])), num_queries=len(ap),
+                      num_skipped=int((~scored).sum()), ap=ap)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# printing
+
+
+def format_result(result):
+    """The original's summary line plus a rank-1/5/10/20 and mAP table (percent)."""
+    lines = ['CMC : %.4f , mAP : %.4f' % (result.cmc[0], result.mAP)]
+    heads, cells = [], []
+    for k in (1, 5, 10, 20):
+        heads.append(f'rank-{k}')
+        cells.append(f'{100 * result.rank(k):.2f}' if k <= len(result.cmc) else '-')
+    heads.append('mAP')
+    cells.append(f'{100 * result.mAP:.2f}')
+    widths = [max(len(h), len(c)) for h, c in zip(heads, cells)]
+    lines.append('| ' + ' | '.join(h.rjust(w) for h, w in zip(heads, widths)) + ' |')
+    lines.append('|' + '|'.join('-' * (w + 2) for w in widths) + '|')
+    lines.append('| ' + ' | '.join(c.rjust(w) for c, w in zip(cells, widths)) + ' |')
+    line = f'{result.num_scored} queries scored'
+    if result.num_skipped:
+        line += f', {result.num_skipped} skipped (no correct match in the gallery)'
+    lines.append(line)
+    return '\n'.join(lines)
