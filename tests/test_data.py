@@ -1,0 +1,292 @@
+"""Database reading, frame decoding, the clip datasets and their loaders."""
+import io
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from util import data
+from util.data import (Database, TestClipDataset, TrainClipDataset, load_clip, load_frame, make_test_loader,
+                       make_train_loader, normalize_clip, read_database)
+from util.errors import DataError
+from util.sampling import chunk_frames, train_frame_indices
+
+H, W = 16, 8
+
+
+def random_image(rng, h, w):
+    """A smooth random picture (JPEG-friendly), with some noise so every pixel differs."""
+    small = Image.fromarray(rng.integers(0, 256, (4, 3, 3), dtype=np.uint8))
+    base = np.asarray(small.resize((w, h), Image.BICUBIC)).astype(int)
+    return Image.fromarray(np.clip(base + rng.integers(-8, 9, base.shape), 0, 255).astype(np.uint8))
+
+
+@pytest.fixture
+def split(tmp_path):
+    """12 frames of 16x8 JPEGs, 4 tracklets of 3 identities, and the database files describing them."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(12):
+        path = tmp_path / f'f{i:02d}.jpg'
+        random_image(rng, H, W).save(path, quality=90)
+        paths.append(str(path))
+    (tmp_path / 'path.txt').write_text('\n'.join(paths) + '\n')
+    # rows: [start, end, pid, cam]; F = 2, 5, 1, 4
+    info = np.array([[0, 1, 7, 1], [2, 6, 3, 2], [7, 7, 7, 3], [8, 11, 12, 1]], dtype=np.int32)
+    np.save(tmp_path / 'info.npy', info)
+    np.save(tmp_path / 'query.npy', np.array([[1, 3]], dtype=np.uint16))
+    return tmp_path
+
+
+def reference_pipeline(path, height, width):
+    """The original per-frame transform."""
+    transform = T.Compose([T.Resize((height, width)), T.ToTensor(),
+                           T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
+    return transform(Image.open(path))
+
+
+def reference_uint8(path, height, width):
+    return T.PILToTensor()(T.Resize((height, width))(Image.open(path).convert('RGB')))
+
+
+# ---- database files -----------------------------------------------------------------------------------
+
+def test_read_database(split):
+    db = read_database(split / 'path.txt', split / 'info.npy', split / 'query.npy')
+    assert len(db.paths) == 12 and db.paths[3].endswith('f03.jpg')
+    assert db.info.dtype == np.int64 and db.info.shape == (4, 4)
+    assert db.query_idx.dtype == np.int64 and db.query_idx.tolist() == [1, 3]
+    assert read_database(split / 'path.txt', split / 'info.npy').query_idx is None
+
+
+@pytest.mark.parametrize('case, message', [
+    ('missing_txt', r'nothing\.txt: file not found \(expected a frame path list'),
+    ('empty_txt', r'empty\.txt: empty file'),
+    ('missing_info', r'nothing\.npy: file not found'),
+    ('not_npy', r'bad\.npy: not a readable \.npy file'),
+    ('float_info', r'bad\.npy: expected integer values'),
+    ('info_shape', r'bad\.npy: expected an \(N, 4\) array .* got shape \(4, 3\)'),
+    ('past_end', r'bad\.npy: tracklet row 3 \[start, end\] = \[8, 12\] ends past the 12 frames listed in .*path\.txt'),
+    ('start_gt_end', r'bad\.npy: tracklet row 1 \[start, end\] = \[6, 2\] has start > end'),
+    ('negative', r'bad\.npy: tracklet row 0 .* starts before frame 0'),
+    ('query_range', r'badq\.npy: query index 4 \(position 1\) is outside the 4 tracklet rows of .*info\.npy'),
+    ('query_empty', r'badq\.npy: no query indices'),
+])
+def test_read_database_errors(split, case, message):
+    txt, info, query = split / 'path.txt', split / 'info.npy', None
+    good = np.load(info).astype(np.int64)
+    if case == 'missing_txt':
+        txt = split / 'nothing.txt'
+    elif case == 'empty_txt':
+        txt = split / 'empty.txt'
+        txt.write_text('\n')
+    elif case == 'missing_info':
+        info = split / 'nothing.npy'
+    elif case == 'not_npy':
+        info = split / 'bad.npy'
+        info.write_text('not numpy')
+    else:
+        bad = {'float_info': good + 0.5, 'info_shape': good[:, :3],
+               'past_end': np.where(np.arange(4)[:, None] == 3, [8, 12, 12, 1], good),
+               'start_gt_end': np.where(np.arange(4)[:, None] == 1, [6, 2, 3, 2], good),
+               'negative': np.where(np.arange(4)[:, None] == 0, [-1, 1, 7, 1], good)}.get(case)
+        if bad is not None:
+            info = split / 'bad.npy'
+            np.save(info, bad)
+        else:
+            query = split / 'badq.npy'
+            np.save(query, np.array([0, 4]) if case == 'query_range' else np.zeros(0, int))
+    with pytest.raises(DataError, match=message) as err:
+        read_database(txt, info, query)
+    assert '\n' not in str(err.value)
+
+
+# ---- frames -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('decoder', ['auto', 'pil'])
+@pytest.mark.parametrize('size', [(H, W), (32, 16), (8, 4), (24, 10)])
+def test_load_frame_equals_torchvision_resize(split, decoder, size):
+    path = split / 'f05.jpg'
+    got = load_frame(str(path), *size, decoder=decoder)
+    assert got.dtype == torch.uint8 and got.shape == (3, *size)
+    assert torch.equal(got, reference_uint8(path, *size))
+
+
+def jpeg_variants():
+    rng = np.random.default_rng(3)
+    for (h, w), subsampling, progressive in itertools.product([(16, 8), (23, 11), (5, 7)], [0, 1, 2],
+                                                               [False, True]):
+        yield random_image(rng, h, w), dict(subsampling=subsampling, progressive=progressive, quality=85)
+    yield random_image(rng, 17, 9).convert('L'), dict(quality=90)
+
+
+def test_libjpeg_decoder_equals_pillow(tmp_path):
+    for i, (img, options) in enumerate(jpeg_variants()):
+        path = tmp_path / f'v{i}.jpg'
+        img.save(path, **options)
+        for size in [(img.height, img.width), (H, W)]:
+            fast = data.read_frame(str(path), *size, decoder='auto')
+            assert np.array_equal(fast, data.read_frame(str(path), *size, decoder='pil')), (i, options, size)
+            assert np.array_equal(fast, reference_uint8(path, *size).permute(1, 2, 0).numpy())
+
+
+def test_choose_decoder(split, tmp_path):
+    assert data.choose_decoder(str(split / 'f00.jpg'), H, W) == 'auto'       # JPEG at the output size
+    assert data.choose_decoder(str(split / 'f00.jpg'), 2 * H, 2 * W) == 'pil'  # resized anyway: Pillow
+    random_image(np.random.default_rng(0), 8, 8).save(tmp_path / 'x.png')
+    assert data.choose_decoder(str(tmp_path / 'x.png'), 8, 8) == 'auto'       # decided per frame
+    assert data.choose_decoder(str(tmp_path / 'missing.jpg'), H, W) == 'auto'
+    db = read_database(split / 'path.txt', split / 'info.npy')
+    assert TestClipDataset(db, 4, H, W).decoder == 'auto'
+    assert TestClipDataset(db, 4, 32, 16).decoder == 'pil'
+    assert TestClipDataset(db, 4, H, W, decoder='pil').decoder == 'pil'
+
+
+def test_other_formats_go_through_pillow(tmp_path):
+    rng = np.random.default_rng(4)
+    img = random_image(rng, 12, 6).convert('P')
+    img.save(tmp_path / 'p.png')
+    (tmp_path / 'png_named.jpg').write_bytes((tmp_path / 'p.png').read_bytes())
+    for name in ['p.png', 'png_named.jpg']:
+        assert torch.equal(load_frame(str(tmp_path / name), H, W), reference_uint8(tmp_path / 'p.png', H, W))
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_normalize_clip_equals_totensor_normalize(split, dtype):
+    paths = [str(split / f'f{i:02d}.jpg') for i in (0, 4, 9)]
+    for size in [(H, W), (32, 16)]:
+        clip = load_clip(paths, *size)                                        # (3, 3, H, W) uint8
+        reference = torch.stack([reference_pipeline(p, *size) for p in paths])
+        got = normalize_clip(clip.unsqueeze(0), dtype=dtype)[0]
+        assert got.dtype == dtype
+        if dtype == torch.float32:
+            assert (got - reference).abs().max().item() < 1e-6
+        else:
+            assert torch.equal(got, reference.to(dtype))
+
+
+def test_corrupt_and_missing_frames_name_the_file(split):
+    good = (split / 'f00.jpg').read_bytes()
+    (split / 'f02.jpg').write_bytes(b'not an image at all')
+    (split / 'f09.jpg').write_bytes(good[:len(good) // 2])                   # truncated JPEG
+    (split / 'f07.jpg').unlink()
+    db = read_database(split / 'path.txt', split / 'info.npy')
+    dataset = TestClipDataset(db, 4, H, W)
+    with pytest.raises(DataError, match=r'^cannot read frame .*f02\.jpg: .* \(tracklet row 1\)$') as err:
+        dataset[1]
+    assert '\n' not in str(err.value)
+    with pytest.raises(DataError, match=r'^cannot read frame .*f09\.jpg: .*[Tt]runcated.* \(tracklet row 3\)$'):
+        dataset[3]
+    with pytest.raises(DataError, match=r'^cannot read frame .*f07\.jpg: .*No such file.* \(tracklet row 2\)$'):
+        TrainClipDataset(db, 4, H, W)[(2, 0)]
+    with pytest.raises(DataError, match=r'^cannot read frame .*f07\.jpg: .*No such file'):
+        load_frame(db.paths[7], H, W, decoder='pil')
+
+
+# ---- datasets -----------------------------------------------------------------------------------------
+
+def test_train_dataset_relabels_in_sorted_pid_order(split):
+    db = read_database(split / 'path.txt', split / 'info.npy')
+    dataset = TrainClipDataset(db, 4, H, W)
+    assert dataset.n_id == 3 and len(dataset) == 4
+    assert dataset.track_labels.tolist() == [1, 0, 1, 2]                     # pids 7, 3, 7, 12
+    assert dataset.pids.tolist() == [3, 7, 12]
+    clip, label = dataset[(3, 123)]
+    assert clip.dtype == torch.uint8 and clip.shape == (4, 3, H, W) and label == 2
+    assert torch.equal(clip, dataset[(3, 123)][0])                           # a function of (row, seed)
+
+
+def test_train_dataset_frames_and_clip_flip(split):
+    db = read_database(split / 'path.txt', split / 'info.npy')
+    dataset = TrainClipDataset(db, 4, H, W)
+    flips = set()
+    for seed in range(12):
+        clip, _ = dataset[(1, seed)]
+        rng = np.random.default_rng(seed)                                    # frames first, then the flip
+        frames = train_frame_indices(2, 6, 4, rng)
+        flipped = bool(rng.random() < 0.5)
+        assert all(frames[s] in chunk_frames(2, 6, 4)[s] for s in range(4))
+        plain = torch.stack([load_frame(db.paths[f], H, W) for f in frames])
+        assert torch.equal(clip, plain.flip(-1) if flipped else plain)      # every frame of the clip, or none
+        flips.add(flipped)
+    assert flips == {True, False}
+
+
+def test_short_tracklet_repeats_last_frame(split):
+    db = read_database(split / 'path.txt', split / 'info.npy')
+    clip, pid, cam = TestClipDataset(db, 4, H, W)[0]                        # frames 0, 1 -> 0, 1, 1, 1
+    assert (pid, cam) == (7, 1)
+    expected = torch.stack([load_frame(db.paths[f], H, W) for f in [0, 1, 1, 1]])
+    assert torch.equal(clip, expected)
+
+
+def test_test_dataset_uses_first_frame_of_each_chunk(split):
+    db = read_database(split / 'path.txt', split / 'info.npy', split / 'query.npy')
+    dataset = TestClipDataset(db, 2, 32, 16)
+    assert dataset.frames.tolist() == [[0, 1], [2, 5], [7, 7], [8, 10]]
+    clip, pid, cam = dataset[1]
+    assert (pid, cam) == (3, 2) and clip.shape == (2, 3, 32, 16)
+    expected = torch.stack([reference_pipeline(db.paths[f], 32, 16) for f in [2, 5]])
+    assert (normalize_clip(clip) - expected).abs().max().item() < 1e-6
+    assert dataset.query_idx.tolist() == [1, 3]
+
+
+# ---- loaders ------------------------------------------------------------------------------------------
+
+def test_train_loader_batches(split):
+    db = read_database(split / 'path.txt', split / 'info.npy')
+    loader = make_train_loader(db, S=4, class_per_batch=3, track_per_class=2, seed=0, num_workers=0,
+                               height=H, width=W)
+    assert len(loader) == 1 and loader.dataset.n_id == 3
+    loader.set_epoch(1)
+    (clips, labels), = list(loader)
+    assert clips.shape == (6, 4, 3, H, W) and clips.dtype == torch.uint8 and clips.is_contiguous()
+    assert labels.dtype == torch.int64 and sorted(labels.tolist()) == [0, 0, 1, 1, 2, 2]
+    assert (labels[::2] == labels[1::2]).all()
+    batch = next(iter(loader.batch_sampler))
+    for clip, (row, seed) in zip(clips, batch):
+        assert torch.equal(clip, loader.dataset[(row, seed)][0])
+    with pytest.raises(DataError, match='class_per_batch 4 is larger than the 3 training identities'):
+        make_train_loader(db, 4, 4, 2, 0, 0, H, W)
+
+
+def test_train_loader_same_batches_with_workers(split):
+    db = read_database(split / 'path.txt', split / 'info.npy')
+    kwargs = dict(S=4, class_per_batch=2, track_per_class=3, seed=5, height=H, width=W)
+    plain = make_train_loader(db, num_workers=0, **kwargs)
+    workers = make_train_loader(db, num_workers=2, **kwargs)
+    for epoch in range(2):
+        plain.set_epoch(epoch)
+        workers.set_epoch(epoch)
+        for (a, la), (b, lb) in zip(plain, workers):
+            assert torch.equal(a, b) and torch.equal(la, lb)
+
+
+def test_worker_error_is_one_line(split):
+    (split / 'f08.jpg').write_bytes(b'garbage')
+    db = read_database(split / 'path.txt', split / 'info.npy')
+    loader = make_test_loader(db, S=4, batch_size=4, num_workers=1, height=H, width=W)
+    with pytest.raises(DataError, match=r'^cannot read frame .*f08\.jpg: .* \(tracklet row 3\)$'):
+        list(loader)
+
+
+def test_test_loader_order_and_shards(split):
+    db = read_database(split / 'path.txt', split / 'info.npy', split / 'query.npy')
+    full = list(make_test_loader(db, S=4, batch_size=3, num_workers=0, height=H, width=W))
+    clips = torch.cat([b[0] for b in full])
+    assert clips.shape == (4, 4, 3, H, W)
+    assert torch.cat([b[1] for b in full]).tolist() == [7, 3, 7, 12]
+    assert torch.cat([b[2] for b in full]).tolist() == [1, 2, 3, 1]
+    shards = [make_test_loader(db, 4, 3, 0, H, W, rank=r, world_size=3) for r in range(3)]
+    assert [s.shard for s in shards] == [(0, 1), (1, 2), (2, 4)]
+    gathered = torch.cat([b[0] for s in shards for b in s])
+    assert torch.equal(gathered, clips)
+
+
+def test_database_dataclass_accepts_plain_arrays():
+    db = Database(['a.jpg', 'b.jpg'], np.array([[0, 1, 5, 1]]))
+    dataset = TestClipDataset(db, 3, H, W)
+    assert dataset.frames.tolist() == [[0, 1, 1]] and dataset.paths[1] == 'b.jpg'

@@ -1,0 +1,135 @@
+"""Clip sampling (which frames of a tracklet form a clip) and identity-balanced training batches.
+
+A tracklet covers the global frame indices ``start..end`` (inclusive, rows of the database info array).
+It is cut into S chunks (SPEC section 2):
+
+* F = end - start + 1 < S: chunk s is the single frame ``min(start + s, end)``, so a short tracklet
+  repeats its last frame;
+* otherwise, with I = ceil(F / S), the strip ``start..end`` padded with ``end`` to length I*S is split
+  into S consecutive chunks of I frames.
+
+Both cases are ``min(start + k, end)`` for k = 0..S*I-1 reshaped to (S, I), with I = 1 when F < S.
+Training draws one position uniformly from each chunk (the padding copies of ``end`` count as positions,
+as in the original); testing takes the first frame of each chunk.
+
+Every random draw comes from a ``numpy.random.Generator`` seeded by integers handed out by
+:class:`IdentityBatchSampler`, so the clips of an epoch do not depend on the number of DataLoader workers or
+of distributed ranks.
+"""
+import numpy as np
+
+from util.errors import DataError
+
+
+def chunk_length(start, end, S):
+    """Frames per chunk I: 1 for a tracklet shorter than S, else ceil(F / S). Works element-wise."""
+    frames = np.asarray(end, dtype=np.int64) - np.asarray(start, dtype=np.int64) + 1
+    return np.where(frames < S, 1, -(-frames // S))
+
+
+def chunk_frames(start, end, S):
+    """Global frame indices of the S chunks of one tracklet: an (S, I) int64 array."""
+    start, end, S = int(start), int(end), int(S)
+    if S < 1 or start > end:
+        raise ValueError(f'chunk_frames: need S >= 1 and start <= end, got S={S}, start={start}, end={end}')
+    I = int(chunk_length(start, end, S))
+    strip = np.minimum(start + np.arange(S * I, dtype=np.int64), end)
+    return strip.reshape(S, I)
+
+
+def _chunk_offsets(start, end, S):
+    # (..., 1) start, end and chunk length I, broadcastable against the chunk axis of length S
+    start = np.asarray(start, dtype=np.int64)[..., None]
+    end = np.asarray(end, dtype=np.int64)[..., None]
+    return start, end, chunk_length(start, end, S)
+
+
+def train_frame_indices(start, end, S, rng):
+    """One frame drawn uniformly from each chunk: (S,) for one tracklet, (N, S) for arrays of N.
+
+    ``rng`` is a ``numpy.random.Generator``; exactly one ``rng.integers`` call of shape (S,) (or (N, S))
+    is made, position s of chunk s being ``rng.integers(0, I)``.
+    """
+    start, end, I = _chunk_offsets(start, end, S)
+    s = np.arange(S, dtype=np.int64)
+    position = rng.integers(0, I, size=I.shape[:-1] + (S,))
+    return np.minimum(start + s * I + position, end)
+
+
+def test_frame_indices(start, end, S):
+    """The first frame of each chunk: (S,) for one tracklet, (N, S) for arrays of N."""
+    start, end, I = _chunk_offsets(start, end, S)
+    return np.minimum(start + np.arange(S, dtype=np.int64) * I, end)
+
+
+test_frame_indices.__test__ = False  # not a pytest test, despite its name
+
+
+class IdentityBatchSampler:
+    """P identities x K tracklets per batch, every identity once per epoch (a PK sampler).
+
+    Each epoch shuffles the identities with ``np.random.default_rng((seed, epoch))``, cuts the order into
+    ``n_id // P`` batches of P identities (the last incomplete batch is dropped) and draws K tracklets per
+    identity uniformly WITH replacement. A batch is laid out identity by identity:
+    ``[id_0 x K, id_1 x K, ...]``, as the original's collate concatenated them.
+
+    Yields lists of ``(track_idx, sample_seed)``; ``sample_seed`` seeds the frame choice and the flip of
+    that clip in :class:`util.data.TrainClipDataset`. Everything is drawn for the global batch first, so
+    with ``world_size`` ranks, rank r yields identities ``r*P/W .. (r+1)*P/W - 1`` of the same global
+    batch, and the ranks' lists concatenated in rank order equal the single-process batch.
+    """
+
+    def __init__(self, track_labels, class_per_batch, track_per_class, seed, rank=0, world_size=1):
+        labels = np.asarray(track_labels).reshape(-1)
+        P, K, world_size, rank = int(class_per_batch), int(track_per_class), int(world_size), int(rank)
+        if P < 1 or K < 1:
+            raise DataError(f'class_per_batch and track_per_class must be >= 1, got {P} and {K}')
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise DataError(f'rank {rank} is not in 0..world_size-1 (world_size {world_size})')
+        if P % world_size:
+            raise DataError(f'class_per_batch {P} must be divisible by the number of processes {world_size}, '
+                            f'so that each process gets whole identities of a batch')
+        ids, labels_inv = np.unique(labels, return_inverse=True)
+        if len(ids) < P:
+            raise DataError(f'class_per_batch {P} is larger than the {len(ids)} training identities: '
+                            f'lower --class_per_batch to at most {len(ids)}')
+        # tracklets grouped by identity: members of id j are by_id[first[j]:first[j] + count[j]]
+        self._by_id = np.argsort(labels_inv, kind='stable')
+        self._count = np.bincount(labels_inv, minlength=len(ids))
+        self._first = np.concatenate([[0], np.cumsum(self._count)[:-1]])
+        self.n_id, self.P, self.K = len(ids), P, K
+        self.seed, self.rank, self.world_size = int(seed), rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        return self.n_id // self.P
+
+    def epoch_batches(self, epoch=None):
+        """The whole epoch's global batches: track indices and sample seeds, both (len, P*K) int64."""
+        epoch = self.epoch if epoch is None else int(epoch)
+        rng = np.random.default_rng((self.seed, epoch))
+        n_batch = len(self)
+        ids = rng.permutation(self.n_id)[:n_batch * self.P]                 # (n_batch*P,)
+        pick = rng.integers(0, self._count[ids][:, None], size=(len(ids), self.K))  # (n_batch*P, K)
+        tracks = self._by_id[self._first[ids][:, None] + pick]
+        seeds = rng.integers(0, 2 ** 63 - 1, size=tracks.shape, dtype=np.int64)
+        return tracks.reshape(n_batch, -1), seeds.reshape(n_batch, -1)
+
+    def __iter__(self):
+        tracks, seeds = self.epoch_batches()
+        share = self.P // self.world_size * self.K
+        lo = self.rank * share
+        for t, s in zip(tracks[:, lo:lo + share].tolist(), seeds[:, lo:lo + share].tolist()):
+            yield list(zip(t, s))
+
+
+def shard_bounds(n, world_size):
+    """Contiguous shards of range(n) for evaluation: rank r takes [bounds[r], bounds[r+1]).
+
+    Sizes differ by at most one, and concatenating the ranks' outputs in rank order restores the
+    original order (the gathered features line up with the database rows and query indices).
+    """
+    return [r * n // world_size for r in range(world_size + 1)]
