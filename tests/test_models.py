@@ -1,0 +1,578 @@
+"""Tests for models/: shapes, original key names, non-local equivalence with plain references,
+checkpoints, configuration errors, pretrained weights, parameter and FLOP figures.
+
+Small inputs (32x16 frames -> feature heights 8, 4, 2, 2) keep everything fast on two cores.
+"""
+import copy
+import functools
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import models
+import models.resnet as resnet
+from models import (MODEL_TYPES, NonLocalBlock, StripeNonLocalBlock, attention_maps, build_model,
+                    checkpoint_num_class, load_checkpoint, non_local_blocks, original_state_dict, set_attention)
+from models.summary import count_flops
+from util.errors import CheckpointError, ModelConfigError
+
+H, W = 32, 16
+NL_TYPES = [t for t in MODEL_TYPES if t != 'resnet50_s1']
+SMALL_STRIPES = (4, 2, 2, 2)
+# shortest clips for non_layers (1, 2, 3, 1): pairs of pairs for hr, and pairs again in layer4 for stripe_hr
+MIN_FRAMES = {'resnet50_NL': 4, 'resnet50_NL_stripe': 4, 'resnet50_NL_hr': 4, 'resnet50_NL_stripe_hr': 8}
+
+
+@functools.lru_cache(maxsize=6)
+def _built(model_type, non_layers, num_class):
+    torch.manual_seed(0)
+    return build_model(model_type, num_class, non_layers=non_layers, stripes=SMALL_STRIPES, pretrained='none',
+                       height=H)
+
+
+def small_model(model_type, non_layers=(1, 2, 3, 1), num_class=7):
+    """A fresh copy of a small-input model (building ResNet-50 costs more than copying it)."""
+    return copy.deepcopy(_built(model_type, tuple(non_layers), num_class))
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread_and_cache():
+    # a single intra-op thread: two OpenMP threads stall badly when the two cores are shared
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    _built.cache_clear()
+
+
+def clip_input(model_type, b=2, s=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, s, 3, H, W, generator=g)
+    return x.flatten(0, 1) if model_type == 'resnet50_s1' else x
+
+
+def wake_blocks(model, seed=0):
+    """Give every non-local block a non-zero output BN so the attention shows in the output."""
+    g = torch.Generator().manual_seed(seed)
+    for _, block in non_local_blocks(model):
+        bn = block.W[1]
+        with torch.no_grad():
+            bn.weight.copy_(torch.randn(bn.weight.shape, generator=g) * 0.5)
+            bn.bias.copy_(torch.randn(bn.bias.shape, generator=g) * 0.1)
+
+
+# ------------------------------------------------------------------ the original's naming, restated
+
+def _bn(prefix):
+    return [f'{prefix}.{n}' for n in ('weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked')]
+
+
+def original_keys(model_type, non_layers):
+    """state_dict keys of the original CNN, in order, written from the original's module layout."""
+    keys = ['features.backbone.conv1.weight'] + _bn('features.backbone.bn1')
+    for i, depth in enumerate((3, 4, 6, 3)):
+        for j in range(depth):
+            p = f'features.backbone.layer{i + 1}.{j}'
+            for k in (1, 2, 3):
+                keys += [f'{p}.conv{k}.weight'] + _bn(f'{p}.bn{k}')
+            if j == 0:
+                keys += [f'{p}.downsample.0.weight'] + _bn(f'{p}.downsample.1')
+        if model_type == 'resnet50_s1':
+            continue
+        for n in range(non_layers[i]):
+            p = f'features.backbone.NL_{i + 1}.{n}'
+            sub = '.0' if (model_type == 'resnet50_NL' and i == 0) else ''
+            g, theta, phi = ([f'{p}.{m}{s}.weight', f'{p}.{m}{s}.bias']
+                             for m, s in (('g', sub), ('theta', ''), ('phi', sub)))
+            w = [f'{p}.W.0.weight', f'{p}.W.0.bias'] + _bn(f'{p}.W.1')
+            keys += g + w + theta + phi if 'stripe' not in model_type else g + theta + phi + w
+    return keys + _bn('bottleneck') + ['classifier.weight']
+
+
+@pytest.mark.parametrize('non_layers', [(0, 2, 3, 0), (1, 2, 3, 1)])
+@pytest.mark.parametrize('model_type', MODEL_TYPES)
+def test_state_dict_keys_equal_original(model_type, non_layers):
+    with torch.device('meta'):
+        model = build_model(model_type, 625, non_layers=non_layers, pretrained='none')
+    state = original_state_dict(model)
+    assert list(state) == ['module.' + k for k in original_keys(model_type, non_layers)]
+    for key, value in state.items():
+        if '.NL_' in key and key.endswith(('theta.weight', 'phi.weight', 'phi.0.weight')):
+            c = value.shape[1]
+            assert value.shape == (c // 2, c, 1, 1, 1)
+    assert state['module.classifier.weight'].shape == (625, 2048)
+
+
+def test_spec_example_keys_present():
+    with torch.device('meta'):
+        model = build_model('resnet50_NL', 625, non_layers=(0, 2, 3, 0), pretrained='none')
+    keys = set(original_state_dict(model))
+    for k in ('module.features.backbone.layer2.3.conv1.weight', 'module.features.backbone.NL_2.0.theta.weight',
+              'module.features.backbone.NL_2.0.W.1.running_mean', 'module.bottleneck.weight',
+              'module.classifier.weight'):
+        assert k in keys
+
+
+# ------------------------------------------------------------------ figures of SPEC section 3
+
+@pytest.mark.parametrize('model_type, expected', [('resnet50_s1', 24_792_128)] +
+                         [(t, 32_150_592) for t in NL_TYPES])
+def test_parameter_counts(model_type, expected):
+    with torch.device('meta'):
+        model = build_model(model_type, 625, pretrained='none')
+    n = sum(p.numel() for p in model.parameters())
+    assert n == expected
+    assert round(n / 1e6, 2) == (24.79 if model_type == 'resnet50_s1' else 32.15)
+
+
+@pytest.mark.parametrize('model_type, gflops', [('resnet50_s1', 64.9), ('resnet50_NL', 127.1),
+                                                ('resnet50_NL_stripe_hr', 35.3)])
+def test_flops_per_clip_match_spec(model_type, gflops):
+    assert round(count_flops(model_type, device='meta') / 1e9, 1) == gflops
+
+
+def test_flops_sdpa_counted_like_explicit():
+    model = small_model('resnet50_NL', non_layers=(0, 1, 0, 0)).eval()
+    x = clip_input('resnet50_NL', b=1, s=2)
+    counts = {}
+    for impl in ('sdpa', 'explicit'):
+        set_attention(model, impl)
+        counts[impl] = count_flops(model=model, x=x)
+    assert counts['sdpa'] == counts['explicit'] > 0
+
+
+# ------------------------------------------------------------------ shapes and modes
+
+@pytest.mark.parametrize('model_type', MODEL_TYPES)
+def test_output_shapes_train_and_eval(model_type):
+    model = small_model(model_type, num_class=5)
+    x = clip_input(model_type, b=2, s=8)
+    rows = 16 if model_type == 'resnet50_s1' else 2
+    model.train()
+    feat, logits = model(x)
+    assert feat.shape == (rows, 2048) and logits.shape == (rows, 5)
+    model.eval()
+    with torch.no_grad():
+        bn = model(x)
+    assert bn.shape == (rows, 2048)
+    assert model.model_type == model_type
+    assert model.frame_level == (model_type == 'resnet50_s1')
+    assert model.temporal == ('mean' if model_type == 'resnet50_s1' else 'Done')
+
+
+def test_head_init():
+    model = small_model('resnet50_NL')
+    assert not model.bottleneck.bias.requires_grad and torch.all(model.bottleneck.bias == 0)
+    assert torch.all(model.bottleneck.weight == 1)
+    assert model.classifier.bias is None
+    assert 0.0005 < model.classifier.weight.std().item() < 0.002
+    assert model.bottleneck.bias not in {p for p in model.parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize('model_type', NL_TYPES)
+def test_non_local_blocks_are_identity_at_init(model_type):
+    model = small_model(model_type)
+    blocks = non_local_blocks(model)
+    assert len(blocks) == 1 + 2 + 3 + 1
+    g = torch.Generator().manual_seed(1)
+    for name, block in blocks:
+        c = block.channels
+        x = torch.randn(2, c, 2, 8, 4, generator=g)
+        for train in (True, False):
+            block.train(train)
+            assert torch.equal(block(x), x), name
+
+
+@pytest.mark.parametrize('model_type', ['resnet50_NL', 'resnet50_NL_stripe'])
+def test_clip_features_are_mean_of_frame_features_at_init(model_type):
+    """With identity blocks and no temporal pooling, a clip feature is the mean of its frames' features."""
+    nl = small_model(model_type).eval()
+    s1 = small_model('resnet50_s1').eval()
+    s1.load_state_dict({k: v for k, v in nl.state_dict().items() if '.NL_' not in k})
+    x = clip_input(model_type, b=2, s=4)
+    with torch.no_grad():
+        clip = nl.features(x)
+        frames = s1.features(x.flatten(0, 1)).view(2, 4, -1).mean(1)
+    torch.testing.assert_close(clip, frames, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------ equivalence with plain references
+
+def ref_non_local(block, x):
+    """The original NonLocalBlock.forward: explicit softmax(theta^T phi) g with views and permutes."""
+    b, d = x.size(0), block.inter_channels
+    g = block.g(x).view(b, d, -1).permute(0, 2, 1)
+    theta = block.theta(x).view(b, d, -1).permute(0, 2, 1)
+    phi = block.phi(x).view(b, d, -1)
+    f = torch.softmax(torch.matmul(theta, phi), dim=-1)
+    y = torch.matmul(f, g).permute(0, 2, 1).contiguous().view(b, d, *x.shape[2:])
+    return x + block.W(y)
+
+
+def ref_stripe(block, x):
+    """The original Stripe_NonLocalBlock.forward: adaptive pooling of (b*c*t, stripes, h/s, w), repeat back."""
+    b, c, t, h, w = x.shape
+    s, d = block.stripes, block.inter_channels
+    pooled = F.adaptive_avg_pool2d(x.reshape(b * c * t, s, h // s, w), 1).reshape(b, c, t, s, 1)
+    g = block.g(pooled).reshape(b, d, -1).permute(0, 2, 1)
+    theta = block.theta(pooled).reshape(b, d, -1).permute(0, 2, 1)
+    phi = block.phi(pooled).reshape(b, d, -1)
+    y = torch.matmul(torch.softmax(torch.matmul(theta, phi), dim=-1), g)
+    y = y.permute(0, 2, 1).contiguous().reshape(b, d, t, s, 1)
+    wy = block.W(y).repeat(1, 1, 1, 1, h // s * w).reshape(b, c, t, h, w)
+    return x + wy
+
+
+# frames each stage's blocks attend within (None: all current frames) and stages followed by pair pooling
+ORIGINAL_GROUPING = {
+    'resnet50_NL': ((None,) * 4, ()),
+    'resnet50_NL_stripe': ((None,) * 4, ()),
+    'resnet50_NL_hr': ((2, None, None, None), (2, 3)),
+    'resnet50_NL_stripe_hr': ((2, 2, 2, 2), (2, 3)),
+}
+
+
+def ref_features(model, x):
+    """The original ResNet_Video_nonlocal* forward + AdaptiveAvgPool3d(1), restated with reshape(-1, group)."""
+    bb = model.features.backbone
+    groups, pools = ORIGINAL_GROUPING[model.model_type]
+    ref_block = ref_stripe if 'stripe' in model.model_type else ref_non_local
+    b, t = x.shape[:2]
+    x = bb.maxpool(bb.bn1(bb.conv1(x.reshape(b * t, *x.shape[2:]))))
+    for i in range(4):
+        layer, nls = getattr(bb, f'layer{i + 1}'), getattr(bb, f'NL_{i + 1}')
+        idx = sorted(len(layer) - (k + 1) for k in range(len(nls)))
+        counter = 0
+        for j in range(len(layer)):
+            x = layer[j](x)
+            if counter < len(idx) and j == idx[counter]:
+                _, c, h, w = x.shape
+                x5 = x.reshape(-1, groups[i] or t, c, h, w).permute(0, 2, 1, 3, 4)
+                x = ref_block(nls[counter], x5).permute(0, 2, 1, 3, 4).reshape(-1, c, h, w)
+                counter += 1
+        if i + 1 in pools:
+            _, c, h, w = x.shape
+            x = torch.max(x.reshape(-1, 2, c, h, w), dim=1)[0]
+            t //= 2
+    _, c, h, w = x.shape
+    x = x.reshape(b, t, c, h, w).permute(0, 2, 1, 3, 4)
+    return nn.AdaptiveAvgPool3d(1)(x).reshape(b, -1)
+
+
+@pytest.mark.parametrize('model_type', NL_TYPES)
+def test_features_equal_original_forward(model_type):
+    # float64: a random untrained ResNet amplifies float32 rounding too much for a tight comparison
+    model = small_model(model_type).double().eval()
+    wake_blocks(model)
+    x = clip_input(model_type, b=2, s=MIN_FRAMES[model_type]).double()
+    with torch.no_grad():
+        ref = ref_features(model, x)
+        for impl in ('explicit', 'sdpa'):
+            set_attention(model, impl)
+            torch.testing.assert_close(model.features(x), ref, rtol=1e-9, atol=1e-9)
+
+
+def assert_grads_close(actual, expected, rel):
+    """Gradients equal up to `rel` of the largest gradient: some (g.bias, phi.bias, W.0.bias) are zero in
+    exact arithmetic (softmax and the following BatchNorm cancel them) and hold only rounding noise."""
+    scale = max(g.abs().max().item() for g in expected.values())
+    for name, g in expected.items():
+        torch.testing.assert_close(actual[name], g, rtol=rel, atol=rel * scale, msg=name)
+
+
+@pytest.mark.parametrize('kind', ['normal', 'subsample', 'stripe'])
+def test_block_sdpa_equals_explicit_forward_and_grad(kind):
+    torch.manual_seed(0)
+    c = 64
+    block = StripeNonLocalBlock(c, 4) if kind == 'stripe' else NonLocalBlock(c, subsample=kind == 'subsample')
+    wake_blocks(nn.ModuleList([block]))
+    x0 = torch.randn(3, c, 4, 8, 6)
+    results = {}
+    for impl in ('sdpa', 'explicit'):
+        block.zero_grad()
+        block.attention = impl
+        x = x0.clone().requires_grad_(True)
+        out = block(x)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results[impl] = (out, x.grad, {n: p.grad.clone() for n, p in block.named_parameters()})
+    ref = (ref_stripe if kind == 'stripe' else ref_non_local)(block, x0)
+    torch.testing.assert_close(results['explicit'][0], ref, rtol=1e-4, atol=1e-5)
+    (out_s, gx_s, gp_s), (out_e, gx_e, gp_e) = results['sdpa'], results['explicit']
+    torch.testing.assert_close(out_s, out_e, rtol=1e-5, atol=1e-5)
+    assert_grads_close({'x': gx_s, **gp_s}, {'x': gx_e, **gp_e}, rel=1e-5)
+
+
+def _graph_names(t):
+    names, todo, seen = set(), [t.grad_fn], set()
+    while todo:
+        fn = todo.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        names.add(type(fn).__name__)
+        todo.extend(f for f, _ in fn.next_functions)
+    return names
+
+
+def test_sdpa_runs_a_fused_kernel():
+    """Transposed views would make SDPA fall back to the math path (full attention matrix in memory)."""
+    torch.manual_seed(0)
+    block = NonLocalBlock(16)
+    x = torch.randn(2, 16, 2, 4, 4, requires_grad=True)
+    names = _graph_names(block(x))
+    assert any('FlashAttention' in n or 'EfficientAttention' in n for n in names), names
+    assert not any(n.startswith(('SoftmaxBackward', 'SafeSoftmaxBackward')) for n in names), names
+    block.attention = 'explicit'
+    assert any(n.startswith('SoftmaxBackward') for n in _graph_names(block(x)))
+
+
+@pytest.mark.parametrize('model_type', ['resnet50_NL', 'resnet50_NL_hr', 'resnet50_NL_stripe_hr'])
+def test_model_sdpa_equals_explicit_training_step(model_type):
+    """Whole network in train mode, incl. layer1 subsampling (resnet50_NL) and pairwise temporal grouping
+    with normal and stripe blocks (the hr types): features,
+    and gradients of the input and of every non-local parameter (ResNet weights frozen to save time;
+    their gradients follow from the same upstream gradients). float64: batch statistics of a random
+    network amplify float32 rounding too much for a tight comparison (blocks are compared in float32 above)."""
+    model = small_model(model_type).double().train()
+    wake_blocks(model)
+    for name, p in model.named_parameters():
+        p.requires_grad_('.NL_' in name)
+    x0 = clip_input(model_type, b=2, s=MIN_FRAMES[model_type]).double()
+    results = {}
+    for impl in ('sdpa', 'explicit'):
+        set_attention(model, impl)
+        model.zero_grad()
+        x = x0.clone().requires_grad_(True)
+        feat, logits = model(x)
+        (feat.square().mean() + logits.logsumexp(1).mean()).backward()
+        results[impl] = (feat.detach(), x.grad, {n: p.grad.clone() for n, p in model.named_parameters()
+                                                 if p.grad is not None})
+    (f_s, gx_s, gp_s), (f_e, gx_e, gp_e) = results['sdpa'], results['explicit']
+    torch.testing.assert_close(f_s, f_e, rtol=1e-9, atol=1e-9)
+    assert len(gp_e) == 7 * 10  # every non-local parameter (5 convs/BN x weight, bias) got a gradient
+    assert_grads_close(gp_s, gp_e, rel=1e-9)
+    assert_grads_close({'x': gx_s}, {'x': gx_e}, rel=1e-9)
+
+
+def test_attention_weights_shapes_and_rows():
+    model = small_model('resnet50_NL_stripe_hr', non_layers=(1, 1, 1, 1)).eval()
+    maps = attention_maps(model, clip_input('resnet50_NL_stripe_hr', b=2, s=8))
+    # pairs of frames everywhere; 8 -> 4 -> 2 frames after layer2 / layer3
+    # stripes (4, 2, 2, 2): 2 frames x stripes tokens per group
+    assert {k: tuple(v.shape) for k, v in maps.items()} == {
+        'features.backbone.NL_1.0': (8, 8, 8), 'features.backbone.NL_2.0': (8, 4, 4),
+        'features.backbone.NL_3.0': (4, 4, 4), 'features.backbone.NL_4.0': (2, 4, 4)}
+    for v in maps.values():
+        torch.testing.assert_close(v.sum(-1), torch.ones(v.shape[:2]))
+
+    nvan = small_model('resnet50_NL', non_layers=(1, 1, 0, 0)).eval()
+    maps = attention_maps(nvan, clip_input('resnet50_NL', b=2, s=4))
+    assert tuple(maps['features.backbone.NL_1.0'].shape) == (2, 4 * 8 * 4, 4 * 4 * 2)  # keys subsampled
+    assert tuple(maps['features.backbone.NL_2.0'].shape) == (2, 4 * 4 * 2, 4 * 4 * 2)
+
+
+def test_attention_weights_reproduce_block_output():
+    torch.manual_seed(0)
+    block = NonLocalBlock(16)
+    wake_blocks(nn.ModuleList([block]))
+    block.eval()
+    x = torch.randn(2, 16, 3, 4, 2)
+    a = block.attention_weights(x)                                     # (2, 24, 24), (t, h, w) order
+    v = block.g(x).flatten(2).transpose(1, 2)
+    y = (a @ v).transpose(1, 2).reshape(2, 8, 3, 4, 2)
+    torch.testing.assert_close(block(x), x + block.W(y))
+
+
+# ------------------------------------------------------------------ checkpoints
+
+def meta_model(model_type, non_layers=(0, 2, 3, 0), num_class=9):
+    with torch.device('meta'):
+        return build_model(model_type, num_class, non_layers=non_layers, pretrained='none')
+
+
+def save_shapes_only(model, path, drop=()):
+    """An original-format file with the model's keys and shapes, each tensor a stride-0 view of one
+    element so the file stays tiny; enough for the key and shape checks that run before loading."""
+    state = {k: torch.zeros(()).expand(v.shape) for k, v in original_state_dict(model).items()
+             if not any(d in k for d in drop)}
+    torch.save(state, path)
+
+
+@pytest.mark.parametrize('fmt', ['original', 'plain', 'dict'])
+def test_checkpoint_round_trip(tmp_path, fmt):
+    src = small_model('resnet50_NL_stripe_hr').eval()
+    wake_blocks(src)
+    state = original_state_dict(src)
+    obj = {'original': state, 'plain': src.state_dict(),
+           'dict': {'model': state, 'config': src.config}}[fmt]
+    path = tmp_path / 'ckpt.pth'
+    torch.save(obj, path)
+    dst = small_model('resnet50_NL_stripe_hr').eval()
+    load_checkpoint(dst, path)
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v), k
+    if fmt == 'original':
+        x = clip_input('resnet50_NL_stripe_hr', b=1, s=8)
+        with torch.no_grad():
+            assert torch.equal(src(x), dst(x))
+    assert checkpoint_num_class(path) == 7
+
+
+def test_original_state_dict_unwraps_wrappers(tmp_path):
+    model = meta_model('resnet50_NL')
+    expected = list(original_state_dict(model))
+    assert list(original_state_dict(nn.DataParallel(model))) == expected == list(nn.DataParallel(model).state_dict())
+
+    class Compiled(nn.Module):  # what torch.compile returns: the module under _orig_mod
+        def __init__(self, inner):
+            super().__init__()
+            self._orig_mod = inner
+    assert list(original_state_dict(nn.DataParallel(Compiled(model)))) == expected
+
+
+def test_checkpoint_of_other_configuration_is_explained(tmp_path):
+    path = tmp_path / 'nvan.pth'
+    save_shapes_only(meta_model('resnet50_NL', non_layers=(1, 2, 3, 0)), path)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(meta_model('resnet50_NL', non_layers=(0, 2, 3, 0)), path)
+    msg = str(e.value)
+    assert '\n' not in msg
+    assert msg.startswith(f'checkpoint {path} does not fit resnet50_NL --non_layers 0 2 3 0, 9 classes: ')
+    assert 'unexpected keys 13 (features.backbone.NL_1.0.g.0.weight' in msg
+    assert msg.endswith('the file looks like --model_type resnet50_NL --non_layers 1 2 3 0, 9 classes')
+
+    save_shapes_only(meta_model('resnet50_NL_hr', non_layers=(1, 2, 3, 0)), path)
+    with pytest.raises(CheckpointError, match=r'looks like --model_type resnet50_NL_stripe or resnet50_NL_hr or '
+                                              r'resnet50_NL_stripe_hr --non_layers 1 2 3 0 \(stripes are not'):
+        load_checkpoint(meta_model('resnet50_NL', non_layers=(1, 2, 3, 0)), path)
+
+    save_shapes_only(meta_model('resnet50_s1'), path)
+    with pytest.raises(CheckpointError, match=r'missing keys 84 .*looks like --model_type resnet50_s1, 9 classes'):
+        load_checkpoint(meta_model('resnet50_NL_stripe', non_layers=(1, 2, 3, 1)), path)
+    with pytest.raises(CheckpointError,
+                       match=r'shapes file vs model 1 \(classifier.weight \(9, 2048\) vs \(4, 2048\)\)'):
+        load_checkpoint(meta_model('resnet50_s1', num_class=4), path)
+    assert checkpoint_num_class(path) == 9
+
+
+
+def test_checkpoint_without_num_batches_tracked_loads(tmp_path):
+    """Files written by torch < 0.4.1 lack num_batches_tracked; BatchNorm fills it in."""
+    model = small_model('resnet50_s1')
+    save_shapes_only(model, tmp_path / 'old.pth', drop=('num_batches_tracked',))
+    load_checkpoint(model, tmp_path / 'old.pth')
+    assert torch.all(model.classifier.weight == 0) and torch.all(model.features.backbone.bn1.running_var == 0)
+
+
+def test_checkpoint_config_mismatch_and_bad_files(tmp_path):
+    path = tmp_path / 'c.pth'
+    hr = meta_model('resnet50_NL_hr')
+    state = {k: torch.zeros(()).expand(v.shape) for k, v in original_state_dict(hr).items()}
+    torch.save({'model': state, 'config': hr.config}, path)
+    with pytest.raises(CheckpointError, match=r"saved config model_type=resnet50_NL_hr; the file was saved by "
+                                              r"--model_type resnet50_NL_hr --non_layers 0 2 3 0$"):
+        load_checkpoint(meta_model('resnet50_NL_stripe_hr'), path)
+    with pytest.raises(CheckpointError, match='no such file'):
+        load_checkpoint(hr, tmp_path / 'missing.pth')
+    (tmp_path / 'junk.pth').write_bytes(b'not a checkpoint')
+    with pytest.raises(CheckpointError, match='cannot be read'):
+        checkpoint_num_class(tmp_path / 'junk.pth')
+    torch.save([1, 2], tmp_path / 'list.pth')
+    with pytest.raises(CheckpointError, match='expected a state dict'):
+        load_checkpoint(hr, tmp_path / 'list.pth')
+
+
+# ------------------------------------------------------------------ configuration errors
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(model_type='resnet50'), "unknown model_type 'resnet50'; expected one of resnet50_s1, resnet50_NL"),
+    (dict(non_layers=(0, 2, 3)), r'non_layers must be 4 integers .* got 3: \[0, 2, 3\]'),
+    (dict(non_layers=(4, 2, 3, 0)), r'non_layers\[0\]=4: layer1 has 3 bottleneck blocks'),
+    (dict(non_layers=(0, 2, 7, 0)), r'non_layers\[2\]=7: layer3 has 6 bottleneck blocks'),
+    (dict(model_type='resnet50_NL_stripe', stripes=(16, 10, 16, 16)),
+     r'stripes\[1\]=10 does not divide the layer2 feature height 32 \(input height 256\)'),
+    (dict(model_type='resnet50_NL_stripe_hr', stripes=(16, 16, 32, 16)),
+     r'stripes\[2\]=32 does not divide the layer3 feature height 16'),
+    (dict(model_type='resnet50_NL_stripe', stripes=(16, 16, 16)), r'stripes must be 4 integers'),
+    (dict(model_type='resnet50_NL_hr', S=6), r'resnet50_NL_hr needs S \(frames per clip\) divisible by 4.*S=6'),
+    (dict(model_type='resnet50_NL_stripe_hr', S=6), r'divisible by 4'),
+    (dict(model_type='resnet50_NL_stripe_hr', non_layers=(0, 2, 3, 1), S=4), r'divisible by 8.*S=4'),
+    (dict(model_type='resnet50_NL', temporal='mean'), r"temporal must be 'Done'"),
+    (dict(model_type='resnet50_s1', temporal='Done'), r"temporal 'mean' or 'max'"),
+    (dict(stride=3), 'stride'),
+    (dict(attention='flash'), 'attention must be one of sdpa, explicit'),
+])
+def test_invalid_configurations(kwargs, match):
+    kwargs = {'model_type': 'resnet50_NL', **kwargs}
+    with torch.device('meta'), pytest.raises(ModelConfigError, match=match):
+        build_model(num_class=10, pretrained='none', **kwargs)
+
+
+def test_invalid_configurations_ignored_where_unused():
+    with torch.device('meta'):
+        build_model('resnet50_s1', 10, non_layers=None, stripes=None, pretrained='none')
+        build_model('resnet50_NL', 10, stripes=(7, 7, 7, 7), pretrained='none')    # stripes unused by NL
+        build_model('resnet50_NL_stripe', 10, non_layers=(0, 2, 0, 0), stripes=(1, 16, 5, 5), pretrained='none')
+        build_model('resnet50_NL', 10, S=6, pretrained='none')
+
+
+def test_forward_errors():
+    hr = small_model('resnet50_NL_hr', non_layers=(0, 1, 0, 0)).eval()
+    with torch.no_grad(), pytest.raises(ModelConfigError, match=r'divisible by 4.*got S=6'):
+        hr(torch.zeros(1, 6, 3, H, W))
+    with pytest.raises(ModelConfigError, match=r'takes clips \(B, S, 3, H, W\)'):
+        hr(torch.zeros(6, 3, H, W))
+    s1 = small_model('resnet50_s1').eval()
+    with pytest.raises(ModelConfigError, match=r'resnet50_s1 takes frames \(B\*S, 3, H, W\)'):
+        s1(torch.zeros(1, 6, 3, H, W))
+    block = StripeNonLocalBlock(8, 3)
+    with pytest.raises(ModelConfigError, match='feature height 8 is not divisible by stripes=3'):
+        block(torch.zeros(1, 8, 2, 8, 4))
+
+
+# ------------------------------------------------------------------ pretrained weights
+
+def test_imagenet_offline_fails_at_once_naming_the_cache_file(tmp_path, monkeypatch):
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    monkeypatch.setattr(resnet, '_reachable', lambda *a, **k: False)
+    expected = os.path.join(str(tmp_path), 'hub', 'checkpoints', 'resnet50-0676ba61.pth')
+    assert models.imagenet_weights_path() == expected
+    with torch.device('meta'), pytest.raises(CheckpointError) as e:
+        build_model('resnet50_s1', 10, pretrained='imagenet')
+    msg = str(e.value)
+    assert expected in msg and '--pretrained none' in msg and '--pretrained PATH' in msg and '\n' not in msg
+
+
+def test_imagenet_cached_file_and_pretrained_path(tmp_path, monkeypatch):
+    torchvision = pytest.importorskip('torchvision')
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    monkeypatch.setattr(resnet, '_reachable', lambda *a, **k: pytest.fail('no network probe with a cached file'))
+    reference = torchvision.models.resnet50().state_dict()
+    path = models.imagenet_weights_path()
+    os.makedirs(os.path.dirname(path))
+    torch.save(reference, path)
+    # a path, in the layout of older torchvision files (no num_batches_tracked)
+    old = str(tmp_path / 'old.pth')
+    torch.save({k: v for k, v in reference.items() if not k.endswith('num_batches_tracked')}, old)
+    for pretrained in ('imagenet', old):
+        backbone = build_model('resnet50_NL', 10, pretrained=pretrained).features.backbone.state_dict()
+        for k, v in reference.items():
+            if not k.startswith('fc.'):
+                assert torch.equal(backbone[k], v), (pretrained, k)
+    del reference['layer4.2.bn3.weight']
+    torch.save(reference, tmp_path / 'bad.pth')
+    with pytest.raises(CheckpointError, match=r'not a torchvision ResNet-50 state dict \(1 missing keys'):
+        build_model('resnet50_s1', 10, pretrained=str(tmp_path / 'bad.pth'))
+    with pytest.raises(CheckpointError, match='no such file'):
+        build_model('resnet50_s1', 10, pretrained=str(tmp_path / 'nothing.pth'))
+
+
+def test_summary_table_without_training(capsys):
+    from models.summary import main
+    assert main(['--no_train', '--types', 'resnet50_s1', 'resnet50_NL_stripe_hr']) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith('| resnet50')]
+    assert rows == ['| resnet50_s1 | 24.79 | 64.9 | - | - | - |',
+                    '| resnet50_NL_stripe_hr | 32.15 | 35.3 | - | - | - |']
