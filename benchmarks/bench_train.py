@@ -1,0 +1,334 @@
+"""Training and evaluation throughput (clips/s) and peak memory per model type and precision.
+
+    python benchmarks/bench_train.py --quick           # tiny batch at 64x32, a few minutes on 2 CPU cores
+    python benchmarks/bench_train.py --device cuda     # the paper's batch: P=8 K=4 S=8 at 256x128
+    python benchmarks/bench_train.py --types resnet50_NL --configs fp32-explicit bf16-cl-sdpa --json out.json
+
+One training step is what train_baseline.py / train_NL.py do per batch: uint8 clips normalised on the
+device, forward, batch-hard soft-margin triplet loss on the clip features plus the track-level ID loss
+(resnet50_s1: frame outputs mean-pooled first, FPL), backward, Adam. Random clips stand in for the data so
+the input pipeline (benchmarks/bench_input.py) is not measured. Configurations:
+
+  fp32-explicit   float32, non-local attention as the explicit softmax(theta^T phi) g (the original's way)
+  fp32-sdpa       float32, scaled_dot_product_attention
+  bf16-cl-sdpa    bf16 autocast, channels_last weights, scaled_dot_product_attention
+  fp16-cl-sdpa    fp16 autocast with GradScaler, channels_last, scaled_dot_product_attention (CUDA only)
+
+Each (model type, configuration) runs in a fresh process: --warmup untimed training steps, --steps timed
+ones, then the same for eval-mode feature extraction (no grad, batches of --eval_batch clips). Peak memory
+of training: torch.cuda.max_memory_allocated on a GPU (everything the run holds: weights, gradients, Adam
+state, activations); on the CPU the resident-memory high-water mark over the training steps minus the
+resident memory before them (so weights are not counted), Linux only. The measuring processes run with
+OMP_WAIT_POLICY=PASSIVE unless it is set: see worker_env.
+"""
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections import namedtuple
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from models import MODEL_TYPES, build_model  # noqa: E402
+from models.resnet import stage_heights  # noqa: E402
+from models.summary import _peak_rss_bytes, _reset_peak_rss, _rss_bytes  # noqa: E402
+from util.data import normalize_clip  # noqa: E402
+from util.losses import batch_hard_triplet_soft, temporal_pool  # noqa: E402
+
+Config = namedtuple('Config', 'amp channels_last attention')
+CONFIGS = {
+    'fp32-explicit': Config(None, False, 'explicit'),
+    'fp32-sdpa': Config(None, False, 'sdpa'),
+    'bf16-cl-sdpa': Config(torch.bfloat16, True, 'sdpa'),
+    'fp16-cl-sdpa': Config(torch.float16, True, 'sdpa'),
+}
+CUDA_ONLY = ('fp16-cl-sdpa',)
+BASELINE = 'fp32-explicit'
+NUM_CLASS = 625  # MARS training identities
+PAPER = dict(P=8, K=4, S=8, height=256, width=128)
+CPU_DEFAULT = dict(P=2, K=2, S=8, height=256, width=128)
+QUICK = dict(P=1, K=2, S=4, height=64, width=32)
+
+
+def machine_info(device='cpu'):
+    """One line: CPU model, cores, torch version, GPU name if one is used."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    line = f'{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}'
+    if str(device).startswith('cuda') and torch.cuda.is_available():
+        line += f', GPU {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})'
+    return line
+
+
+# ---------------------------------------------------------------- one configuration, in a worker process
+
+def _sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def _autocast(device, dtype):
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def to_channels_last(model):
+    """channels_last for the 2-D convolutions only: Module.to(memory_format=channels_last) refuses the 5-D
+    weights of the non-local blocks' Conv3d, and their 1x1x1 kernels gain nothing from it."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.to(memory_format=torch.channels_last)
+    return model
+
+
+def measure(model_type, config, P, K, S, height, width, non_layers, stripes, steps, warmup, eval_batch, device,
+            threads=0, seed=0):
+    """Train and eval throughput and training peak memory of one (model type, configuration)."""
+    if threads:
+        torch.set_num_threads(threads)
+    cfg, device = CONFIGS[config], torch.device(device)
+    if device.type == 'cuda':
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(seed)
+    model = build_model(model_type, NUM_CLASS, non_layers=non_layers, stripes=stripes, pretrained='none',
+                        height=height, S=S, attention=cfg.attention).to(device).train()
+    if cfg.channels_last:
+        to_channels_last(model)
+    wd = 1e-5 if model.frame_level else 5e-5  # train_baseline.py / train_NL.py
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=wd)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == torch.float16)
+    frame_level = model.frame_level
+
+    def inputs(clips):
+        x = normalize_clip(clips, device=device)             # (B,S,3,H,W) float32 on device
+        if frame_level:
+            x = x.flatten(0, 1)                               # (B*S,3,H,W)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    gen = torch.Generator().manual_seed(seed)
+    pin = device.type == 'cuda'
+    train_clips = torch.randint(0, 256, (P * K, S, 3, height, width), dtype=torch.uint8, generator=gen)
+    eval_clips = torch.randint(0, 256, (eval_batch, S, 3, height, width), dtype=torch.uint8, generator=gen)
+    if pin:
+        train_clips, eval_clips = train_clips.pin_memory(), eval_clips.pin_memory()
+    labels = torch.arange(P, device=device).repeat_interleave(K)
+
+    def train_step():
+        with _autocast(device, cfg.amp):
+            feats, logits = model(inputs(train_clips))
+        feats, logits = feats.float(), logits.float()        # losses in fp32
+        if frame_level:                                       # FPL: (B*S,D) -> (B,D)
+            feats, logits = temporal_pool(feats, S, 'mean'), temporal_pool(logits, S, 'mean')
+        loss = batch_hard_triplet_soft(feats, labels) + F.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return loss
+
+    @torch.no_grad()
+    def eval_step():
+        with _autocast(device, cfg.amp):
+            feats = model(inputs(eval_clips))
+        feats = feats.float()
+        return temporal_pool(feats, S, 'mean') if frame_level else feats
+
+    gc.collect()
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+    elif os.path.exists('/proc/self/statm'):  # Linux
+        before, reset_ok = _rss_bytes(), _reset_peak_rss()
+    else:
+        before = None
+    for _ in range(warmup):
+        train_step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = train_step()
+    _sync(device)
+    train_s = time.perf_counter() - t0
+    if device.type == 'cuda':
+        peak = torch.cuda.max_memory_allocated(device)
+    else:
+        peak = None if before is None else _peak_rss_bytes(reset_ok) - before
+    if not math.isfinite(loss.item()):
+        raise RuntimeError(f'non-finite training loss {loss.item()}')
+
+    model.eval()
+    for _ in range(warmup):
+        eval_step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        eval_step()
+    _sync(device)
+    eval_s = time.perf_counter() - t0
+    return dict(train_step_s=train_s / steps, train_clips_per_s=P * K * steps / train_s, peak_bytes=peak,
+                eval_batch_s=eval_s / steps, eval_clips_per_s=eval_batch * steps / eval_s)
+
+
+def worker_env():
+    """The environment of the measuring processes: OpenMP threads sleep instead of spinning while they wait
+    (unless OMP_WAIT_POLICY is set already). With the default spinning, a CPU shared with any other busy
+    process makes torch's threads wait on each other and steps run many times slower."""
+    env = dict(os.environ)
+    env.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+    return env
+
+
+def run_worker(job):
+    """measure(**job) in a fresh Python process; {'error': last stderr line} if it fails."""
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), '--worker', json.dumps(job)],
+                          cwd=ROOT, env=worker_env(), capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or [f'exit status {proc.returncode}']
+        return {'error': tail[0]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- driver
+
+def fit_stripes(stripes, height):
+    """Largest stripe count per stage that divides both the requested count and the feature height
+    (16 stays 16 at 256 pixels; small --quick frames get fewer stripes instead of a configuration error)."""
+    return [math.gcd(s, h) for s, h in zip(stripes, stage_heights(height))]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     epilog='configurations: ' + ', '.join(CONFIGS))
+    parser.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
+    parser.add_argument('--P', type=int, help='identities per batch (default: 8 on CUDA, 2 on CPU)')
+    parser.add_argument('--K', type=int, help='tracklets per identity (default: 4 on CUDA, 2 on CPU)')
+    parser.add_argument('--S', type=int, help='frames per clip (default 8)')
+    parser.add_argument('--height', type=int, help='frame height (default 256)')
+    parser.add_argument('--width', type=int, help='frame width (default 128)')
+    parser.add_argument('--eval_batch', type=int, help='clips per eval batch (default P*K)')
+    parser.add_argument('--steps', type=int, help='timed steps (default: 20 on CUDA, 2 on CPU)')
+    parser.add_argument('--warmup', type=int, help='untimed steps first (default: 5 on CUDA, 1 on CPU)')
+    parser.add_argument('--types', nargs='+', default=list(MODEL_TYPES), choices=MODEL_TYPES)
+    parser.add_argument('--configs', nargs='+', choices=list(CONFIGS),
+                        help='default: all (fp16-cl-sdpa on CUDA only)')
+    parser.add_argument('--non_layers', type=int, nargs=4, default=[0, 2, 3, 0])
+    parser.add_argument('--stripes', type=int, nargs=4, default=[16, 16, 16, 16],
+                        help='reduced to divisors of the feature heights for small frames')
+    parser.add_argument('--threads', type=int, default=0, help='torch threads (0: torch default)')
+    parser.add_argument('--quick', action='store_true',
+                        help='tiny: P=1 K=2 S=4 at 64x32, 1 warm-up and 1 timed step (explicit sizes still win)')
+    parser.add_argument('--json', metavar='PATH', help='also write the results as JSON')
+    parser.add_argument('--worker', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return args
+
+    if args.device == 'auto':
+        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.exit(2, 'error: --device cuda: no CUDA device is available (use --device cpu)\n')
+    cuda = args.device == 'cuda'
+    sizes = QUICK if args.quick else PAPER if cuda else CPU_DEFAULT
+    for name, value in sizes.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.steps is None:
+        args.steps = 1 if args.quick else 20 if cuda else 2
+    if args.warmup is None:
+        args.warmup = 1 if args.quick else 5 if cuda else 1
+    if args.eval_batch is None:
+        args.eval_batch = args.P * args.K
+    if args.configs is None:
+        args.configs = [c for c in CONFIGS if cuda or c not in CUDA_ONLY]
+    elif not cuda and any(c in CUDA_ONLY for c in args.configs):
+        parser.exit(2, f'error: --configs: {", ".join(CUDA_ONLY)} needs --device cuda (GradScaler with fp16)\n')
+    for name in ('P', 'K', 'S', 'height', 'width', 'eval_batch', 'steps'):
+        if getattr(args, name) < 1:
+            parser.exit(2, f'error: --{name}: expected a positive integer, got {getattr(args, name)}\n')
+    if args.warmup < 0:
+        parser.exit(2, f'error: --warmup: expected 0 or more, got {args.warmup}\n')
+    if args.height < 32:
+        parser.exit(2, f'error: --height: expected at least 32 pixels, got {args.height}\n')
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.worker:
+        print(json.dumps(measure(**json.loads(args.worker))))
+        return 0
+
+    stripes = fit_stripes(args.stripes, args.height)
+    threads = args.threads or torch.get_num_threads()
+    load = os.getloadavg()[0]
+    print(f'# training / eval throughput: {machine_info(args.device)}; device {args.device}'
+          + (f', {threads} threads, OMP_WAIT_POLICY={worker_env()["OMP_WAIT_POLICY"]}'
+             if args.device == 'cpu' else ''))
+    print(f'# train batch P={args.P} x K={args.K} clips of S={args.S} frames at {args.height}x{args.width}, '
+          f'Adam, triplet + track ID loss; eval batch {args.eval_batch} clips; {args.warmup} warm-up + '
+          f'{args.steps} timed steps each; non_layers {" ".join(map(str, args.non_layers))}, stripes '
+          f'{" ".join(map(str, stripes))}; load average before {load:.2f}', flush=True)
+    vs = 'vs ' + BASELINE
+    print(f'| {"model":<21} | {"config":<13} | train clips/s | {vs} | train peak MiB | eval clips/s | {vs} |')
+    print(f'|{"-" * 23}|{"-" * 15}|--------------:|{"-" * 17}:|---------------:|-------------:|{"-" * 17}:|',
+          flush=True)
+
+    results = []
+    for model_type in args.types:
+        base, cache = None, {}
+        for config in args.configs:
+            cfg = CONFIGS[config]
+            # the baseline has no attention: its explicit and sdpa runs are the same network
+            key = (cfg.amp, cfg.channels_last, None if model_type == 'resnet50_s1' else cfg.attention)
+            if key not in cache:
+                cache[key] = run_worker(dict(
+                    model_type=model_type, config=config, P=args.P, K=args.K, S=args.S, height=args.height,
+                    width=args.width, non_layers=args.non_layers, stripes=stripes, steps=args.steps,
+                    warmup=args.warmup, eval_batch=args.eval_batch, device=args.device, threads=args.threads))
+            r = dict(cache[key], model_type=model_type, config=config)
+            results.append(r)
+            if config == BASELINE and 'error' not in r:
+                base = r
+            if 'error' in r:
+                print(f'| {model_type:<21} | {config:<13} | failed: {r["error"]} |', flush=True)
+                continue
+            peak = '-' if r['peak_bytes'] is None else f'{r["peak_bytes"] / 2**20:,.0f}'
+
+            def ratio(key):
+                return f'{r[key] / base[key]:.2f}x' if base else '-'
+
+            print(f'| {model_type:<21} | {config:<13} | {r["train_clips_per_s"]:13.2f} | '
+                  f'{ratio("train_clips_per_s"):>16} | {peak:>14} | {r["eval_clips_per_s"]:12.2f} | '
+                  f'{ratio("eval_clips_per_s"):>16} |', flush=True)
+
+    print(f'# load average after {os.getloadavg()[0]:.2f}. Peak memory: '
+          + ('torch.cuda.max_memory_allocated over the training steps (weights, gradients, Adam state and '
+             'activations).' if args.device == 'cuda' else
+             'resident-memory high-water mark over the training steps minus the memory before them (weights '
+             'excluded), in a fresh process per row.')
+          + (' resnet50_s1 has no attention: its fp32-explicit and fp32-sdpa rows are one measurement.'
+             if 'resnet50_s1' in args.types else ''))
+    if args.json:
+        settings = {k: getattr(args, k) for k in ('device', 'P', 'K', 'S', 'height', 'width', 'eval_batch',
+                                                   'steps', 'warmup', 'non_layers', 'threads', 'quick')}
+        settings['stripes'] = stripes
+        with open(args.json, 'w') as f:
+            json.dump(dict(machine=machine_info(args.device), settings=settings, results=results), f, indent=1)
+    return 1 if any('error' in r for r in results) else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
