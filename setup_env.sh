@@ -14,4 +14,7 @@ if [ ! -x "$PY" ] || [ "$(cat "$_stamp" 2>/dev/null)" != "$_want" ]; then
     echo "$_want" > "$_stamp"
 fi
 export PYTHONUNBUFFERED=1
+# OpenMP threads that spin while waiting slow CPU training several-fold whenever another process (a data
+# worker, a second rank) shares the cores; passive waiting costs nothing measurable when they do not.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 unset _stamp _want

@@ -38,7 +38,7 @@ sys.path.insert(0, ROOT)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from models import MODEL_TYPES, build_model  # noqa: E402
+from models import MODEL_TYPES, build_model, to_channels_last  # noqa: E402
 from models.resnet import stage_heights  # noqa: E402
 from models.summary import _peak_rss_bytes, _reset_peak_rss, _rss_bytes  # noqa: E402
 from util.data import normalize_clip  # noqa: E402
@@ -82,15 +82,6 @@ def _sync(device):
 
 def _autocast(device, dtype):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
-
-def to_channels_last(model):
-    """channels_last for the 2-D convolutions only: Module.to(memory_format=channels_last) refuses the 5-D
-    weights of the non-local blocks' Conv3d, and their 1x1x1 kernels gain nothing from it."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            m.to(memory_format=torch.channels_last)
-    return model
 
 
 def measure(model_type, config, P, K, S, height, width, non_layers, stripes, steps, warmup, eval_batch, device,

@@ -197,6 +197,15 @@ def unwrap_model(model):
             return model
 
 
+def to_channels_last(model):
+    """channels_last layout for the 2-D convolutions only: Module.to(memory_format=channels_last) refuses the
+    5-D weights of the non-local blocks' Conv3d, and their 1x1x1 kernels gain nothing from it."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            m.to(memory_format=torch.channels_last)
+    return model
+
+
 def non_local_blocks(model):
     """[(name, block)] of every non-local block, in forward order (names like features.backbone.NL_2.0)."""
     return [(n, m) for n, m in unwrap_model(model).named_modules()

@@ -35,6 +35,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
+from models.network import unwrap_model  # noqa: F401  (re-exported: the one definition lives with the models)
 from util.errors import ReIDError
 
 _TORCHRUN_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -297,14 +298,3 @@ def wrap_model(model: nn.Module, ctx: DistContext, find_unused_parameters: bool 
     model = model.to(ctx.device)
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The network inside any DDP / DataParallel / torch.compile wrappers."""
-    while True:
-        if isinstance(model, (DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
-            model = model._orig_mod
-        else:
-            return model
