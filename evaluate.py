@@ -1,0 +1,17 @@
+"""Score a trained model (or saved features) on the MARS test split: CMC and mAP.
+
+Same flags as the original release (`python3 evaluate.py --help`); see run_evaluate.sh for the released
+checkpoints' settings.
+"""
+import sys
+
+from util.evaluation import evaluate
+from util.options import parse_args, run_main
+
+
+def main(argv=None):
+    return evaluate(parse_args('evaluate', argv))
+
+
+if __name__ == '__main__':
+    sys.exit(run_main(main))

@@ -1,0 +1,129 @@
+"""The scripts as a user runs them: train_baseline.py / train_NL.py on a tiny synthetic MARS, then evaluate.py on
+the checkpoint, re-scoring of saved features, a real exit status for bad input, and torchrun with 2 processes
+against 1."""
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from util.database import build_mars_database
+from util.synthetic import make_mars
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CMC_LINE = re.compile(r'^CMC : \d\.\d{4} , mAP : \d\.\d{4}$', re.M)
+
+
+@pytest.fixture(scope='module')
+def db(tmp_path_factory):
+    root = tmp_path_factory.mktemp('mars')
+    make_mars(root / 'MARS', seed=1, num_train_ids=4, num_test_ids=4, height=32, width=16, max_len=12,
+              num_junk=2, num_distractors=2)
+    build_mars_database(root / 'MARS', root / 'MARS' / 'MARS-evaluation' / 'info', root / 'db', progress=False)
+    return root / 'db'
+
+
+def db_args(d, test_only=False):
+    test = ['--test_txt', str(d / 'test_path.txt'), '--test_info', str(d / 'test_info.npy'),
+            '--query_info', str(d / 'query_IDX.npy')]
+    return test if test_only else ['--train_txt', str(d / 'train_path.txt'),
+                                   '--train_info', str(d / 'train_info.npy')] + test
+
+
+SMALL = ['--S', '4', '--height', '32', '--width', '16', '--num_workers', '0', '--device', 'cpu', '--batch_size', '8']
+TRAIN = SMALL + ['--class_per_batch', '2', '--track_per_class', '2', '--n_epochs', '1', '--pretrained', 'none',
+                 '--lr', '1e-4']
+
+
+def run(*argv, check=True):
+    proc = subprocess.run([sys.executable, *map(str, argv)], cwd=ROOT, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'{argv[0]} exited with {proc.returncode}:\n{proc.stdout}\n{proc.stderr}')
+    return proc
+
+
+def cmc_line(stdout):
+    lines = CMC_LINE.findall(stdout)
+    assert len(lines) == 1, stdout
+    return lines[0]
+
+
+def check_train_then_evaluate(db, tmp_path, script, model_flags):
+    ckpt = tmp_path / 'ckpt'
+    out = run(script, *db_args(db), *TRAIN, *model_flags, '--ckpt', ckpt).stdout
+    assert sorted(os.listdir(ckpt)) == ['ckpt_best.pth', 'last.pth', 'loss.txt', 'metrics.csv']
+    log = (ckpt / 'loss.txt').read_text()
+    rank1, mAP = map(float, re.match(r'epoch 1, rank-1 (\S+) , mAP (\S+)\n', log).groups())
+    assert f'CMC: {rank1:.4f}, mAP : {mAP:.4f}' in out
+
+    features = tmp_path / 'features.npz'
+    ev = run('evaluate.py', *db_args(db, test_only=True), *SMALL, *model_flags,
+             '--load_ckpt', ckpt / 'ckpt_best.pth', '--save_features', features).stdout
+    line = cmc_line(ev)
+    assert line == f'CMC : {rank1:.4f} , mAP : {mAP:.4f}'  # the same numbers as the training validation
+    assert '| rank-1 | rank-5 | rank-10 | rank-20 |' in ev and 'queries scored' in ev
+
+    saved = np.load(features)
+    n = len(np.load(db / 'test_info.npy'))
+    assert saved['features'].shape == (n, 2048) and saved['features'].dtype == np.float32
+    assert saved['labels'].dtype == saved['cams'].dtype == saved['query_idx'].dtype == np.int64
+    assert np.array_equal(saved['query_idx'], np.load(db / 'query_IDX.npy').reshape(-1))
+
+    rescored = run('evaluate.py', '--features', features).stdout
+    assert cmc_line(rescored) == line
+
+
+def test_train_baseline_then_evaluate(db, tmp_path):
+    check_train_then_evaluate(db, tmp_path, 'train_baseline.py',
+                              ['--model_type', 'resnet50_s1', '--temporal', 'mean', '--track_id_loss',
+                               '--frame_id_loss'])
+
+
+@pytest.mark.slow
+def test_train_nl_then_evaluate(db, tmp_path):
+    check_train_then_evaluate(db, tmp_path, 'train_NL.py',
+                              ['--model_type', 'resnet50_NL', '--temporal', 'Done', '--non_layers', '0', '2', '3', '0',
+                               '--track_id_loss'])
+
+
+def test_bad_input_exit_status_and_message(tmp_path):
+    proc = run('evaluate.py', '--features', tmp_path / 'missing.npz', check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f'error: --features {tmp_path / "missing.npz"}: no such file'
+    assert proc.stdout == ''
+
+
+F64_RUNNER = '''import sys
+sys.path.insert(0, {root!r})
+import torch
+torch.set_default_dtype(torch.float64)  # exact comparison: no float32 rounding amplified by 50 layers
+import train_baseline
+from util.options import run_main
+sys.exit(run_main(train_baseline.main, sys.argv[1:]))
+'''
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_train_like_one(db, tmp_path):
+    """One SGD step on a global batch of 4 identities: 2 gloo processes (2 identities each, synchronised
+    BatchNorm, triplet over the gathered batch) give the weights of 1 process."""
+    runner = tmp_path / 'f64_train.py'
+    runner.write_text(F64_RUNNER.format(root=ROOT))
+    argv = [*db_args(db), *TRAIN, '--class_per_batch', '4', '--optimizer', 'sgd', '--lr', '1e-3',
+            '--model_type', 'resnet50_s1', '--temporal', 'mean', '--track_id_loss', '--frame_id_loss']
+    run(runner, *argv, '--ckpt', tmp_path / 'one')
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+                           str(runner), *map(str, argv), '--ckpt', str(tmp_path / 'two')],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'x 2 processes' in proc.stdout
+    one = torch.load(tmp_path / 'one' / 'last.pth')['model']
+    two = torch.load(tmp_path / 'two' / 'last.pth')['model']
+    assert one['module.classifier.weight'].dtype == torch.float64
+    assert max((one[k].double() - two[k].double()).abs().max().item() for k in one) < 1e-9
+    rows = [(tmp_path / d / 'metrics.csv').read_text().splitlines()[1].split(',')[1:5] for d in ('one', 'two')]
+    assert rows[0] == rows[1]  # the same losses

@@ -1,0 +1,213 @@
+"""Command-line options of train_baseline.py, train_NL.py and evaluate.py.
+
+One argparse definition for the three scripts, so that they accept the same flags as the original release
+(same names, same defaults, including the ``--stripe`` abbreviation of ``--stripes`` that the original README
+uses) plus the flags this project adds. Every original flag is accepted by every script, as the original
+shared one parser; the added flags are script specific where they only make sense there.
+"""
+import argparse
+import sys
+
+from util.errors import ReIDError
+
+SCRIPTS = ('baseline', 'NL', 'evaluate')
+MODEL_TYPES = ('resnet50_s1', 'resnet50_NL', 'resnet50_NL_stripe', 'resnet50_NL_hr', 'resnet50_NL_stripe_hr')
+
+_DESCRIPTIONS = {
+    'baseline': 'Train the video re-ID baseline (ResNet-50 + frame-level pooling, FPL).',
+    'NL': 'Train NVAN / STE-NVAN (ResNet-50 with non-local attention).',
+    'evaluate': 'Score a trained model on the MARS test split (CMC and mAP).',
+}
+
+
+def str2bool(value):
+    """Parse a real boolean ('true'/'false', 'yes'/'no', '1'/'0'); the original's type=bool took any text as True."""
+    text = str(value).strip().lower()
+    if text in ('1', 'true', 't', 'yes', 'y', 'on'):
+        return True
+    if text in ('0', 'false', 'f', 'no', 'n', 'off'):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (true/false, yes/no, 1/0), got {value!r}")
+
+
+def _add_original_flags(parser):
+    """The original release's flags, with its names and defaults."""
+    data = parser.add_argument_group('database files (written by create_MARS_database.py)')
+    data.add_argument('--train_txt', help='frame path list of the training split (train_path.txt)')
+    data.add_argument('--train_info', help='tracklet info of the training split (train_info.npy)')
+    data.add_argument('--test_txt', help='frame path list of the test split (test_path.txt)')
+    data.add_argument('--test_info', help='tracklet info of the test split (test_info.npy)')
+    data.add_argument('--query_info', help='query rows of the test info (query_IDX.npy)')
+
+    optim = parser.add_argument_group('optimisation')
+    optim.add_argument('--lr', type=float, default=0.001, help='initial learning rate')
+    optim.add_argument('--lr_step_size', type=int, default=100,
+                       help='epochs between learning-rate decays by 0.1 (StepLR); 0 keeps the rate constant')
+    optim.add_argument('--optimizer', default='adam', choices=('adam', 'sgd'),
+                       help='adam (weight decay 1e-5 baseline, 5e-5 NL) or sgd (momentum 0.9, weight decay 1e-4)')
+    optim.add_argument('--n_epochs', type=int, default=500, help='number of training epochs')
+    optim.add_argument('--class_per_batch', type=int, default=16, help='identities per training batch (P)')
+    optim.add_argument('--track_per_class', type=int, default=3,
+                       help='tracklets per identity in a training batch (K), drawn with replacement')
+    optim.add_argument('--frame_id_loss', action='store_true', default=False,
+                       help='add cross-entropy on the logits of every frame (resnet50_s1 only)')
+    optim.add_argument('--track_id_loss', action='store_true', default=False,
+                       help='add cross-entropy on the clip logits (temporally pooled for resnet50_s1)')
+
+    clip = parser.add_argument_group('clips and data loading')
+    clip.add_argument('--S', type=int, default=6, help='frames sampled per tracklet (one per chunk)')
+    clip.add_argument('--batch_size', type=int, default=32, help='tracklets per batch at test time')
+    clip.add_argument('--num_workers', type=int, default=16, help='data-loading worker processes')
+
+    model = parser.add_argument_group('model')
+    model.add_argument('--model_type', default='resnet50',
+                       help='one of ' + ', '.join(MODEL_TYPES) + " (the original's default 'resnet50' builds no "
+                            'model and is refused)')
+    model.add_argument('--latent_dim', type=int, default=2048,
+                       help='feature dimension; the ResNet-50 models need 2048')
+    model.add_argument('--stride', type=int, default=1, help='stride of the last ResNet stage (resnet50_s1)')
+    model.add_argument('--temporal', default='mean', choices=('mean', 'max', 'Done'),
+                       help="clip pooling: 'mean' / 'max' frame-level pooling for resnet50_s1, 'Done' for the "
+                            'non-local types (they pool inside the network)')
+    model.add_argument('--non_layers', type=int, nargs='+',
+                       help='non-local blocks after the last N bottlenecks of each of the 4 ResNet stages '
+                            '(default when omitted: 0 2 3 0)')
+    model.add_argument('--stripes', type=int, nargs='+',
+                       help='horizontal stripes per frame for the stripe non-local blocks of each stage '
+                            '(default when omitted: 16 16 16 16); --stripe is accepted')
+    model.add_argument('--load_ckpt', default=None,
+                       help='weights to start from (training) or to score (evaluate.py); loaded strictly')
+
+    out = parser.add_argument_group('outputs')
+    out.add_argument('--ckpt', default=None,
+                     help='output directory: ckpt_best.pth, last.pth, metrics.csv and the log file')
+    out.add_argument('--log_path', default='loss.txt', help='log file name inside --ckpt')
+    out.add_argument('--resume_validation', type=str2bool, default=False, metavar='BOOL',
+                     help='validate once before the first training epoch (unused by the original, '
+                          'whose type=bool read any value as True); parsed as a real boolean')
+
+
+def _add_common_flags(parser):
+    """Flags this project adds to every script."""
+    run = parser.add_argument_group('execution (added)')
+    run.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'),
+                     help='auto: the GPU when one is visible, else the CPU; under torchrun each process '
+                          'takes the GPU of its LOCAL_RANK')
+    run.add_argument('--seed', type=int, default=0,
+                     help='seeds python, numpy and torch, the batch sampler and the clip sampling; runs with '
+                          'the same seed on the CPU are identical')
+    run.add_argument('--height', type=int, default=256, help='frame height after resizing')
+    run.add_argument('--width', type=int, default=128, help='frame width after resizing')
+    run.add_argument('--pretrained', default='imagenet', metavar='{imagenet,none,PATH}',
+                     help="backbone initialisation: torchvision's ImageNet ResNet-50 weights, none (random), or "
+                          'a ResNet-50 state dict file')
+    run.add_argument('--rank_size', type=int, default=10000,
+                     help='gallery items ranked per query, as the original; 0 ranks the whole gallery')
+    run.add_argument('--amp', default='none', choices=('none', 'bf16', 'fp16'),
+                     help='mixed precision for the network (losses and the metric stay in fp32; fp16 uses a '
+                          'gradient scaler)')
+    run.add_argument('--channels_last', action='store_true', help='channels-last memory layout for the network')
+    run.add_argument('--compile', action='store_true', help='torch.compile the network')
+
+
+def _add_train_flags(parser):
+    train = parser.add_argument_group('training (added)')
+    train.add_argument('--eval_every', type=int, default=10,
+                       help='validate after every N epochs and after the last one; 0: after the last only')
+    train.add_argument('--resume', default=None, metavar='PATH',
+                       help='continue an interrupted run exactly from its last.pth (or a --ckpt directory '
+                            'holding one)')
+
+
+def _add_evaluate_flags(parser):
+    ev = parser.add_argument_group('evaluation (added)')
+    ev.add_argument('--save_features', default=None, metavar='F.npz',
+                    help='also write the test features, labels, cameras and query rows to this file')
+    ev.add_argument('--features', default=None, metavar='F.npz',
+                    help='score features saved by --save_features, without a model or any image')
+
+
+def build_parser(script):
+    """The argument parser of one script: 'baseline', 'NL' or 'evaluate'."""
+    if script not in SCRIPTS:
+        raise ValueError(f'script must be one of {SCRIPTS}, got {script!r}')
+    parser = argparse.ArgumentParser(description=_DESCRIPTIONS[script], allow_abbrev=True,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.set_defaults(script=script)
+    _add_original_flags(parser)
+    _add_common_flags(parser)
+    if script == 'evaluate':
+        _add_evaluate_flags(parser)
+    else:
+        _add_train_flags(parser)
+    return parser
+
+
+def _check(parser, args):
+    """Refuse inconsistent flags before any file is read (parser.error: usage, message, exit status 2)."""
+    def need(*flags):
+        missing = ['--' + f for f in flags if getattr(args, f) is None]
+        if missing:
+            parser.error('missing ' + ', '.join(missing))
+
+    rescoring = args.script == 'evaluate' and args.features is not None
+    if rescoring:
+        if args.save_features is not None:
+            parser.error('--features re-scores saved features; --save_features has nothing new to save')
+    else:
+        if args.model_type not in MODEL_TYPES:
+            parser.error(f'--model_type {args.model_type!r} is not a model; choose one of ' + ', '.join(MODEL_TYPES))
+        if args.model_type == 'resnet50_s1' and args.temporal == 'Done':
+            parser.error("--temporal Done needs a non-local model; resnet50_s1 pools frames with 'mean' or 'max'")
+        if args.model_type != 'resnet50_s1' and args.temporal != 'Done':
+            parser.error(f'--model_type {args.model_type} pools inside the network: use --temporal Done')
+        if args.frame_id_loss and args.model_type != 'resnet50_s1':
+            parser.error('--frame_id_loss needs per-frame logits, which only resnet50_s1 produces')
+        for name in ('non_layers', 'stripes'):
+            value = getattr(args, name)
+            if value is not None and len(value) != 4:
+                parser.error(f'--{name} takes one number per ResNet stage (4), got {len(value)}')
+        if args.latent_dim != 2048:
+            parser.error(f'--latent_dim {args.latent_dim}: the ResNet-50 models produce 2048-d features')
+        for name in ('S', 'batch_size', 'height', 'width'):
+            if getattr(args, name) < 1:
+                parser.error(f'--{name} must be at least 1')
+        if args.num_workers < 0:
+            parser.error('--num_workers must be 0 or more')
+    if args.rank_size < 0:
+        parser.error('--rank_size must be 0 (whole gallery) or positive')
+
+    if args.script == 'evaluate':
+        if not rescoring:
+            need('test_txt', 'test_info', 'query_info')
+            if args.load_ckpt is None:
+                parser.error('--load_ckpt is required (the weights to score), or --features F.npz')
+        return
+    need('train_txt', 'train_info', 'test_txt', 'test_info', 'query_info', 'ckpt')
+    for name in ('n_epochs', 'class_per_batch', 'track_per_class'):
+        if getattr(args, name) < 1:
+            parser.error(f'--{name} must be at least 1')
+    if args.class_per_batch < 2:
+        parser.error('--class_per_batch must be at least 2: the triplet loss needs negatives')
+    if args.lr_step_size < 0 or args.eval_every < 0:
+        parser.error('--lr_step_size and --eval_every must be 0 or more')
+
+
+def parse_args(script, argv=None):
+    """Parse and check the command line of one script."""
+    parser = build_parser(script)
+    args = parser.parse_args(argv)
+    _check(parser, args)
+    return args
+
+
+def run_main(main, argv=None):
+    """Run a script's main(argv); a ReIDError becomes one `error: ...` line on stderr and exit status 2."""
+    try:
+        return main(argv) or 0
+    except ReIDError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print('error: interrupted', file=sys.stderr)
+        return 130
