@@ -185,6 +185,14 @@ def evaluate(args):
         print(f'Scoring {len(saved["features"])} saved features from {args.features}')
         result = score(saved['features'], saved['labels'], saved['cams'], saved['query_idx'], args.rank_size)
         print(format_result(result))
+        if args.visualize_ranks is not None:
+            if args.test_txt is None or args.test_info is None:
+                raise DataError('--visualize_ranks with --features needs --test_txt and --test_info (the frames)')
+            db = read_database(args.test_txt, args.test_info)
+            if len(db.info) != len(saved['labels']):
+                raise DataError(f'--features {args.features}: {len(saved["labels"])} tracklets, but '
+                                f'{args.test_info} has {len(db.info)} rows')
+            visualize_ranks(args, saved['features'], saved['labels'], saved['cams'], saved['query_idx'], db)
         return 0
 
     ctx = init_distributed(args.device)
@@ -221,4 +229,13 @@ def _evaluate_checkpoint(args, ctx):
         log(f'Saved features to {args.save_features}')
     result = score(feats.numpy(), labels.numpy(), cams.numpy(), db.query_idx, args.rank_size)
     print(format_result(result))
+    if args.visualize_ranks is not None:
+        visualize_ranks(args, feats.numpy(), labels.numpy(), cams.numpy(), db.query_idx, db)
     return 0
+
+
+def visualize_ranks(args, features, labels, cams, query_idx, db):
+    from util.visualize import save_ranked_results  # matplotlib is only needed here
+    drawn = save_ranked_results(args.visualize_ranks, features, labels, cams, query_idx, db.paths, db.info, args.S,
+                                num_queries=args.num_queries, topk=args.topk)
+    print(f'Ranked results of {len(drawn)} queries in {args.visualize_ranks} (index.html)')

@@ -125,6 +125,11 @@ def _add_evaluate_flags(parser):
                     help='also write the test features, labels, cameras and query rows to this file')
     ev.add_argument('--features', default=None, metavar='F.npz',
                     help='score features saved by --save_features, without a model or any image')
+    ev.add_argument('--visualize_ranks', default=None, metavar='DIR',
+                    help='draw the ranked gallery of some queries into DIR (one PNG per query and index.html); '
+                         'with --features it needs --test_txt and --test_info for the frames')
+    ev.add_argument('--num_queries', type=int, default=10, help='queries drawn by --visualize_ranks')
+    ev.add_argument('--topk', type=int, default=10, help='ranked gallery tracklets per query in --visualize_ranks')
 
 
 def build_parser(script):
