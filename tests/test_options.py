@@ -23,7 +23,7 @@ ADDED_DEFAULTS = {
     'amp': 'none', 'channels_last': False, 'compile': False,
 }
 TRAIN_DEFAULTS = {'eval_every': 10, 'resume': None}
-EVAL_DEFAULTS = {'save_features': None, 'features': None}
+EVAL_DEFAULTS = {'save_features': None, 'features': None, 'visualize_ranks': None, 'num_queries': 10, 'topk': 10}
 
 DB = ['--train_txt', 't.txt', '--train_info', 't.npy', '--test_txt', 'q.txt', '--test_info', 'q.npy',
       '--query_info', 'i.npy']
