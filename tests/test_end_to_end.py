@@ -54,7 +54,7 @@ def cmc_line(stdout):
 def check_train_then_evaluate(db, tmp_path, script, model_flags):
     ckpt = tmp_path / 'ckpt'
     out = run(script, *db_args(db), *TRAIN, *model_flags, '--ckpt', ckpt).stdout
-    assert sorted(os.listdir(ckpt)) == ['ckpt_best.pth', 'last.pth', 'loss.txt', 'metrics.csv']
+    assert sorted(os.listdir(ckpt)) == ['ckpt_best.pth', 'last.pth', 'loss.txt', 'metrics.csv', 'training_curves.png']
     log = (ckpt / 'loss.txt').read_text()
     rank1, mAP = map(float, re.match(r'epoch 1, rank-1 (\S+) , mAP (\S+)\n', log).groups())
     assert f'CMC: {rank1:.4f}, mAP : {mAP:.4f}' in out
@@ -72,8 +72,11 @@ def check_train_then_evaluate(db, tmp_path, script, model_flags):
     assert saved['labels'].dtype == saved['cams'].dtype == saved['query_idx'].dtype == np.int64
     assert np.array_equal(saved['query_idx'], np.load(db / 'query_IDX.npy').reshape(-1))
 
-    rescored = run('evaluate.py', '--features', features).stdout
+    ranks = tmp_path / 'ranks'
+    rescored = run('evaluate.py', '--features', features, '--visualize_ranks', ranks, '--num_queries', 2,
+                   *db_args(db, test_only=True)[:4], *SMALL).stdout
     assert cmc_line(rescored) == line
+    assert sum(name.endswith('.png') for name in os.listdir(ranks)) == 2 and (ranks / 'index.html').exists()
 
 
 def test_train_baseline_then_evaluate(db, tmp_path):
