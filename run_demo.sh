@@ -12,10 +12,6 @@ DB=$DEMO/MARS_database
 CKPT=$DEMO/ckpt_NVAN
 START=$(date +%s)
 
-# Two cores shared with anything else: idle OpenMP threads sleep instead of spinning (spinning threads that
-# lose their core slow every layer down several times).
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
-
 # 1. synthetic MARS (bbox_train, bbox_test, MARS-evaluation/info), kept between runs. 150 training identities
 # instead of the generator's default 40: from random initialisation, ResNet-50 memorises 40 identities long
 # before it generalises to new ones. The test split keeps the default 40 identities (+ junk and distractors).
