@@ -130,7 +130,7 @@ def test_clip_level_losses_use_outputs_as_they_are():
 
 def test_outputs_of_a_run(first_epoch):
     files = sorted(os.listdir(first_epoch))
-    assert files == ['ckpt_best.pth', 'last.pth', 'loss.txt', 'metrics.csv']
+    assert files == ['ckpt_best.pth', 'last.pth', 'loss.txt', 'metrics.csv', 'training_curves.png']
     best = torch.load(first_epoch / 'ckpt_best.pth')
     assert all(k.startswith('module.') for k in best)  # the original's key names
     assert 'module.classifier.weight' in best and best['module.classifier.weight'].shape[0] == 4
