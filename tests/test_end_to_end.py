@@ -92,6 +92,18 @@ def test_train_nl_then_evaluate(db, tmp_path):
                                '--track_id_loss'])
 
 
+def test_ste_nvan_with_bf16_and_channels_last(db, tmp_path):
+    """The precision and layout flags on the model with Conv3d weights (which refuse channels_last) and stripe
+    blocks on frame pairs; evaluation in bf16 prints the original's line."""
+    model = ['--model_type', 'resnet50_NL_stripe_hr', '--temporal', 'Done', '--non_layers', '0', '2', '3', '0',
+             '--stripes', '4', '4', '2', '2']
+    run('train_NL.py', *db_args(db), *TRAIN, *model, '--track_id_loss', '--amp', 'bf16', '--channels_last',
+        '--ckpt', tmp_path / 'ckpt')
+    ev = run('evaluate.py', *db_args(db, test_only=True), *SMALL, *model, '--amp', 'bf16', '--channels_last',
+             '--load_ckpt', tmp_path / 'ckpt' / 'ckpt_best.pth').stdout
+    cmc_line(ev)
+
+
 def test_bad_input_exit_status_and_message(tmp_path):
     proc = run('evaluate.py', '--features', tmp_path / 'missing.npz', check=False)
     assert proc.returncode == 2
