@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from util.database import build_dukev_database
-from util.errors import ReIDError
+from util.options import run_main
 
 
 def build_parser():
@@ -30,14 +30,10 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        build_dukev_database(args.data_dir, args.output_dir, progress=not args.no_progress)
-    except ReIDError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+    build_dukev_database(args.data_dir, args.output_dir, progress=not args.no_progress)
     print(f'wrote DukeV database to {args.output_dir}')
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))

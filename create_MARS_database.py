@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from util.database import build_mars_database
-from util.errors import ReIDError
+from util.options import run_main
 
 
 def build_parser():
@@ -31,14 +31,10 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        build_mars_database(args.data_dir, args.info_dir, args.output_dir, progress=not args.no_progress)
-    except ReIDError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+    build_mars_database(args.data_dir, args.info_dir, args.output_dir, progress=not args.no_progress)
     print(f'wrote MARS database to {args.output_dir}')
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))
