@@ -17,8 +17,9 @@ from util.errors import CheckpointError
 RESUME_FORMAT = 'ste-nvan-resume-v1'
 
 
-def atomic_save(obj, path):
-    """torch.save to `path` so that readers see the old file or the complete new one, never a partial file.
+def atomic_save(obj, path, write=torch.save):
+    """write(obj, file) to `path` (torch.save by default) so that readers see the old file or the complete
+    new one, never a partial file.
 
     The object is written to a temporary file in the same directory (same file system, so the final
     os.replace is atomic), flushed and fsynced first; on any failure the temporary file is removed.
@@ -29,7 +30,7 @@ def atomic_save(obj, path):
     fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=directory)
     try:
         with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
+            write(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -6,7 +6,6 @@ pooled with --temporal, the non-local types return one feature per clip.
 """
 import contextlib
 import os
-import tempfile
 
 import numpy as np
 import torch
@@ -15,6 +14,7 @@ from tqdm import tqdm
 from models import build_model, checkpoint_num_class, load_checkpoint, to_channels_last
 from util.data import make_test_loader, normalize_clip, read_database
 from util.distributed import cleanup, gather_tensors, init_distributed, unwrap_model
+from util.checkpoint import atomic_save
 from util.errors import DataError
 from util.losses import temporal_pool
 from util.metrics import evaluate_mars, format_result
@@ -131,22 +131,9 @@ def chance_level(labels, cams, query_idx, rank_size=10000, draws=100, seed=0):
 def save_features(path, features, labels, cams, query_idx):
     """Write the .npz of --save_features atomically (features float32 (N,D); labels, cams (N,), query_idx (Q,)
     int64, 0-based)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.features.', suffix='.npz', dir=directory)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            np.savez(f, features=np.asarray(features, dtype=np.float32),
-                     labels=np.asarray(labels, dtype=np.int64), cams=np.asarray(cams, dtype=np.int64),
-                     query_idx=np.asarray(query_idx, dtype=np.int64).reshape(-1))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    arrays = dict(features=np.asarray(features, dtype=np.float32), labels=np.asarray(labels, dtype=np.int64),
+                  cams=np.asarray(cams, dtype=np.int64), query_idx=np.asarray(query_idx, dtype=np.int64).reshape(-1))
+    atomic_save(arrays, path, write=lambda obj, f: np.savez(f, **obj))
 
 
 def load_features(path):
