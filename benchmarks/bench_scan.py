@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 
+from machine import cpu_name  # benchmarks/machine.py; the script directory is on sys.path
 import numpy as np
 import scipy.io
 
@@ -110,12 +111,7 @@ def original_build(data_dir, info_dir, out):
 
 
 def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     return f'{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, NumPy {np.__version__}'
 
 

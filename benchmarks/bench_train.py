@@ -61,12 +61,7 @@ QUICK = dict(P=1, K=2, S=4, height=64, width=32)
 
 def machine_info(device='cpu'):
     """One line: CPU model, cores, torch version, GPU name if one is used."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     line = f'{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}'
     if str(device).startswith('cuda') and torch.cuda.is_available():
         line += f', GPU {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})'
