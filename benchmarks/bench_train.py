@@ -32,6 +32,8 @@ import sys
 import time
 from collections import namedtuple
 
+from machine import cpu_name  # benchmarks/machine.py; the script directory is on sys.path
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
