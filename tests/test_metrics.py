@@ -170,6 +170,29 @@ def test_zero_feature_rows_rank_last():
     assert np.isinf(d[:, 40]).all() and np.isinf(d[-1]).all()
 
 
+def test_nan_inf_and_overflowing_rows_match_plain_numpy():
+    """Rows that make the cosine undefined (zero, NaN, inf) are +inf; a finite row whose norm overflows
+    float32 becomes a zero unit vector, as plain numpy gives it (distance 0 to everything)."""
+    rng = np.random.default_rng(5)
+    feats = rng.standard_normal((30, 4)).astype(np.float32)
+    feats[3] = 0
+    feats[7, 1] = np.nan
+    feats[11, 2] = np.inf
+    feats[19] = 3e38  # norm overflows to inf
+    q = np.array([0, 3, 7, 11, 19, 25])
+    with np.errstate(invalid='ignore', divide='ignore', over='ignore'):
+        unit = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+        expected = -1 * np.dot(unit[q], unit.T)
+    undefined = np.isnan(unit).any(axis=1)
+    expected[:, undefined] = np.inf
+    expected[undefined[q]] = np.inf
+    with np.errstate(over='ignore'):
+        d = cosine_distance(feats, q)
+    np.testing.assert_array_equal(d, expected)
+    assert undefined.tolist() == [i in (3, 7, 11) for i in range(30)]
+    assert (d[4, ~undefined] == 0).all()
+
+
 def test_block_size_does_not_change_results():
     rng = np.random.default_rng(11)
     feats, pid, cam = structured_set(rng)

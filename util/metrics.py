@@ -114,10 +114,15 @@ def cosine_distance(features, query_idx):
         features = features.astype(np.float32)
     elif not np.issubdtype(features.dtype, np.floating):
         features = features.astype(np.float64)  # integer features: what numpy's division gives
+    norm = np.linalg.norm(features, axis=1, keepdims=True)
     with np.errstate(invalid='ignore', divide='ignore'):
-        unit = features / np.linalg.norm(features, axis=1, keepdims=True)
-    dist = -1 * np.dot(unit[query_idx], unit.T)
-    undefined = np.isnan(unit).any(axis=1)  # zero or non-finite feature rows
+        unit = features / norm
+    dist = np.dot(unit[query_idx], unit.T)
+    np.negative(dist, out=dist)  # the original's -1 * (...), without a second (Q, N) array
+    # a NaN can only come from a zero, infinite or NaN norm: look at those rows alone
+    undefined = np.zeros(len(unit), dtype=bool)
+    suspect = np.flatnonzero(~(np.isfinite(norm[:, 0]) & (norm[:, 0] > 0)))
+    undefined[suspect] = np.isnan(unit[suspect]).any(axis=1)
     if undefined.any():
         dist[:, undefined] = np.inf
         dist[undefined[query_idx]] = np.inf
@@ -267,6 +272,12 @@ def evaluate_mars(features, labels, cams, query_idx, rank_size=10000, block=256,
     """
     features, labels, cams, query_idx, ranks = _check_inputs(features, labels, cams, query_idx, rank_size)
     dist = cosine_distance(features, query_idx)  # (Q, N)
+    return score_distances(dist, labels, cams, query_idx, ranks, block, workers)
+
+
+def score_distances(dist, labels, cams, query_idx, ranks, block=256, workers=None):
+    """The ranking and scoring half of ``evaluate_mars``, on checked inputs and a (Q, N) distance matrix
+    from ``cosine_distance``; ranks: the number of ranked-list entries looked at (1..N)."""
     groups, unknown = _Groups(labels), np.flatnonzero(labels == -1)
 
     def score(s):
