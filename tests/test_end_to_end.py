@@ -142,3 +142,30 @@ def test_torchrun_two_processes_train_like_one(db, tmp_path):
     assert max((one[k].double() - two[k].double()).abs().max().item() for k in one) < 1e-9
     rows = [(tmp_path / d / 'metrics.csv').read_text().splitlines()[1].split(',')[1:5] for d in ('one', 'two')]
     assert rows[0] == rows[1]  # the same losses
+
+
+@pytest.mark.slow
+def test_compile_trains_like_eager_and_saves_plain_keys(db, tmp_path):
+    """--compile (torch.compile, inductor) on the baseline: the same losses as the eager run up to kernel fusion
+    rounding, and a checkpoint in the original key format that evaluate.py loads without --compile. One
+    iteration (P = all 4 identities), so the epoch's losses are those of the first forward pass: after an Adam
+    step, rounding differences in near-zero gradients grow to lr-sized ones."""
+    model = ['--model_type', 'resnet50_s1', '--temporal', 'mean', '--track_id_loss', '--seed', '3',
+             '--class_per_batch', '4']
+    losses = {}
+    for name, extra in (('eager', []), ('compiled', ['--compile'])):
+        run('train_baseline.py', *db_args(db), *TRAIN, *model, *extra, '--ckpt', tmp_path / name)
+        with open(tmp_path / name / 'metrics.csv') as f:
+            header, row = f.read().splitlines()[:2]
+        losses[name] = {k: float(v) for k, v in zip(header.split(','), row.split(','))
+                        if k.endswith('loss') and v}
+    assert losses['eager'].keys() == losses['compiled'].keys() == {'trip_loss', 'track_id_loss', 'total_loss'}
+    for key, value in losses['eager'].items():
+        assert losses['compiled'][key] == pytest.approx(value, rel=1e-4), key
+
+    keys = [list(torch.load(tmp_path / name / 'ckpt_best.pth', map_location='cpu')) for name in losses]
+    assert keys[0] == keys[1] and all(k.split('.')[:2] in (['module', 'features'], ['module', 'bottleneck'],
+                                                           ['module', 'classifier']) for k in keys[1])
+    ev = run('evaluate.py', *db_args(db, test_only=True), *SMALL, *model[:4],
+             '--load_ckpt', tmp_path / 'compiled' / 'ckpt_best.pth').stdout
+    cmc_line(ev)
