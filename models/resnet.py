@@ -96,13 +96,17 @@ class ResNet50(nn.Module):
         self._init_resnet()
 
     def _init_resnet(self):
-        # torchvision's init for the ResNet part (used when no pretrained weights are loaded);
-        # non-local blocks keep PyTorch's default conv init and their zero output BN, as in the original
+        # torchvision's init for the ResNet part, with zero_init_residual: every bottleneck starts as the
+        # identity, which trains from random initialisation much faster (Goyal et al. 2017). It matters only
+        # without pretrained weights (the original always loads ImageNet weights, which replace all of it).
+        # Non-local blocks keep PyTorch's default conv init and their zero output BN, as in the original.
         for name, m in self.named_modules():
             if name.startswith('NL_'):
                 continue
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+            elif isinstance(m, Bottleneck):
+                nn.init.zeros_(m.bn3.weight)
 
     def stages(self):
         return [(getattr(self, f'layer{i}'), getattr(self, f'NL_{i}')) for i in range(1, 5)]

@@ -172,6 +172,18 @@ def test_head_init():
     assert model.bottleneck.bias not in {p for p in model.parameters() if p.requires_grad}
 
 
+def test_bottlenecks_start_as_identity_without_pretrained_weights():
+    """zero_init_residual: the last BN of every residual branch starts at 0 (pretrained weights replace it,
+    see test_imagenet_cached_file_and_pretrained_path)."""
+    backbone = small_model('resnet50_NL').features.backbone
+    blocks = [m for m in backbone.modules() if isinstance(m, resnet.Bottleneck)]
+    assert len(blocks) == 3 + 4 + 6 + 3
+    for b in blocks:
+        assert torch.all(b.bn3.weight == 0) and torch.all(b.bn2.weight == 1) and torch.all(b.bn3.bias == 0)
+    x = torch.randn(2, 1024, 4, 2)
+    assert torch.equal(backbone.layer3[1].eval()(x), torch.relu(x))  # no downsample: relu(x + 0)
+
+
 @pytest.mark.parametrize('model_type', NL_TYPES)
 def test_non_local_blocks_are_identity_at_init(model_type):
     model = small_model(model_type)
