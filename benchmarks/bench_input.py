@@ -9,7 +9,9 @@ evaluation loader (every frame decoded once) in a single process with one thread
 * ours (pil): util.data.TestClipDataset with Pillow decoding, uint8 clips collated;
 * ours (auto): the same with libjpeg-turbo through torchvision (the default);
 * the "+ normalize" column adds util.data.normalize_clip on the CPU, one op per batch (in training it
-  runs on the GPU instead).
+  runs on the GPU instead);
+* device (--decode_on_device): what the worker does (read the JPEG files and pack them), and, on the next
+  row, that plus decoding and normalising the batch on the CPU (on a GPU the decoding moves to nvJPEG).
 
 Throughput is frames per CPU-second of the process (one thread, so what one worker delivers). Passes
 alternate between pipelines and the best of --repeats is reported. The script also checks that the
@@ -31,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from util.data import Database, make_test_loader, normalize_clip  # noqa: E402
+from util.data import Database, EncodedBatch, make_test_loader, normalize_clip  # noqa: E402
 
 
 def write_frames(directory, n, height, width, seed=0):
@@ -73,7 +75,13 @@ def one_pass(loader, normalize=False):
     start = time.process_time()
     out = []
     for batch in loader:
-        out.append(normalize_clip(batch[0]) if normalize else batch[0])
+        clips = batch[0]
+        if isinstance(clips, EncodedBatch):
+            if not normalize:  # the worker's share only: the files read and packed
+                out.append(clips)
+                continue
+            clips = clips.decode('cpu')
+        out.append(normalize_clip(clips) if normalize else clips)
     return time.process_time() - start, out
 
 
@@ -89,6 +97,9 @@ def run_size(paths, S, batch_size, height, width, repeats):
         'ours (auto)': (make_test_loader(db, S, batch_size, 0, height, width, decoder='auto'), False),
         'ours (pil) + normalize': (make_test_loader(db, S, batch_size, 0, height, width, decoder='pil'), True),
         'ours (auto) + normalize': (make_test_loader(db, S, batch_size, 0, height, width), True),
+        'device: worker reads': (make_test_loader(db, S, batch_size, 0, height, width, decoder='device'), False),
+        'device: + CPU decode, norm.': (make_test_loader(db, S, batch_size, 0, height, width, decoder='device'),
+                                        True),
     }
     best = {name: float('inf') for name in loaders}
     outputs = {}
@@ -98,10 +109,10 @@ def run_size(paths, S, batch_size, height, width, repeats):
             if round_:
                 best[name] = min(best[name], seconds)
     reference = torch.cat(outputs['original'])                                  # (N*S, 3, H, W)
-    max_diff = max((torch.cat(outputs[name]).flatten(0, 1) - reference).abs().max().item()
-                   for name in loaders if name.endswith('normalize'))
+    diff = {name: (torch.cat(outputs[name]).flatten(0, 1) - reference).abs().max().item()
+            for name, (_, normalize) in loaders.items() if normalize}
     frames = n_clip * S
-    return {name: frames / best[name] for name in loaders}, max_diff
+    return {name: frames / best[name] for name in loaders}, diff
 
 
 def main():
@@ -121,7 +132,7 @@ def main():
           f'{os.cpu_count()} cores, torch {torch.__version__}')
     print(f'{args.frames} JPEG frames per size, S={args.S}, batches of {args.batch_size} clips, '
           f'output {args.height}x{args.width}, best of {args.repeats} passes, frames per CPU-second\n')
-    header = f'{"source":>8} | {"pipeline":<24} | {"frames/s":>9} | {"vs original":>11}'
+    header = f'{"source":>8} | {"pipeline":<28} | {"frames/s":>9} | {"vs original":>11}'
     print(header)
     print('-' * len(header))
     for size in args.sizes:
@@ -130,8 +141,10 @@ def main():
             paths = write_frames(directory, args.frames, h, w)
             rates, max_diff = run_size(paths, args.S, args.batch_size, args.height, args.width, args.repeats)
         for name, rate in rates.items():
-            print(f'{size:>8} | {name:<24} | {rate:9.0f} | {rate / rates["original"]:10.2f}x')
-        print(f'{"":>8} | max |normalised - original| = {max_diff:.1e}')
+            print(f'{size:>8} | {name:<28} | {rate:9.0f} | {rate / rates["original"]:10.2f}x')
+        ours = max(v for k, v in max_diff.items() if k.startswith('ours'))
+        device = max_diff['device: + CPU decode, norm.']
+        print(f'{"":>8} | max |normalised - original|: ours {ours:.1e}, device decoding on the CPU {device:.1e}')
 
 
 if __name__ == '__main__':

@@ -290,3 +290,55 @@ def test_database_dataclass_accepts_plain_arrays():
     db = Database(['a.jpg', 'b.jpg'], np.array([[0, 1, 5, 1]]))
     dataset = TestClipDataset(db, 3, H, W)
     assert dataset.frames.tolist() == [[0, 1, 1]] and dataset.paths[1] == 'b.jpg'
+
+
+# ---- decoding on the device (--decode_on_device) ------------------------------------------------------
+
+def decoded_batches(loader):
+    return [(batch[0].decode('cpu'),) + tuple(batch[1:]) for batch in loader]
+
+
+@pytest.mark.parametrize('num_workers', [0, 2])
+def test_device_decoding_gives_the_worker_clips(split, num_workers):
+    """On the CPU (libjpeg-turbo) the decoded batches equal the default pipeline's: frames, the repeated last
+    frame of short tracklets and the clip flips of training."""
+    db = read_database(split / 'path.txt', split / 'info.npy', split / 'query.npy')
+    test = [make_test_loader(db, 4, 3, num_workers, H, W, decoder=d) for d in ('device', 'pil')]
+    assert isinstance(next(iter(test[0]))[0], data.EncodedBatch)
+    for (a, pa, ca), (b, pb, cb) in zip(decoded_batches(test[0]), test[1]):
+        assert a.dtype == torch.uint8 and a.shape == b.shape and torch.equal(a, b)
+        assert torch.equal(pa, pb) and torch.equal(ca, cb)
+    kwargs = dict(S=4, class_per_batch=2, track_per_class=3, seed=5, height=H, width=W)
+    train = [make_train_loader(db, num_workers=num_workers, decoder=d, **kwargs) for d in ('device', 'pil')]
+    flips = set()
+    for epoch in range(3):
+        for loader in train:
+            loader.set_epoch(epoch)
+        for (a, la), (b, lb) in zip(decoded_batches(train[0]), train[1]):
+            assert torch.equal(a, b) and torch.equal(la, lb)
+        flips.update(train[0].dataset[item][0].flip for item in next(iter(train[0].batch_sampler)))
+    assert flips == {True, False}
+
+
+def test_device_decoding_resizes_close_to_pil(split):
+    db = read_database(split / 'path.txt', split / 'info.npy')
+    for size in [(32, 16), (24, 10), (8, 4)]:  # up, uneven, down
+        (a, _, _), = decoded_batches(make_test_loader(db, 2, 4, 0, *size, decoder='device'))
+        (b, _, _), = make_test_loader(db, 2, 4, 0, *size, decoder='pil')
+        assert a.shape == b.shape == (4, 2, 3, *size)
+        assert (a.int() - b.int()).abs().max() <= 1, size
+
+
+def test_device_decoding_errors_name_the_file(split):
+    Image.open(split / 'f04.jpg').save(split / 'f04.png')
+    (split / 'path.txt').write_text((split / 'path.txt').read_text().replace('f04.jpg', 'f04.png'))
+    good = (split / 'f00.jpg').read_bytes()
+    (split / 'f09.jpg').write_bytes(good[:12] + b'\x00' * 40)  # a JPEG start, then nothing decodable
+    db = read_database(split / 'path.txt', split / 'info.npy')
+    dataset = TestClipDataset(db, 4, H, W, decoder='device')
+    with pytest.raises(DataError, match=r'^cannot read frame .*f04\.png: not a JPEG file .* \(tracklet row 1\)$'):
+        dataset[1]
+    batch = data.collate_clips([dataset[0], dataset[3]])
+    with pytest.raises(DataError, match=r'^cannot read frame .*f09\.jpg: ') as err:
+        batch[0].decode('cpu')
+    assert '\n' not in str(err.value)

@@ -51,7 +51,7 @@ def cmc_line(stdout):
     return lines[0]
 
 
-def check_train_then_evaluate(db, tmp_path, script, model_flags):
+def check_train_then_evaluate(db, tmp_path, script, model_flags, extra_eval=()):
     ckpt = tmp_path / 'ckpt'
     out = run(script, *db_args(db), *TRAIN, *model_flags, '--ckpt', ckpt).stdout
     assert sorted(os.listdir(ckpt)) == ['ckpt_best.pth', 'last.pth', 'loss.txt', 'metrics.csv', 'training_curves.png']
@@ -64,6 +64,10 @@ def check_train_then_evaluate(db, tmp_path, script, model_flags):
              '--load_ckpt', ckpt / 'ckpt_best.pth', '--save_features', features).stdout
     line = cmc_line(ev)
     assert line == f'CMC : {rank1:.4f} , mAP : {mAP:.4f}'  # the same numbers as the training validation
+    if extra_eval:  # flags that must not change the numbers on the CPU
+        again = run('evaluate.py', *db_args(db, test_only=True), *SMALL, *model_flags, *extra_eval,
+                    '--load_ckpt', ckpt / 'ckpt_best.pth').stdout
+        assert cmc_line(again) == line
     assert '| rank-1 | rank-5 | rank-10 | rank-20 |' in ev and 'queries scored' in ev
 
     saved = np.load(features)
@@ -82,7 +86,7 @@ def check_train_then_evaluate(db, tmp_path, script, model_flags):
 def test_train_baseline_then_evaluate(db, tmp_path):
     check_train_then_evaluate(db, tmp_path, 'train_baseline.py',
                               ['--model_type', 'resnet50_s1', '--temporal', 'mean', '--track_id_loss',
-                               '--frame_id_loss'])
+                               '--frame_id_loss'], extra_eval=['--decode_on_device'])
 
 
 @pytest.mark.slow

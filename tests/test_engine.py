@@ -169,6 +169,15 @@ def test_resume_continues_exactly(db, first_epoch, tmp_path):
     assert all(torch.equal(sa[i]['exp_avg'], sb[i]['exp_avg']) for i in sa)
 
 
+def test_decode_on_device_trains_like_the_default_on_cpu(db, first_epoch, tmp_path):
+    """--decode_on_device on the CPU decodes with the same libjpeg-turbo: the same epoch, to the last digit."""
+    run_baseline(db, tmp_path / 'ckpt', '--n_epochs', '1', '--decode_on_device')
+    a, b = read_rows(first_epoch / 'metrics.csv'), read_rows(tmp_path / 'ckpt' / 'metrics.csv')
+    for row in (a[0], b[0]):
+        row.pop('seconds')
+    assert a == b
+
+
 # -- non-finite loss -----------------------------------------------------------------------------------------
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(db, first_epoch, tmp_path, monkeypatch, capsys):

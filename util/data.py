@@ -10,12 +10,19 @@ With ``decoder='auto'`` (the default), JPEG frames that need no resizing (MARS f
 256x128) are decoded with torchvision's libjpeg-turbo binding, which produces the same pixels as Pillow's
 libjpeg-turbo (tests compare them on baseline, progressive, greyscale and every chroma subsampling) at
 lower cost per frame; other formats, frames to be resized, and any JPEG that binding cannot handle go
-through Pillow. ``decoder='pil'`` always uses Pillow. GPU decoding (nvJPEG) is not used: its pixels
-differ from libjpeg's (torchvision only bounds the mean difference), so clips would no longer equal the
-original pipeline's.
+through Pillow. ``decoder='pil'`` always uses Pillow.
+
+``decoder='device'`` (``--decode_on_device``) moves decoding out of the workers: they only read the JPEG
+files, and each batch is decoded where the network runs (:class:`EncodedBatch`), with nvJPEG in one batched
+call on a GPU, or with libjpeg-turbo in the main process on the CPU. It is for GPU machines whose CPU cores
+cannot keep up. It is not the default because nvJPEG's pixels can differ from libjpeg's by rounding
+(torchvision bounds only the mean difference), and frames that need resizing go through torchvision's
+antialiased bilinear resize (equal to PIL's on the CPU for upsampling, within one grey level otherwise), so
+clips are close to, not always equal to, the original pipeline's.
 """
 import os
 import warnings
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Optional
 
@@ -32,10 +39,12 @@ try:
     from torchvision.io import ImageReadMode, decode_jpeg
 except Exception:  # torchvision built without its image extension: Pillow decodes everything
     decode_jpeg = None
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2.functional import resize as resize_tensor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DECODERS = ('auto', 'pil')
+DECODERS = ('auto', 'pil', 'device')
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -221,6 +230,105 @@ def load_clip(paths, height, width, flip=False, decoder='auto'):
     return torch.from_numpy(clip).permute(0, 3, 1, 2)                   # (S, 3, H, W) view
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Decoding on the device (decoder='device')
+
+def _jpeg_magic(data):
+    return data[:3].tolist() == [0xFF, 0xD8, 0xFF]
+
+
+@dataclass
+class EncodedClip:
+    """The JPEG files of one clip, read but not decoded. files: the distinct frames' bytes (uint8 1-D
+    tensors), frames: (S,) index into files for each clip frame (short tracklets repeat their last one)."""
+    files: list
+    frames: list
+    flip: bool
+    paths: list
+    height: int
+    width: int
+
+
+def read_encoded_clip(paths, height, width, flip=False):
+    """An EncodedClip of the frames in ``paths`` (each distinct file read once)."""
+    distinct = list(dict.fromkeys(paths))
+    files = []
+    for path in distinct:
+        try:
+            data = np.fromfile(path, dtype=np.uint8)
+        except OSError as err:
+            raise DataError(f'cannot read frame {path}: {_one_line(err)}') from None
+        if not _jpeg_magic(data):
+            raise DataError(f'cannot read frame {path}: not a JPEG file (--decode_on_device decodes JPEG '
+                            f'frames only)')
+        files.append(torch.from_numpy(data))
+    index = {p: i for i, p in enumerate(distinct)}
+    return EncodedClip(files, [index[p] for p in paths], bool(flip), distinct, int(height), int(width))
+
+
+class EncodedBatch:
+    """A batch of EncodedClips packed for the trip from a worker: one byte buffer and a few index tensors.
+
+    data: uint8 (bytes,) every file of the batch back to back, offsets: int64 (F+1,) file boundaries,
+    frames: int64 (B, S) file of each clip frame, flips: bool (B,). ``decode(device)`` -> uint8
+    (B, S, 3, H, W) on ``device``, what the worker-side decoders return.
+    """
+
+    def __init__(self, clips):
+        files = [f for clip in clips for f in clip.files]
+        sizes = torch.tensor([len(f) for f in files], dtype=torch.int64)
+        self.offsets = torch.cat([torch.zeros(1, dtype=torch.int64), sizes.cumsum(0)])
+        self.data = torch.cat(files)
+        first = np.cumsum([0] + [len(clip.files) for clip in clips[:-1]])
+        self.frames = torch.tensor([[int(b) + f for f in clip.frames] for b, clip in zip(first, clips)],
+                                   dtype=torch.int64)
+        self.flips = torch.tensor([clip.flip for clip in clips], dtype=torch.bool)
+        self.paths = [p for clip in clips for p in clip.paths]
+        self.height, self.width = clips[0].height, clips[0].width
+
+    def __len__(self):
+        return len(self.frames)
+
+    def pin_memory(self):
+        return self  # decode_jpeg reads its input from CPU memory on every device
+
+    def _decode_files(self, device):
+        bounds = self.offsets.tolist()
+        files = [self.data[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        with warnings.catch_warnings():  # torchvision 0.29 flags its decoders as deprecated on every call
+            warnings.simplefilter('ignore', DeprecationWarning)
+            try:
+                return decode_jpeg(files, mode=ImageReadMode.RGB, device=device)
+            except RuntimeError:
+                for f, path in zip(files, self.paths):  # find the culprit for the message
+                    try:
+                        decode_jpeg(f, mode=ImageReadMode.RGB, device=device)
+                    except RuntimeError as err:
+                        raise DataError(f'cannot read frame {path}: {_one_line(err)}') from None
+                raise
+
+    def decode(self, device):
+        """uint8 (B, S, 3, H, W) clips on ``device``."""
+        if decode_jpeg is None:
+            raise DataError('--decode_on_device needs torchvision built with its image extension')
+        device = torch.device(device)
+        images = self._decode_files(device)                                  # F x (3, h, w)
+        h, w = self.height, self.width
+        decoded = torch.empty((len(images), 3, h, w), dtype=torch.uint8, device=device)
+        by_size = defaultdict(list)
+        for i, image in enumerate(images):
+            by_size[tuple(image.shape[1:])].append(i)
+        for size, idx in by_size.items():  # one resize per source size (MARS: none at all)
+            group = torch.stack([images[i] for i in idx])
+            if size != (h, w):
+                group = resize_tensor(group, [h, w], interpolation=InterpolationMode.BILINEAR, antialias=True)
+            decoded[torch.tensor(idx, device=device)] = group
+        clips = decoded[self.frames.to(device)]                              # (B, S, 3, H, W)
+        flips = self.flips.to(device)
+        clips[flips] = clips[flips].flip(-1)
+        return clips
+
+
 def normalize_clip(x, device=None, dtype=torch.float32, non_blocking=True):
     """uint8 (..., 3, H, W) -> ImageNet-normalised float on ``device``, in ``dtype``.
 
@@ -266,8 +374,11 @@ class _TrackletDataset(Dataset):
         return len(self.starts)
 
     def _load(self, row, frames, flip=False):
+        paths = [self.paths[f] for f in frames]
         try:
-            return load_clip([self.paths[f] for f in frames], self.height, self.width, flip, self.decoder)
+            if self.decoder == 'device':
+                return read_encoded_clip(paths, self.height, self.width, flip)
+            return load_clip(paths, self.height, self.width, flip, self.decoder)
         except DataError as err:
             raise DataError(f'{err} (tracklet row {row})') from None
 
@@ -319,8 +430,14 @@ class TestClipDataset(_TrackletDataset):
 # Loaders
 
 def collate_clips(batch):
-    """[(clip, label, ...)] -> (uint8 (B, S, 3, H, W) contiguous, int64 (B,), ...)."""
+    """[(clip, label, ...)] -> (uint8 (B, S, 3, H, W) contiguous, int64 (B,), ...).
+
+    EncodedClips (decoder='device') are packed into one EncodedBatch instead of a uint8 tensor."""
     clips = [item[0] for item in batch]
+    columns = zip(*(item[1:] for item in batch))
+    labels = tuple(torch.tensor(column, dtype=torch.int64) for column in columns)
+    if isinstance(clips[0], EncodedClip):
+        return (EncodedBatch(clips),) + labels
     shape = (len(clips),) + tuple(clips[0].shape)
     if get_worker_info() is not None:
         # inside a worker, stack straight into shared memory: the batch is not copied again on its way
@@ -330,8 +447,7 @@ def collate_clips(batch):
     else:
         out = torch.empty(shape, dtype=torch.uint8)
     torch.stack(clips, out=out)  # also turns the clips' channel-last memory into (B, S, 3, H, W) order
-    columns = zip(*(item[1:] for item in batch))
-    return (out,) + tuple(torch.tensor(column, dtype=torch.int64) for column in columns)
+    return (out,) + labels
 
 
 class ClipLoader(DataLoader):

@@ -30,7 +30,8 @@ from util.data import make_train_loader, read_database
 from util.distributed import (all_gather_with_grad, barrier, cleanup, gather_tensors, init_distributed,
                               unwrap_model, wrap_model)
 from util.errors import ReIDError
-from util.evaluation import autocast, extract_features, gather_features, make_eval_loader, prepare_clips, score
+from util.evaluation import (autocast, decoder_choice, extract_features, gather_features, make_eval_loader,
+                             prepare_clips, score)
 from util.losses import batch_hard_triplet_soft, temporal_pool
 
 # Adam weight decay of the two original scripts; SGD uses 1e-4 in both.
@@ -147,7 +148,7 @@ class Trainer:
         self.train_loader = make_train_loader(train_db, args.S, args.class_per_batch, args.track_per_class,
                                               args.seed, args.num_workers, height=args.height, width=args.width,
                                               rank=ctx.rank, world_size=ctx.world_size,
-                                              pin_memory=self.device.type == 'cuda')
+                                              pin_memory=self.device.type == 'cuda', decoder=decoder_choice(args))
         self.test_loader = make_eval_loader(self.test_db, args, ctx)
         n_id = self.train_loader.dataset.n_id
 

@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from models import build_model, checkpoint_num_class, load_checkpoint, to_channels_last
-from util.data import make_test_loader, normalize_clip, read_database
+from util.data import EncodedBatch, make_test_loader, normalize_clip, read_database
 from util.distributed import cleanup, gather_tensors, init_distributed, unwrap_model
 from util.checkpoint import atomic_save
 from util.errors import DataError
@@ -34,7 +34,10 @@ def prepare_clips(clips, frame_level, device, channels_last=False, dtype=torch.f
     """uint8 clips (B,S,3,H,W) -> normalised network input on `device`, in the dtype of its parameters.
 
     resnet50_s1 sees frames independently: (B*S,3,H,W); the non-local types keep the clip axis.
+    An EncodedBatch (--decode_on_device) is decoded on `device` first.
     """
+    if isinstance(clips, EncodedBatch):
+        clips = clips.decode(device)
     x = normalize_clip(clips, device=device, dtype=dtype)
     if frame_level:
         x = x.flatten(0, 1)  # (B*S,3,H,W)
@@ -85,7 +88,12 @@ def make_eval_loader(db, args, ctx=None):
     rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
     pin = ctx is not None and ctx.device.type == 'cuda'
     return make_test_loader(db, args.S, args.batch_size, args.num_workers, height=args.height, width=args.width,
-                            rank=rank, world_size=world, pin_memory=pin)
+                            rank=rank, world_size=world, pin_memory=pin, decoder=decoder_choice(args))
+
+
+def decoder_choice(args):
+    """The loaders' decoder for these arguments: 'device' under --decode_on_device, else 'auto'."""
+    return 'device' if getattr(args, 'decode_on_device', False) else 'auto'
 
 
 def gather_features(feats, labels, cams, ctx):

@@ -108,6 +108,10 @@ def _add_common_flags(parser):
                           'gradient scaler)')
     run.add_argument('--channels_last', action='store_true', help='channels-last memory layout for the network')
     run.add_argument('--compile', action='store_true', help='torch.compile the network')
+    run.add_argument('--decode_on_device', action='store_true',
+                     help='decode JPEG frames where the network runs (nvJPEG on a GPU, batched), the workers only '
+                          'reading files: for GPU machines short of CPU cores. Pixels can differ from libjpeg by '
+                          'rounding, so clips are close to, not always equal to, the default pipeline\'s')
 
 
 def _add_train_flags(parser):
