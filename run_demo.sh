@@ -24,14 +24,14 @@ fi
     --output_dir "$DB"
 
 # 3. NVAN from scratch. The paper's recipe (P8 K4 S8, 256x128, lr 1e-4 from ImageNet weights, 200 epochs)
-# scaled down for two CPU cores: the native 64x32 frames, S=2, P8 K4, 12 epochs of 18 iterations, and a
-# higher learning rate for random initialisation, divided by 10 for the last two epochs.
+# scaled down for two CPU cores: the native 64x32 frames, S=2, P8 K4, 14 epochs of 18 iterations, and a
+# higher learning rate for random initialisation, divided by 10 for the last three epochs.
 rm -rf "$CKPT"
 "$PY" train_NL.py --train_txt "$DB/train_path.txt" --train_info "$DB/train_info.npy" \
     --test_txt "$DB/test_path.txt" --test_info "$DB/test_info.npy" --query_info "$DB/query_IDX.npy" \
     --model_type resnet50_NL --non_layers 0 2 3 0 --temporal Done --track_id_loss \
     --S 2 --class_per_batch 8 --track_per_class 4 --height 64 --width 32 --batch_size 32 \
-    --n_epochs 12 --lr 0.001 --lr_step_size 10 --optimizer adam --eval_every 4 \
+    --n_epochs 14 --lr 0.001 --lr_step_size 11 --optimizer adam --eval_every 2 \
     --pretrained none --num_workers 0 --seed 0 --ckpt "$CKPT" --log_path loss.txt "$@"
 
 # 4. score the best checkpoint as a user would, keeping its features
