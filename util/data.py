@@ -17,8 +17,8 @@ files, and each batch is decoded where the network runs (:class:`EncodedBatch`),
 call on a GPU, or with libjpeg-turbo in the main process on the CPU. It is for GPU machines whose CPU cores
 cannot keep up. It is not the default because nvJPEG's pixels can differ from libjpeg's by rounding
 (torchvision bounds only the mean difference), and frames that need resizing go through torchvision's
-antialiased bilinear resize (equal to PIL's on the CPU for upsampling, within one grey level otherwise), so
-clips are close to, not always equal to, the original pipeline's.
+antialiased bilinear resize (within one grey level of PIL's, and mostly equal on the CPU), so clips are
+close to, not always equal to, the original pipeline's.
 """
 import os
 import warnings
