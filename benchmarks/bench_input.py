@@ -11,13 +11,14 @@ evaluation loader (every frame decoded once) in a single process with one thread
 * the "+ normalize" column adds util.data.normalize_clip on the CPU, one op per batch (in training it
   runs on the GPU instead);
 * device (--decode_on_device): what the worker does (read the JPEG files and pack them), and, on the next
-  row, that plus decoding and normalising the batch on the CPU (on a GPU the decoding moves to nvJPEG).
+  row, that plus decoding and normalising the batch on the CPU; with --device cuda, a row for nvJPEG
+  decoding and normalisation on the GPU (wall-clock frames/s of the GPU) and its largest difference.
 
 Throughput is frames per CPU-second of the process (one thread, so what one worker delivers). Passes
 alternate between pipelines and the best of --repeats is reported. The script also checks that the
 normalised batches equal the original pipeline's.
 
-    python benchmarks/bench_input.py [--frames 2000] [--sizes 256x128 128x64] [--repeats 3]
+    python benchmarks/bench_input.py [--frames 2000] [--sizes 256x128 128x64] [--repeats 3] [--device cuda]
 """
 import argparse
 import os
@@ -70,8 +71,21 @@ def original_collate(batch):
     return torch.cat(clips, dim=0), torch.cat(labels, dim=0), torch.cat(cams, dim=0)
 
 
-def one_pass(loader, normalize=False):
-    """CPU seconds of one pass (a worker is CPU-bound, and CPU time is robust on a shared machine)."""
+def _sync(device):
+    if torch.device(device).type == 'cuda':
+        torch.cuda.synchronize()
+
+
+def one_pass(loader, normalize=False, device=None):
+    """CPU seconds of one pass (a worker is CPU-bound, and CPU time is robust on a shared machine). With a
+    device: wall-clock seconds of decoding and normalising there, the batches' files read beforehand."""
+    if device is not None:
+        batches = [batch[0] for batch in loader]
+        _sync(device)
+        start = time.perf_counter()
+        out = [normalize_clip(clips.decode(device)) for clips in batches]
+        _sync(device)
+        return time.perf_counter() - start, [x.cpu() for x in out]
     start = time.process_time()
     out = []
     for batch in loader:
@@ -85,7 +99,7 @@ def one_pass(loader, normalize=False):
     return time.process_time() - start, out
 
 
-def run_size(paths, S, batch_size, height, width, repeats):
+def run_size(paths, S, batch_size, height, width, repeats, device='cpu'):
     n_clip = len(paths) // S
     info = np.stack([np.arange(n_clip) * S, np.arange(n_clip) * S + S - 1,
                      np.ones(n_clip, int), np.ones(n_clip, int)], axis=1)
@@ -101,11 +115,17 @@ def run_size(paths, S, batch_size, height, width, repeats):
         'device: + CPU decode, norm.': (make_test_loader(db, S, batch_size, 0, height, width, decoder='device'),
                                         True),
     }
+    if device != 'cpu':  # frames per second of the GPU's decoding, not per CPU-second
+        loaders['device: GPU decode, norm.'] = (make_test_loader(db, S, batch_size, 0, height, width,
+                                                                 decoder='device'), device)
     best = {name: float('inf') for name in loaders}
     outputs = {}
     for round_ in range(repeats + 1):  # round 0 warms the page cache and is not counted
         for name, (loader, normalize) in loaders.items():
-            seconds, outputs[name] = one_pass(loader, normalize)
+            if isinstance(normalize, str):
+                seconds, outputs[name] = one_pass(loader, True, device=normalize)
+            else:
+                seconds, outputs[name] = one_pass(loader, normalize)
             if round_:
                 best[name] = min(best[name], seconds)
     reference = torch.cat(outputs['original'])                                  # (N*S, 3, H, W)
@@ -125,7 +145,11 @@ def main():
     parser.add_argument('--S', type=int, default=8)
     parser.add_argument('--batch_size', type=int, default=8, help='clips per batch')
     parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'),
+                        help='cuda: also time --decode_on_device with nvJPEG (GPU frames/s) and its difference')
     args = parser.parse_args()
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: no CUDA device')
     torch.set_num_threads(1)  # a DataLoader worker runs with one thread
 
     print(f'input pipeline, one process, 1 thread; {platform.processor() or platform.machine()}, '
@@ -139,12 +163,16 @@ def main():
         h, w = (int(v) for v in size.lower().split('x'))
         with tempfile.TemporaryDirectory() as directory:
             paths = write_frames(directory, args.frames, h, w)
-            rates, max_diff = run_size(paths, args.S, args.batch_size, args.height, args.width, args.repeats)
+            rates, max_diff = run_size(paths, args.S, args.batch_size, args.height, args.width, args.repeats,
+                                       args.device)
         for name, rate in rates.items():
             print(f'{size:>8} | {name:<28} | {rate:9.0f} | {rate / rates["original"]:10.2f}x')
         ours = max(v for k, v in max_diff.items() if k.startswith('ours'))
         device = max_diff['device: + CPU decode, norm.']
-        print(f'{"":>8} | max |normalised - original|: ours {ours:.1e}, device decoding on the CPU {device:.1e}')
+        line = f'max |normalised - original|: ours {ours:.1e}, device decoding on the CPU {device:.1e}'
+        if 'device: GPU decode, norm.' in max_diff:
+            line += f', on the GPU {max_diff["device: GPU decode, norm."]:.1e}'
+        print(f'{"":>8} | {line}')
 
 
 if __name__ == '__main__':

@@ -50,7 +50,7 @@ def benchmark_args(name, args, json_path):
     if name == 'metric':
         return [] if args.full else ['--loop_queries', '100', '--repeat', '2']
     if name == 'input':
-        return [] if args.full else ['--frames', '400', '--repeats', '2']
+        return ([] if args.full else ['--frames', '400', '--repeats', '2']) + ['--device', args.device]
     if name == 'models':
         size = ['--P', '8', '--K', '4'] if gpu else [] if args.full else ['--quick']
         return size + ['--device', args.device]
