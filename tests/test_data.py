@@ -1,5 +1,4 @@
 """Database reading, frame decoding, the clip datasets and their loaders."""
-import io
 import itertools
 
 import numpy as np

@@ -214,7 +214,6 @@ def _score_block(dist, q_labels, q_cams, labels, cams, groups, unknown, ranks):
     dist: (Qb, N) rows of the queries; unknown: gallery indices with pid -1 (junk for every query).
     """
     qb, n = dist.shape
-    rows = np.arange(qb)[:, None]
     rows_p, cols_p = groups.members(q_labels)
     own_cam = cams[cols_p] == q_cams[rows_p]
     good_idx, count = _pad_rows(rows_p[~own_cam], cols_p[~own_cam], qb, n)  # (Qb, G), padded with n
