@@ -149,7 +149,7 @@ def test_torchrun_two_processes_train_like_one(db, tmp_path):
 
 
 @pytest.mark.slow
-def test_compile_trains_like_eager_and_saves_plain_keys(db, tmp_path):
+def test_compile_trains_like_eager_and_saves_original_keys(db, tmp_path):
     """--compile (torch.compile, inductor) on the baseline: the same losses as the eager run up to kernel fusion
     rounding, and a checkpoint in the original key format that evaluate.py loads without --compile. One
     iteration (P = all 4 identities), so the epoch's losses are those of the first forward pass: after an Adam
