@@ -109,11 +109,14 @@ def headline(name, out, json_path):
         if name == 'scan':
             scan, build = _row(out, 'our scan'), _row(out, 'our build')
             return f'our scan {scan[-1]}, our build {build[-1]} the original-style speed'
-        if name == 'metric':
-            ours, ref, orig = (_row(out, s) for s in ('evaluate_mars (', 'evaluate_mars_reference', 'original'))
-            return (f'evaluate_mars {ours[2]} s ({ours[3]} s without the shared distance matrix); the plain loop '
-                    f'takes {ref[5]} our time ({ref[6]} without it), the original-style loop {orig[5]} '
-                    f'({orig[6]}); results agree {ref[7]} / {orig[7]}')
+        if name == 'metric':  # one table per feature set, each after a "features: <name>, ..." line
+            parts = []
+            for block in out.split('features: ')[1:]:
+                ours, orig = _row(block, 'evaluate_mars ('), _row(block, 'original')
+                parts.append(f'{block.split(",")[0].split(" (")[0]} features: ours {ours[2]} s, the original-style '
+                             f'loop {orig[5]} our time ({orig[6]} without the shared distance matrix), '
+                             f'agree {orig[7]}')
+            return '; '.join(parts)
         if name == 'input':
             best = {}
             for line in out.splitlines():

@@ -193,6 +193,21 @@ def test_nan_inf_and_overflowing_rows_match_plain_numpy():
     assert (d[4, ~undefined] == 0).all()
 
 
+def test_distances_equal_the_originals_negated_product():
+    """The original negates the (Q, N) product; negating the queries first must give the same values on a
+    BLAS-sized product. (Duplicated rows need not give equal columns: the BLAS kernels sum in an order that
+    depends on the position, in the original as here.)"""
+    rng = np.random.default_rng(8)
+    feats = rng.standard_normal((700, 300)).astype(np.float32)
+    feats[400:450] = feats[:50]
+    q = np.sort(rng.choice(700, 130, replace=False))
+    unit = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    expected = -1 * np.dot(unit[q], unit.T)
+    d = cosine_distance(feats, q)
+    assert d.dtype == np.float32 and d.shape == (130, 700)
+    np.testing.assert_array_equal(d, expected)
+
+
 def test_block_size_does_not_change_results():
     rng = np.random.default_rng(11)
     feats, pid, cam = structured_set(rng)

@@ -117,8 +117,9 @@ def cosine_distance(features, query_idx):
     norm = np.linalg.norm(features, axis=1, keepdims=True)
     with np.errstate(invalid='ignore', divide='ignore'):
         unit = features / norm
-    dist = np.dot(unit[query_idx], unit.T)
-    np.negative(dist, out=dist)  # the original's -1 * (...), without a second (Q, N) array
+    # the original's -1 * (Q, N product); negating the (Q, D) factor instead gives the same values (IEEE
+    # rounding is symmetric in sign) without a pass over the large array
+    dist = np.dot(np.negative(unit[query_idx]), unit.T)
     # a NaN can only come from a zero, infinite or NaN norm: look at those rows alone
     undefined = np.zeros(len(unit), dtype=bool)
     suspect = np.flatnonzero(~(np.isfinite(norm[:, 0]) & (norm[:, 0] > 0)))
