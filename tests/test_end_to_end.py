@@ -126,13 +126,17 @@ sys.exit(run_main(train_baseline.main, sys.argv[1:]))
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_train_like_one(db, tmp_path):
-    """One SGD step on a global batch of 4 identities: 2 gloo processes (2 identities each, synchronised
-    BatchNorm, triplet over the gathered batch) give the weights of 1 process."""
+@pytest.mark.parametrize('losses', [
+    ['--class_per_batch', '4', '--track_id_loss', '--frame_id_loss'],  # one step, 2 identities per process
+    ['--class_per_batch', '2'],  # two steps of the triplet loss alone: the classifier gets no gradient
+], ids=['id_losses', 'triplet_only'])
+def test_torchrun_two_processes_train_like_one(db, tmp_path, losses):
+    """SGD on global batches of P identities: 2 gloo processes (P/2 identities each, synchronised BatchNorm,
+    triplet over the gathered batch) give the weights of 1 process."""
     runner = tmp_path / 'f64_train.py'
     runner.write_text(F64_RUNNER.format(root=ROOT))
-    argv = [*db_args(db), *TRAIN, '--class_per_batch', '4', '--optimizer', 'sgd', '--lr', '1e-3',
-            '--model_type', 'resnet50_s1', '--temporal', 'mean', '--track_id_loss', '--frame_id_loss']
+    argv = [*db_args(db), *TRAIN, '--optimizer', 'sgd', '--lr', '1e-3', '--model_type', 'resnet50_s1',
+            '--temporal', 'mean', *losses]
     run(runner, *argv, '--ckpt', tmp_path / 'one')
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',

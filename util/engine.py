@@ -168,7 +168,8 @@ class Trainer:
         model.to(self.device)
         if args.channels_last:
             to_channels_last(model)
-        model = wrap_model(model, ctx)
+        # without an ID loss the BN-neck and classifier get no gradient, which DDP must be told about
+        model = wrap_model(model, ctx, find_unused_parameters=not (args.track_id_loss or args.frame_id_loss))
         self.net = unwrap_model(model)  # the plain network (BatchNorms synchronised) for evaluation and saving
         self.model = torch.compile(model) if args.compile else model
         self.optimizer = build_optimizer(self.net.parameters(), args)
