@@ -341,3 +341,27 @@ def test_device_decoding_errors_name_the_file(split):
     with pytest.raises(DataError, match=r'^cannot read frame .*f09\.jpg: ') as err:
         batch[0].decode('cpu')
     assert '\n' not in str(err.value)
+
+
+def test_gpu_decoding_drains_the_stream_first(split, monkeypatch):
+    """nvJPEG may write its outputs before work queued on the caller's stream has finished with that memory:
+    the stream is synchronised before the decoder is called (the CUDA calls are recorded, not run)."""
+    calls = []
+
+    class Stream:
+        def synchronize(self):
+            calls.append('synchronize')
+
+    def fake_decode(files, mode, device):
+        calls.append(('decode', str(device), len(files)))
+        return [torch.zeros(3, H, W, dtype=torch.uint8) for _ in files]
+
+    monkeypatch.setattr(torch.cuda, 'current_stream', lambda device=None: Stream())
+    monkeypatch.setattr(data, 'decode_jpeg', fake_decode)
+    db = read_database(split / 'path.txt', split / 'info.npy')
+    batch, _, _ = next(iter(make_test_loader(db, 2, 2, 0, H, W, decoder='device')))
+    batch._decode_files(torch.device('cuda', 0))
+    assert calls == ['synchronize', ('decode', 'cuda:0', 4)]
+    calls.clear()
+    batch._decode_files(torch.device('cpu'))
+    assert calls == [('decode', 'cpu', 4)]

@@ -295,6 +295,11 @@ class EncodedBatch:
     def _decode_files(self, device):
         bounds = self.offsets.tolist()
         files = [self.data[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        if device.type == 'cuda':
+            # nvJPEG's hardware decoder can write its outputs (blocks just freed to the caching allocator)
+            # before the work already queued on this stream has read them: drain the stream first
+            # (pytorch/vision#9606). The decoder waits for its own work before returning anyway.
+            torch.cuda.current_stream(device).synchronize()
         with warnings.catch_warnings():  # torchvision 0.29 flags its decoders as deprecated on every call
             warnings.simplefilter('ignore', DeprecationWarning)
             try:
