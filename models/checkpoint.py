@@ -145,8 +145,12 @@ def _norm(value):
 
 def original_state_dict(model):
     """State dict with the original's 'module.'-prefixed keys (what nn.DataParallel(CNN) saved);
-    DataParallel / DistributedDataParallel / torch.compile wrappers are unwrapped first."""
-    return OrderedDict(('module.' + k, v) for k, v in unwrap_model(model).state_dict().items())
+    DataParallel / DistributedDataParallel / torch.compile wrappers are unwrapped first. Tensors are on the
+    CPU in the default memory layout, so a file saved from a GPU run (or with --channels_last) opens with a
+    plain torch.load anywhere."""
+    def portable(t):  # meta tensors (shape-only models) stay where they are
+        return (t if t.device.type == 'meta' else t.cpu()).contiguous()
+    return OrderedDict(('module.' + k, portable(v)) for k, v in unwrap_model(model).state_dict().items())
 
 
 def checkpoint_num_class(path):

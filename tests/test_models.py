@@ -15,7 +15,8 @@ import torch.nn.functional as F
 import models
 import models.resnet as resnet
 from models import (MODEL_TYPES, NonLocalBlock, StripeNonLocalBlock, attention_maps, build_model,
-                    checkpoint_num_class, load_checkpoint, non_local_blocks, original_state_dict, set_attention)
+                    checkpoint_num_class, load_checkpoint, non_local_blocks, original_state_dict, set_attention,
+                    to_channels_last)
 from models.summary import count_flops
 from util.errors import CheckpointError, ModelConfigError
 
@@ -443,6 +444,18 @@ def test_original_state_dict_unwraps_wrappers(tmp_path):
             super().__init__()
             self._orig_mod = inner
     assert list(original_state_dict(nn.DataParallel(Compiled(model)))) == expected
+
+
+def test_original_state_dict_is_in_the_default_layout():
+    """A channels_last model saves standard-layout tensors with the same values (files do not depend on
+    --channels_last)."""
+    model = small_model('resnet50_NL')
+    reference = original_state_dict(model)
+    to_channels_last(model)
+    assert not model.features.backbone.conv1.weight.is_contiguous()
+    state = original_state_dict(model)
+    assert list(state) == list(reference)
+    assert all(v.is_contiguous() and v.device.type == 'cpu' and torch.equal(v, reference[k]) for k, v in state.items())
 
 
 def test_checkpoint_of_other_configuration_is_explained(tmp_path):
