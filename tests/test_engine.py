@@ -266,3 +266,20 @@ def test_checkpoint_of_another_model_type(db, first_epoch, capsys):
 def test_resume_from_a_weights_only_file(db, first_epoch, tmp_path, capsys):
     argv = baseline_args(db, tmp_path / 'c', '--n_epochs', '2', '--resume', str(first_epoch / 'ckpt_best.pth'))
     assert 'not a resume state' in _fail(argv, capsys)
+
+
+def test_features_of_an_empty_shard_have_the_feature_width(db):
+    """With more processes than test tracklets a rank loads nothing; its (0, D) features must still
+    concatenate with the other ranks' (n, D) ones."""
+    from models import build_model
+    from util.data import make_test_loader, read_database
+    from util.evaluation import extract_features
+    test = read_database(db / 'test_path.txt', db / 'test_info.npy', db / 'query_IDX.npy')
+    n = len(test.info)
+    model = build_model('resnet50_s1', 4, pretrained='none', height=32, S=2)
+    empty = make_test_loader(test, 2, 4, 0, 32, 16, rank=0, world_size=n + 1)
+    full = make_test_loader(test, 2, 4, 0, 32, 16, rank=n, world_size=n + 1)
+    feats, labels, cams = extract_features(model, empty, 2, torch.device('cpu'), 'mean', progress=False)
+    assert feats.shape == (0, 2048) and labels.shape == cams.shape == (0,)
+    other = extract_features(model, full, 2, torch.device('cpu'), 'mean', progress=False)[0]
+    assert torch.cat([feats, other]).shape == (other.shape[0], 2048) and other.shape[0] >= 1

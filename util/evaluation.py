@@ -78,8 +78,9 @@ def extract_features(model, loader, S, device, temporal, frame_level=None, amp='
             cams.append(torch.as_tensor(cam, dtype=torch.int64))
     finally:
         net.train(was_training)
-    if not feats:
-        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
+    if not feats:  # an empty shard (more processes than tracklets): the right width for the all-gather
+        return (torch.zeros(0, net.bottleneck.num_features), torch.zeros(0, dtype=torch.int64),
+                torch.zeros(0, dtype=torch.int64))
     return torch.cat(feats).float(), torch.cat(labels), torch.cat(cams)
 
 
