@@ -79,8 +79,8 @@ def extract_features(model, loader, S, device, temporal, frame_level=None, amp='
     finally:
         net.train(was_training)
     if not feats:  # an empty shard (more processes than tracklets): the right width for the all-gather
-        return (torch.zeros(0, net.bottleneck.num_features), torch.zeros(0, dtype=torch.int64),
-                torch.zeros(0, dtype=torch.int64))
+        empty = torch.zeros(0, dtype=torch.int64)
+        return torch.zeros(0, net.bottleneck.num_features, dtype=torch.float32), empty, empty.clone()
     return torch.cat(feats).float(), torch.cat(labels), torch.cat(cams)
 
 
