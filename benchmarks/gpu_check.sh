@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Everything that needs a CUDA GPU, in one run of about 6 minutes on one H100 / H200:
+#   1. tests/test_cuda.py (normalisation and fused attention on the GPU, nvJPEG decoding, the train and
+#      evaluate scripts with bf16 / fp16, channels_last and --decode_on_device), --compile last
+#   2. bench_train.py at the paper's batch (P=8 K=4 S=8, 256x128) for NVAN and STE-NVAN, every configuration
+#   3. bench_input.py with the nvJPEG row
+# Usage: bash benchmarks/gpu_check.sh [OUTPUT_DIR]   (default gpu_check/; PYTHON=... picks the interpreter,
+# default python3, which needs a CUDA build of torch and torchvision). Each step has a time limit, a log in
+# OUTPUT_DIR and a line in OUTPUT_DIR/summary.txt; a failed step does not stop the later ones.
+set -u
+cd "$(dirname "$0")/.."
+OUT_DIR=${1:-gpu_check}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT_DIR"
+export PYTHONUNBUFFERED=1
+FAILED=0
+
+step() {  # step NAME SECONDS COMMAND...
+    local name=$1 limit=$2 start rc
+    shift 2
+    echo "== $name (limit ${limit} s): $*"
+    start=$(date +%s)
+    timeout -s INT -k 15 "$limit" "$@" 2>&1 | tee "$OUT_DIR/$name.log"
+    rc=${PIPESTATUS[0]}
+    [ "$rc" -eq 0 ] || FAILED=1
+    echo "== $name: exit $rc in $(( $(date +%s) - start )) s" | tee -a "$OUT_DIR/summary.txt"
+}
+
+: > "$OUT_DIR/summary.txt"
+step env 30 "$PY" -c 'import sys, torch, torchvision
+print("Python", sys.version.split()[0], "torch", torch.__version__, "torchvision", torchvision.__version__,
+      "CUDA", torch.version.cuda, "cuDNN", torch.backends.cudnn.version())
+p = torch.cuda.get_device_properties(0)
+print("GPU", p.name, f"{p.total_memory / 2**30:.0f} GiB,", p.multi_processor_count, "SMs")'
+step tests 140 "$PY" -m pytest -q -s -p no:cacheprovider tests/test_cuda.py -k 'not compile'
+step train 200 "$PY" benchmarks/bench_train.py --device cuda --types resnet50_NL resnet50_NL_stripe_hr \
+    --steps 10 --warmup 3 --json "$OUT_DIR/train.json"
+step input 60 "$PY" benchmarks/bench_input.py --device cuda --frames 400 --repeats 2
+step compile 120 "$PY" -m pytest -q -s -p no:cacheprovider tests/test_cuda.py -k compile
+cat "$OUT_DIR/summary.txt"
+exit $FAILED
