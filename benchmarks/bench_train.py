@@ -13,6 +13,12 @@ the input pipeline (benchmarks/bench_input.py) is not measured. Configurations:
   fp32-sdpa       float32, scaled_dot_product_attention
   bf16-cl-sdpa    bf16 autocast, channels_last weights, scaled_dot_product_attention
   fp16-cl-sdpa    fp16 autocast with GradScaler, channels_last, scaled_dot_product_attention (CUDA only)
+and, asked for by --configs:
+  bf16-cl-sdpa-compile   bf16-cl-sdpa with torch.compile (train_NL.py --compile); warm-up steps compile
+  fp32-explicit-notf32   fp32-explicit with cuDNN's TF32 convolutions off: IEEE float32 throughout, as the
+                         original computed on its pre-Ampere GPU (CUDA only)
+
+On a GPU the fp32 rows run convolutions in TF32, PyTorch's default for cuDNN (matrix products stay float32).
 
 Each (model type, configuration) runs in a fresh process: --warmup untimed training steps, --steps timed
 ones, then the same for eval-mode feature extraction (no grad, batches of --eval_batch clips). Peak memory
@@ -46,14 +52,17 @@ from models.summary import _peak_rss_bytes, _reset_peak_rss, _rss_bytes  # noqa:
 from util.data import normalize_clip  # noqa: E402
 from util.losses import batch_hard_triplet_soft, temporal_pool  # noqa: E402
 
-Config = namedtuple('Config', 'amp channels_last attention')
+Config = namedtuple('Config', 'amp channels_last attention compile tf32', defaults=(False, True))
 CONFIGS = {
     'fp32-explicit': Config(None, False, 'explicit'),
     'fp32-sdpa': Config(None, False, 'sdpa'),
     'bf16-cl-sdpa': Config(torch.bfloat16, True, 'sdpa'),
     'fp16-cl-sdpa': Config(torch.float16, True, 'sdpa'),
+    'bf16-cl-sdpa-compile': Config(torch.bfloat16, True, 'sdpa', compile=True),
+    'fp32-explicit-notf32': Config(None, False, 'explicit', tf32=False),
 }
-CUDA_ONLY = ('fp16-cl-sdpa',)
+DEFAULT_CONFIGS = ('fp32-explicit', 'fp32-sdpa', 'bf16-cl-sdpa', 'fp16-cl-sdpa')
+CUDA_ONLY = ('fp16-cl-sdpa', 'fp32-explicit-notf32')
 BASELINE = 'fp32-explicit'
 NUM_CLASS = 625  # MARS training identities
 PAPER = dict(P=8, K=4, S=8, height=256, width=128)
@@ -81,19 +90,35 @@ def _autocast(device, dtype):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
+def profile_table(step, steps=3, rows=25):
+    """torch.profiler table of `steps` calls of step(), operators sorted by their own device (or CPU) time."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    sort = 'self_cuda_time_total' if torch.cuda.is_available() else 'self_cpu_time_total'
+    return prof.key_averages().table(sort_by=sort, row_limit=rows)
+
+
 def measure(model_type, config, P, K, S, height, width, non_layers, stripes, steps, warmup, eval_batch, device,
-            threads=0, seed=0):
+            threads=0, seed=0, profile=False):
     """Train and eval throughput and training peak memory of one (model type, configuration)."""
     if threads:
         torch.set_num_threads(threads)
     cfg, device = CONFIGS[config], torch.device(device)
     if device.type == 'cuda':
         torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.allow_tf32 = cfg.tf32
     torch.manual_seed(seed)
     model = build_model(model_type, NUM_CLASS, non_layers=non_layers, stripes=stripes, pretrained='none',
                         height=height, S=S, attention=cfg.attention).to(device).train()
     if cfg.channels_last:
         to_channels_last(model)
+    forward = torch.compile(model) if cfg.compile else model
     wd = 1e-5 if model.frame_level else 5e-5  # train_baseline.py / train_NL.py
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=wd)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == torch.float16)
@@ -117,7 +142,7 @@ def measure(model_type, config, P, K, S, height, width, non_layers, stripes, ste
 
     def train_step():
         with _autocast(device, cfg.amp):
-            feats, logits = model(inputs(train_clips))
+            feats, logits = forward(inputs(train_clips))
         feats, logits = feats.float(), logits.float()        # losses in fp32
         if frame_level:                                       # FPL: (B*S,D) -> (B,D)
             feats, logits = temporal_pool(feats, S, 'mean'), temporal_pool(logits, S, 'mean')
@@ -131,7 +156,7 @@ def measure(model_type, config, P, K, S, height, width, non_layers, stripes, ste
     @torch.no_grad()
     def eval_step():
         with _autocast(device, cfg.amp):
-            feats = model(inputs(eval_clips))
+            feats = forward(inputs(eval_clips))
         feats = feats.float()
         return temporal_pool(feats, S, 'mean') if frame_level else feats
 
@@ -156,6 +181,7 @@ def measure(model_type, config, P, K, S, height, width, non_layers, stripes, ste
         peak = None if before is None else _peak_rss_bytes(reset_ok) - before
     if not math.isfinite(loss.item()):
         raise RuntimeError(f'non-finite training loss {loss.item()}')
+    table = profile_table(train_step) if profile else None
 
     model.eval()
     for _ in range(warmup):
@@ -167,7 +193,7 @@ def measure(model_type, config, P, K, S, height, width, non_layers, stripes, ste
     _sync(device)
     eval_s = time.perf_counter() - t0
     return dict(train_step_s=train_s / steps, train_clips_per_s=P * K * steps / train_s, peak_bytes=peak,
-                eval_batch_s=eval_s / steps, eval_clips_per_s=eval_batch * steps / eval_s)
+                eval_batch_s=eval_s / steps, eval_clips_per_s=eval_batch * steps / eval_s, profile=table)
 
 
 def worker_env():
@@ -211,13 +237,15 @@ def parse_args(argv=None):
     parser.add_argument('--warmup', type=int, help='untimed steps first (default: 5 on CUDA, 1 on CPU)')
     parser.add_argument('--types', nargs='+', default=list(MODEL_TYPES), choices=MODEL_TYPES)
     parser.add_argument('--configs', nargs='+', choices=list(CONFIGS),
-                        help='default: all (fp16-cl-sdpa on CUDA only)')
+                        help=f'default: {" ".join(DEFAULT_CONFIGS)} (fp16-cl-sdpa on CUDA only)')
     parser.add_argument('--non_layers', type=int, nargs=4, default=[0, 2, 3, 0])
     parser.add_argument('--stripes', type=int, nargs=4, default=[16, 16, 16, 16],
                         help='reduced to divisors of the feature heights for small frames')
     parser.add_argument('--threads', type=int, default=0, help='torch threads (0: torch default)')
     parser.add_argument('--quick', action='store_true',
                         help='tiny: P=1 K=2 S=4 at 64x32, 1 warm-up and 1 timed step (explicit sizes still win)')
+    parser.add_argument('--profile', action='store_true',
+                        help='also print a torch.profiler table of 3 training steps per row (after the timing)')
     parser.add_argument('--json', metavar='PATH', help='also write the results as JSON')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -240,9 +268,9 @@ def parse_args(argv=None):
     if args.eval_batch is None:
         args.eval_batch = args.P * args.K
     if args.configs is None:
-        args.configs = [c for c in CONFIGS if cuda or c not in CUDA_ONLY]
+        args.configs = [c for c in DEFAULT_CONFIGS if cuda or c not in CUDA_ONLY]
     elif not cuda and any(c in CUDA_ONLY for c in args.configs):
-        parser.exit(2, f'error: --configs: {", ".join(CUDA_ONLY)} needs --device cuda (GradScaler with fp16)\n')
+        parser.exit(2, f'error: --configs: {", ".join(CUDA_ONLY)} need --device cuda\n')
     for name in ('P', 'K', 'S', 'height', 'width', 'eval_batch', 'steps'):
         if getattr(args, name) < 1:
             parser.exit(2, f'error: --{name}: expected a positive integer, got {getattr(args, name)}\n')
@@ -270,8 +298,8 @@ def main(argv=None):
           f'{args.steps} timed steps each; non_layers {" ".join(map(str, args.non_layers))}, stripes '
           f'{" ".join(map(str, stripes))}; load average before {load:.2f}', flush=True)
     vs = 'vs ' + BASELINE
-    print(f'| {"model":<21} | {"config":<13} | train clips/s | {vs} | train peak MiB | eval clips/s | {vs} |')
-    print(f'|{"-" * 23}|{"-" * 15}|--------------:|{"-" * 17}:|---------------:|-------------:|{"-" * 17}:|',
+    print(f'| {"model":<21} | {"config":<20} | train clips/s | {vs} | train peak MiB | eval clips/s | {vs} |')
+    print(f'|{"-" * 23}|{"-" * 22}|--------------:|{"-" * 17}:|---------------:|-------------:|{"-" * 17}:|',
           flush=True)
 
     results = []
@@ -280,25 +308,27 @@ def main(argv=None):
         for config in args.configs:
             cfg = CONFIGS[config]
             # the baseline has no attention: its explicit and sdpa runs are the same network
-            key = (cfg.amp, cfg.channels_last, None if model_type == 'resnet50_s1' else cfg.attention)
+            key = (cfg.amp, cfg.channels_last, None if model_type == 'resnet50_s1' else cfg.attention, cfg.compile,
+                   cfg.tf32)
             if key not in cache:
                 cache[key] = run_worker(dict(
                     model_type=model_type, config=config, P=args.P, K=args.K, S=args.S, height=args.height,
                     width=args.width, non_layers=args.non_layers, stripes=stripes, steps=args.steps,
-                    warmup=args.warmup, eval_batch=args.eval_batch, device=args.device, threads=args.threads))
+                    warmup=args.warmup, eval_batch=args.eval_batch, device=args.device, threads=args.threads,
+                    profile=args.profile))
             r = dict(cache[key], model_type=model_type, config=config)
             results.append(r)
             if config == BASELINE and 'error' not in r:
                 base = r
             if 'error' in r:
-                print(f'| {model_type:<21} | {config:<13} | failed: {r["error"]} |', flush=True)
+                print(f'| {model_type:<21} | {config:<20} | failed: {r["error"]} |', flush=True)
                 continue
             peak = '-' if r['peak_bytes'] is None else f'{r["peak_bytes"] / 2**20:,.0f}'
 
             def ratio(key):
                 return f'{r[key] / base[key]:.2f}x' if base else '-'
 
-            print(f'| {model_type:<21} | {config:<13} | {r["train_clips_per_s"]:13.2f} | '
+            print(f'| {model_type:<21} | {config:<20} | {r["train_clips_per_s"]:13.2f} | '
                   f'{ratio("train_clips_per_s"):>16} | {peak:>14} | {r["eval_clips_per_s"]:12.2f} | '
                   f'{ratio("eval_clips_per_s"):>16} |', flush=True)
 
@@ -309,6 +339,9 @@ def main(argv=None):
              'excluded), in a fresh process per row.')
           + (' resnet50_s1 has no attention: its fp32-explicit and fp32-sdpa rows are one measurement.'
              if 'resnet50_s1' in args.types else ''))
+    for r in results:
+        if r.get('profile'):
+            print(f'\n# profile of 3 training steps, {r["model_type"]} {r["config"]}\n{r["profile"]}')
     if args.json:
         settings = {k: getattr(args, k) for k in ('device', 'P', 'K', 'S', 'height', 'width', 'eval_batch',
                                                    'steps', 'warmup', 'non_layers', 'threads', 'quick')}

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Everything that needs a CUDA GPU, in one run of about 6 minutes on one H100 / H200:
+# Everything that needs a CUDA GPU, in one run of about 8 minutes on one H100 / H200:
 #   1. tests/test_cuda.py (normalisation and fused attention on the GPU, nvJPEG decoding, the train and
 #      evaluate scripts with bf16 / fp16, channels_last and --decode_on_device), --compile last
 #   2. bench_train.py at the paper's batch (P=8 K=4 S=8, 256x128) for NVAN and STE-NVAN, every configuration
 #   3. bench_input.py with the nvJPEG row
+#   4. NVAN with torch.compile (bf16-cl-sdpa-compile) and strict IEEE fp32 (fp32-explicit-notf32)
 # Usage: bash benchmarks/gpu_check.sh [OUTPUT_DIR]   (default gpu_check/; PYTHON=... picks the interpreter,
 # default python3, which needs a CUDA build of torch and torchvision). Each step has a time limit, a log in
 # OUTPUT_DIR and a line in OUTPUT_DIR/summary.txt; a failed step does not stop the later ones.
@@ -36,6 +37,9 @@ step tests 140 "$PY" -m pytest -q -s -p no:cacheprovider tests/test_cuda.py -k '
 step train 200 "$PY" benchmarks/bench_train.py --device cuda --types resnet50_NL resnet50_NL_stripe_hr \
     --steps 10 --warmup 3 --json "$OUT_DIR/train.json"
 step input 60 "$PY" benchmarks/bench_input.py --device cuda --frames 400 --repeats 2
+step train_compile 200 "$PY" benchmarks/bench_train.py --device cuda --types resnet50_NL \
+    --configs fp32-explicit fp32-explicit-notf32 bf16-cl-sdpa-compile --steps 10 --warmup 3 \
+    --json "$OUT_DIR/train_compile.json"
 step compile 120 "$PY" -m pytest -q -s -p no:cacheprovider tests/test_cuda.py -k compile
 cat "$OUT_DIR/summary.txt"
 exit $FAILED
