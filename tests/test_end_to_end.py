@@ -38,8 +38,9 @@ TRAIN = SMALL + ['--class_per_batch', '2', '--track_per_class', '2', '--n_epochs
                  '--lr', '1e-4']
 
 
-def run(*argv, check=True):
-    proc = subprocess.run([sys.executable, *map(str, argv)], cwd=ROOT, capture_output=True, text=True)
+def run(*argv, check=True, env=None):
+    env = None if env is None else {**os.environ, **env}
+    proc = subprocess.run([sys.executable, *map(str, argv)], cwd=ROOT, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f'{argv[0]} exited with {proc.returncode}:\n{proc.stdout}\n{proc.stderr}')
     return proc
@@ -96,15 +97,22 @@ def test_train_nl_then_evaluate(db, tmp_path):
                                '--track_id_loss'])
 
 
+# On CPUs with AMX tiles (Sapphire Rapids and later), oneDNN's AMX bf16 kernels in torch 2.14.1 with two
+# threads give NaN now and then on this training run (same seed, different outcome; it never happens with
+# the ISA capped below AMX, with one thread, or without autocast). CPU bf16 is a test of the flags here,
+# not a way to train, so the test keeps oneDNN on AVX-512 bf16 instructions.
+CPU_BF16_ENV = {'ONEDNN_MAX_CPU_ISA': 'AVX512_CORE_BF16'}
+
+
 def test_ste_nvan_with_bf16_and_channels_last(db, tmp_path):
     """The precision and layout flags on the model with Conv3d weights (which refuse channels_last) and stripe
     blocks on frame pairs; evaluation in bf16 prints the original's line."""
     model = ['--model_type', 'resnet50_NL_stripe_hr', '--temporal', 'Done', '--non_layers', '0', '2', '3', '0',
              '--stripes', '4', '4', '2', '2']
     run('train_NL.py', *db_args(db), *TRAIN, *model, '--track_id_loss', '--amp', 'bf16', '--channels_last',
-        '--ckpt', tmp_path / 'ckpt')
+        '--ckpt', tmp_path / 'ckpt', env=CPU_BF16_ENV)
     ev = run('evaluate.py', *db_args(db, test_only=True), *SMALL, *model, '--amp', 'bf16', '--channels_last',
-             '--load_ckpt', tmp_path / 'ckpt' / 'ckpt_best.pth').stdout
+             '--load_ckpt', tmp_path / 'ckpt' / 'ckpt_best.pth', env=CPU_BF16_ENV).stdout
     cmc_line(ev)
 
 
