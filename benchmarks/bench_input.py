@@ -10,9 +10,12 @@ evaluation loader (every frame decoded once) in a single process with one thread
 * ours (auto): the same with libjpeg-turbo through torchvision (the default);
 * the "+ normalize" column adds util.data.normalize_clip on the CPU, one op per batch (in training it
   runs on the GPU instead);
+* resize (--resize_on_device): what the worker does (decode each frame at its own size and pack the
+  frames), and, on the next row, that plus the exact resize and normalisation of the batch on the CPU;
 * device (--decode_on_device): what the worker does (read the JPEG files and pack them), and, on the next
-  row, that plus decoding and normalising the batch on the CPU; with --device cuda, a row for nvJPEG
-  decoding and normalisation on the GPU (wall-clock frames/s of the GPU) and its largest difference.
+  row, that plus decoding, resizing and normalising the batch on the CPU;
+* with --device cuda, rows for the resize (and for nvJPEG decoding) plus normalisation on the GPU
+  (wall-clock frames/s of the GPU, the batches' frames prepared beforehand) and their largest differences.
 
 Throughput is frames per CPU-second of the process (one thread, so what one worker delivers). Passes
 alternate between pipelines and the best of --repeats is reported. The script also checks that the
@@ -34,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from util.data import Database, EncodedBatch, make_test_loader, normalize_clip  # noqa: E402
+from util.data import Database, DeviceBatch, make_test_loader, normalize_clip  # noqa: E402
 
 
 def write_frames(directory, n, height, width, seed=0):
@@ -90,7 +93,7 @@ def one_pass(loader, normalize=False, device=None):
     out = []
     for batch in loader:
         clips = batch[0]
-        if isinstance(clips, EncodedBatch):
+        if isinstance(clips, DeviceBatch):
             if not normalize:  # the worker's share only: the files read and packed
                 out.append(clips)
                 continue
@@ -111,11 +114,17 @@ def run_size(paths, S, batch_size, height, width, repeats, device='cpu'):
         'ours (auto)': (make_test_loader(db, S, batch_size, 0, height, width, decoder='auto'), False),
         'ours (pil) + normalize': (make_test_loader(db, S, batch_size, 0, height, width, decoder='pil'), True),
         'ours (auto) + normalize': (make_test_loader(db, S, batch_size, 0, height, width), True),
+        'resize: worker decodes': (make_test_loader(db, S, batch_size, 0, height, width,
+                                                    decoder='resize_on_device'), False),
+        'resize: + CPU resize, norm.': (make_test_loader(db, S, batch_size, 0, height, width,
+                                                         decoder='resize_on_device'), True),
         'device: worker reads': (make_test_loader(db, S, batch_size, 0, height, width, decoder='device'), False),
         'device: + CPU decode, norm.': (make_test_loader(db, S, batch_size, 0, height, width, decoder='device'),
                                         True),
     }
-    if device != 'cpu':  # frames per second of the GPU's decoding, not per CPU-second
+    if device != 'cpu':  # frames per second of the GPU's work, not per CPU-second
+        loaders['resize: GPU resize, norm.'] = (make_test_loader(db, S, batch_size, 0, height, width,
+                                                                 decoder='resize_on_device'), device)
         loaders['device: GPU decode, norm.'] = (make_test_loader(db, S, batch_size, 0, height, width,
                                                                  decoder='device'), device)
     best = {name: float('inf') for name in loaders}
@@ -146,7 +155,8 @@ def main():
     parser.add_argument('--batch_size', type=int, default=8, help='clips per batch')
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'),
-                        help='cuda: also time --decode_on_device with nvJPEG (GPU frames/s) and its difference')
+                        help='cuda: also time --resize_on_device and --decode_on_device (nvJPEG) on the GPU '
+                             '(GPU frames/s) and their differences')
     args = parser.parse_args()
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA device')
@@ -168,11 +178,8 @@ def main():
         for name, rate in rates.items():
             print(f'{size:>8} | {name:<28} | {rate:9.0f} | {rate / rates["original"]:10.2f}x')
         ours = max(v for k, v in max_diff.items() if k.startswith('ours'))
-        device = max_diff['device: + CPU decode, norm.']
-        line = f'max |normalised - original|: ours {ours:.1e}, device decoding on the CPU {device:.1e}'
-        if 'device: GPU decode, norm.' in max_diff:
-            line += f', on the GPU {max_diff["device: GPU decode, norm."]:.1e}'
-        print(f'{"":>8} | {line}')
+        others = ', '.join(f'{k} {v:.1e}' for k, v in max_diff.items() if not k.startswith('ours'))
+        print(f'{"":>8} | max |normalised - original|: ours {ours:.1e}, {others}')
 
 
 if __name__ == '__main__':

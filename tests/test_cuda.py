@@ -1,5 +1,6 @@
 """What only a CUDA device can show: normalisation on the GPU, nvJPEG decoding, the fused attention kernels,
-and the scripts with --device cuda (bf16 / fp16 with channels_last, --decode_on_device, --compile). NCCL
+the exact resize on the GPU, and the scripts with --device cuda (bf16 / fp16 with channels_last,
+--decode_on_device, --compile). NCCL
 needs two GPUs (one process per device), so torchrun on one GPU creates no process group and is not here. Skipped where torch sees no CUDA device; `bash benchmarks/gpu_check.sh` runs them on a GPU."""
 import os
 import re
@@ -13,6 +14,7 @@ import torch
 from models.non_local import attend
 from util.data import make_test_loader, normalize_clip, read_database
 from util.database import build_mars_database
+from util.resize import pil_bilinear_resize
 from util.synthetic import make_mars
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
@@ -44,6 +46,20 @@ def test_fused_attention_matches_the_explicit_reference():
     for dtype, tol in ((torch.float32, 1e-3), (torch.bfloat16, 2e-2)):
         out = attend(q.to(dtype), k.to(dtype), v.to(dtype), 'sdpa').double()
         assert ((out - reference).norm() / reference.norm()).item() < tol, dtype
+
+
+@pytest.mark.parametrize('size', [(H, W), (2 * H, 2 * W), (H // 2 + 3, W // 2 - 1)])
+def test_resize_on_the_gpu_equals_pillow(db, size):
+    """--resize_on_device: frames decoded on the CPU, pinned, resized on the GPU with Pillow's integer
+    arithmetic: byte for byte the CPU pipeline's clips. Also the resize alone on random images."""
+    data = read_database(db / 'test_path.txt', db / 'test_info.npy')
+    device_side = make_test_loader(data, 4, 8, 1, *size, pin_memory=True, decoder='resize_on_device')
+    for (a, _, _), (b, _, _) in zip(device_side, make_test_loader(data, 4, 8, 0, *size, decoder='pil')):
+        clips = a.decode('cuda')
+        assert clips.device.type == 'cuda' and torch.equal(clips.cpu(), b)
+    images = torch.randint(0, 256, (5, 3, 97, 41), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    for target in [(256, 128), (30, 11)]:
+        assert torch.equal(pil_bilinear_resize(images.cuda(), *target).cpu(), pil_bilinear_resize(images, *target))
 
 
 def encoded_batches(db, height, width):

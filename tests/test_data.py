@@ -291,24 +291,28 @@ def test_database_dataclass_accepts_plain_arrays():
     assert dataset.frames.tolist() == [[0, 1, 1]] and dataset.paths[1] == 'b.jpg'
 
 
-# ---- decoding on the device (--decode_on_device) ------------------------------------------------------
+# ---- finishing clips on the device (--resize_on_device, --decode_on_device) ---------------------------
+
+DEVICE_DECODERS = ['resize_on_device', 'device']
+
 
 def decoded_batches(loader):
     return [(batch[0].decode('cpu'),) + tuple(batch[1:]) for batch in loader]
 
 
 @pytest.mark.parametrize('num_workers', [0, 2])
-def test_device_decoding_gives_the_worker_clips(split, num_workers):
-    """On the CPU (libjpeg-turbo) the decoded batches equal the default pipeline's: frames, the repeated last
-    frame of short tracklets and the clip flips of training."""
+@pytest.mark.parametrize('decoder', DEVICE_DECODERS)
+def test_device_decoding_gives_the_worker_clips(split, decoder, num_workers):
+    """On the CPU the finished batches equal the default pipeline's: frames, the repeated last frame of
+    short tracklets and the clip flips of training."""
     db = read_database(split / 'path.txt', split / 'info.npy', split / 'query.npy')
-    test = [make_test_loader(db, 4, 3, num_workers, H, W, decoder=d) for d in ('device', 'pil')]
-    assert isinstance(next(iter(test[0]))[0], data.EncodedBatch)
+    test = [make_test_loader(db, 4, 3, num_workers, H, W, decoder=d) for d in (decoder, 'pil')]
+    assert isinstance(next(iter(test[0]))[0], data.DeviceBatch)
     for (a, pa, ca), (b, pb, cb) in zip(decoded_batches(test[0]), test[1]):
         assert a.dtype == torch.uint8 and a.shape == b.shape and torch.equal(a, b)
         assert torch.equal(pa, pb) and torch.equal(ca, cb)
     kwargs = dict(S=4, class_per_batch=2, track_per_class=3, seed=5, height=H, width=W)
-    train = [make_train_loader(db, num_workers=num_workers, decoder=d, **kwargs) for d in ('device', 'pil')]
+    train = [make_train_loader(db, num_workers=num_workers, decoder=d, **kwargs) for d in (decoder, 'pil')]
     flips = set()
     for epoch in range(3):
         for loader in train:
@@ -319,13 +323,33 @@ def test_device_decoding_gives_the_worker_clips(split, num_workers):
     assert flips == {True, False}
 
 
-def test_device_decoding_resizes_close_to_pil(split):
+@pytest.mark.parametrize('decoder', DEVICE_DECODERS)
+def test_device_resizing_equals_pil(split, decoder):
     db = read_database(split / 'path.txt', split / 'info.npy')
     for size in [(32, 16), (24, 10), (8, 4)]:  # up, uneven, down
-        (a, _, _), = decoded_batches(make_test_loader(db, 2, 4, 0, *size, decoder='device'))
+        (a, _, _), = decoded_batches(make_test_loader(db, 2, 4, 0, *size, decoder=decoder))
         (b, _, _), = make_test_loader(db, 2, 4, 0, *size, decoder='pil')
         assert a.shape == b.shape == (4, 2, 3, *size)
-        assert (a.int() - b.int()).abs().max() <= 1, size
+        assert torch.equal(a, b), size
+
+
+@pytest.mark.parametrize('decoder', DEVICE_DECODERS)
+def test_device_resizing_of_frames_of_mixed_sizes(tmp_path, decoder):
+    """DukeV-like: frame sizes differ between and within tracklets; one batch holds them all."""
+    rng = np.random.default_rng(4)
+    sizes = [(20, 9), (16, 8), (33, 14), (20, 9), (12, 6), (40, 17)]
+    paths = []
+    for i, (h, w) in enumerate(sizes):
+        paths.append(str(tmp_path / f'm{i}.jpg'))
+        random_image(rng, h, w).convert('L' if i == 4 else 'RGB').save(paths[-1], quality=85)
+    db = Database(paths, np.array([[0, 2, 1, 1], [3, 5, 2, 2]]))
+    kwargs = dict(S=2, class_per_batch=2, track_per_class=2, seed=1, num_workers=0, height=H, width=W)
+    for a, b in zip(*(make_train_loader(db, decoder=d, **kwargs) for d in (decoder, 'pil'))):
+        assert isinstance(a[0], data.DeviceBatch) and a[0].data.dtype == torch.uint8
+        assert torch.equal(a[0].decode('cpu'), b[0]) and torch.equal(a[1], b[1])
+    (a, _, _), = decoded_batches(make_test_loader(db, 3, 2, 0, H, W, decoder=decoder))
+    assert torch.equal(a, torch.stack([torch.stack([reference_uint8(paths[i], H, W) for i in rows])
+                                       for rows in ([0, 1, 2], [3, 4, 5])]))
 
 
 def test_device_decoding_errors_name_the_file(split):

@@ -169,9 +169,11 @@ def test_resume_continues_exactly(db, first_epoch, tmp_path):
     assert all(torch.equal(sa[i]['exp_avg'], sb[i]['exp_avg']) for i in sa)
 
 
-def test_decode_on_device_trains_like_the_default_on_cpu(db, first_epoch, tmp_path):
-    """--decode_on_device on the CPU decodes with the same libjpeg-turbo: the same epoch, to the last digit."""
-    run_baseline(db, tmp_path / 'ckpt', '--n_epochs', '1', '--decode_on_device')
+@pytest.mark.parametrize('flag', ['--decode_on_device', '--resize_on_device'])
+def test_device_side_input_trains_like_the_default_on_cpu(db, first_epoch, tmp_path, flag):
+    """On the CPU the clips finished in the main process are the workers' clips: the same epoch, to the last
+    digit."""
+    run_baseline(db, tmp_path / 'ckpt', '--n_epochs', '1', flag)
     a, b = read_rows(first_epoch / 'metrics.csv'), read_rows(tmp_path / 'ckpt' / 'metrics.csv')
     for row in (a[0], b[0]):
         row.pop('seconds')

@@ -120,7 +120,7 @@ def load_resume_state(path):
 
 # Arguments that may change between an interrupted run and its continuation without changing its results.
 _FREE_TO_CHANGE = {'resume', 'n_epochs', 'num_workers', 'device', 'eval_every', 'resume_validation',
-                   'batch_size', 'log_path', 'ckpt', 'compile', 'load_ckpt'}
+                   'batch_size', 'log_path', 'ckpt', 'compile', 'load_ckpt', 'resize_on_device'}
 
 
 def changed_args(saved, args):

@@ -12,13 +12,16 @@ libjpeg-turbo (tests compare them on baseline, progressive, greyscale and every 
 lower cost per frame; other formats, frames to be resized, and any JPEG that binding cannot handle go
 through Pillow. ``decoder='pil'`` always uses Pillow.
 
-``decoder='device'`` (``--decode_on_device``) moves decoding out of the workers: they only read the JPEG
-files, and each batch is decoded where the network runs (:class:`EncodedBatch`), with nvJPEG in one batched
-call on a GPU, or with libjpeg-turbo in the main process on the CPU. It is for GPU machines whose CPU cores
-cannot keep up. It is not the default because nvJPEG's pixels can differ from libjpeg's by rounding
-(torchvision bounds only the mean difference), and frames that need resizing go through torchvision's
-antialiased bilinear resize (within one grey level of PIL's, and mostly equal on the CPU), so clips are
-close to, not always equal to, the original pipeline's.
+Two opt-in modes move work from the workers to where the network runs, for GPU machines whose CPU cores
+cannot keep up; the workers then hand over a :class:`DeviceBatch` and ``batch.decode(device)`` finishes it.
+``decoder='resize_on_device'`` (``--resize_on_device``): the workers decode each frame at its own size, as
+above, and the device resizes it with Pillow's own integer arithmetic (:mod:`util.resize`), so the clips
+equal the default pipeline's exactly; it saves the workers the resize of datasets whose frames are not
+already HxW (DukeV). ``decoder='device'`` (``--decode_on_device``): the workers only read the JPEG files,
+and each batch is decoded on the device, with nvJPEG in one batched call on a GPU, or with libjpeg-turbo in
+the main process on the CPU, then resized in the same exact way. On the CPU its clips equal the default
+pipeline's; on a GPU nvJPEG's pixels differ from libjpeg's (by about 2 grey levels on average; torchvision
+bounds only the mean difference), so it is not the default.
 """
 import os
 import warnings
@@ -32,6 +35,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from util.errors import DataError, ReIDError
+from util.resize import pil_bilinear_resize
 from util.sampling import (IdentityBatchSampler, chunk_frames, chunk_length, shard_bounds,  # noqa: F401
                            test_frame_indices, train_frame_indices)
 
@@ -39,12 +43,10 @@ try:
     from torchvision.io import ImageReadMode, decode_jpeg
 except Exception:  # torchvision built without its image extension: Pillow decodes everything
     decode_jpeg = None
-from torchvision.transforms.v2 import InterpolationMode
-from torchvision.transforms.v2.functional import resize as resize_tensor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DECODERS = ('auto', 'pil', 'device')
+DECODERS = ('auto', 'pil', 'resize_on_device', 'device')
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -165,10 +167,11 @@ def _decode_libjpeg(path):
     return chw.permute(1, 2, 0).contiguous().numpy()
 
 
-def _read_pil(path, height, width):
+def _read_pil(path, height=None, width=None):
     try:
         with Image.open(path) as img:
-            return _resize(img if img.mode == 'RGB' else img.convert('RGB'), height, width)
+            img = img if img.mode == 'RGB' else img.convert('RGB')
+            return np.asarray(img) if height is None else _resize(img, height, width)
     except Exception as err:
         raise DataError(f'cannot read frame {path}: {_one_line(err)}') from None
 
@@ -199,6 +202,12 @@ def choose_decoder(path, height, width):
     fast = _decode_libjpeg(path) if decode_jpeg is not None else None
     if fast is None:  # not a JPEG, or unreadable: keep the per-frame choice (errors surface when loading)
         return 'auto' if decode_jpeg is not None else 'pil'
+    if not _decoders_agree(path, fast):
+        return 'pil'
+    return 'auto' if fast.shape[:2] == (height, width) else 'pil'
+
+
+def _decoders_agree(path, fast):
     try:
         with Image.open(path) as img:
             agrees = np.array_equal(fast, np.asarray(img.convert('RGB')))
@@ -207,8 +216,13 @@ def choose_decoder(path, height, width):
     if not agrees:
         warnings.warn(f"torchvision's JPEG decoder and Pillow's give different pixels for {path}: "
                       f"decoding with Pillow")
-        return 'pil'
-    return 'auto' if fast.shape[:2] == (height, width) else 'pil'
+    return agrees
+
+
+def read_source_frame(path, libjpeg=True):
+    """(h, w, 3) uint8 RGB array of the frame at its own size: Pillow's pixels (libjpeg-turbo's if allowed)."""
+    array = _decode_libjpeg(path) if libjpeg and decode_jpeg is not None else None
+    return _read_pil(path) if array is None else array
 
 
 def load_frame(path, height, width, decoder='auto'):
@@ -231,27 +245,35 @@ def load_clip(paths, height, width, flip=False, decoder='auto'):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Decoding on the device (decoder='device')
+# Finishing clips on the device (decoder='resize_on_device' or 'device')
 
 def _jpeg_magic(data):
     return data[:3].tolist() == [0xFF, 0xD8, 0xFF]
 
 
 @dataclass
-class EncodedClip:
-    """The JPEG files of one clip, read but not decoded. files: the distinct frames' bytes (uint8 1-D
-    tensors), frames: (S,) index into files for each clip frame (short tracklets repeat their last one)."""
+class DeviceClip:
+    """One clip's distinct frames, to be finished where the network runs. files: JPEG bytes (uint8 1-D
+    tensors) when ``encoded``, else decoded uint8 (h, w, 3) arrays at their own size; frames: (S,) index
+    into files for each clip frame (short tracklets repeat their last one)."""
     files: list
     frames: list
     flip: bool
     paths: list
     height: int
     width: int
+    encoded: bool = True
+
+
+def _distinct(paths):
+    distinct = list(dict.fromkeys(paths))
+    index = {p: i for i, p in enumerate(distinct)}
+    return distinct, [index[p] for p in paths]
 
 
 def read_encoded_clip(paths, height, width, flip=False):
-    """An EncodedClip of the frames in ``paths`` (each distinct file read once)."""
-    distinct = list(dict.fromkeys(paths))
+    """A DeviceClip of the JPEG files in ``paths``, read but not decoded (each distinct file once)."""
+    distinct, frames = _distinct(paths)
     files = []
     for path in distinct:
         try:
@@ -262,23 +284,36 @@ def read_encoded_clip(paths, height, width, flip=False):
             raise DataError(f'cannot read frame {path}: not a JPEG file (--decode_on_device decodes JPEG '
                             f'frames only)')
         files.append(torch.from_numpy(data))
-    index = {p: i for i, p in enumerate(distinct)}
-    return EncodedClip(files, [index[p] for p in paths], bool(flip), distinct, int(height), int(width))
+    return DeviceClip(files, frames, bool(flip), distinct, int(height), int(width))
 
 
-class EncodedBatch:
-    """A batch of EncodedClips packed for the trip from a worker: one byte buffer and a few index tensors.
+def read_source_clip(paths, height, width, flip=False, libjpeg=True):
+    """A DeviceClip of the frames in ``paths`` decoded at their own size (each distinct file once)."""
+    distinct, frames = _distinct(paths)
+    files = [read_source_frame(path, libjpeg) for path in distinct]
+    return DeviceClip(files, frames, bool(flip), distinct, int(height), int(width), encoded=False)
 
-    data: uint8 (bytes,) every file of the batch back to back, offsets: int64 (F+1,) file boundaries,
-    frames: int64 (B, S) file of each clip frame, flips: bool (B,). ``decode(device)`` -> uint8
-    (B, S, 3, H, W) on ``device``, what the worker-side decoders return.
+
+class DeviceBatch:
+    """A batch of DeviceClips packed for the trip from a worker: one byte buffer and a few index tensors.
+
+    data: uint8 (bytes,) every file of the batch back to back (JPEG bytes, or decoded (h, w, 3) frames whose
+    sizes are in ``shapes``), offsets: int64 (F+1,) file boundaries, frames: int64 (B, S) file of each clip
+    frame, flips: bool (B,). ``decode(device)`` -> uint8 (B, S, 3, H, W) on ``device``, what the
+    worker-side pipeline returns.
     """
 
     def __init__(self, clips):
+        self.encoded = clips[0].encoded
         files = [f for clip in clips for f in clip.files]
-        sizes = torch.tensor([len(f) for f in files], dtype=torch.int64)
+        if self.encoded:
+            self.shapes = None
+            self.data = torch.cat(files)
+        else:
+            self.shapes = [f.shape[:2] for f in files]
+            self.data = torch.from_numpy(np.concatenate([f.reshape(-1) for f in files]))
+        sizes = torch.tensor([int(np.prod(f.shape)) for f in files], dtype=torch.int64)
         self.offsets = torch.cat([torch.zeros(1, dtype=torch.int64), sizes.cumsum(0)])
-        self.data = torch.cat(files)
         first = np.cumsum([0] + [len(clip.files) for clip in clips[:-1]])
         self.frames = torch.tensor([[int(b) + f for f in clip.frames] for b, clip in zip(first, clips)],
                                    dtype=torch.int64)
@@ -290,7 +325,9 @@ class EncodedBatch:
         return len(self.frames)
 
     def pin_memory(self):
-        return self  # decode_jpeg reads its input from CPU memory on every device
+        if not self.encoded:  # decode_jpeg reads its input from CPU memory on every device: pin frames only
+            self.data = self.data.pin_memory()
+        return self
 
     def _decode_files(self, device):
         bounds = self.offsets.tolist()
@@ -312,22 +349,29 @@ class EncodedBatch:
                         raise DataError(f'cannot read frame {path}: {_one_line(err)}') from None
                 raise
 
+    def _frames(self, device):
+        """F uint8 (3, h, w) frames on ``device`` at their own sizes."""
+        if self.encoded:
+            if decode_jpeg is None:
+                raise DataError('--decode_on_device needs torchvision built with its image extension')
+            return self._decode_files(device)
+        data = self.data.to(device, non_blocking=True)
+        bounds = self.offsets.tolist()
+        return [data[a:b].view(h, w, 3).permute(2, 0, 1)
+                for a, b, (h, w) in zip(bounds[:-1], bounds[1:], self.shapes)]
+
     def decode(self, device):
         """uint8 (B, S, 3, H, W) clips on ``device``."""
-        if decode_jpeg is None:
-            raise DataError('--decode_on_device needs torchvision built with its image extension')
         device = torch.device(device)
-        images = self._decode_files(device)                                  # F x (3, h, w)
+        images = self._frames(device)                                        # F x (3, h, w)
         h, w = self.height, self.width
         decoded = torch.empty((len(images), 3, h, w), dtype=torch.uint8, device=device)
         by_size = defaultdict(list)
         for i, image in enumerate(images):
             by_size[tuple(image.shape[1:])].append(i)
         for size, idx in by_size.items():  # one resize per source size (MARS: none at all)
-            group = torch.stack([images[i] for i in idx])
-            if size != (h, w):
-                group = resize_tensor(group, [h, w], interpolation=InterpolationMode.BILINEAR, antialias=True)
-            decoded[torch.tensor(idx, device=device)] = group
+            group = torch.stack([images[i] for i in idx])                    # (n, 3, h', w')
+            decoded[torch.tensor(idx, device=device)] = pil_bilinear_resize(group, h, w)
         clips = decoded[self.frames.to(device)]                              # (B, S, 3, H, W)
         flips = self.flips.to(device)
         clips[flips] = clips[flips].flip(-1)
@@ -374,6 +418,10 @@ class _TrackletDataset(Dataset):
         if decoder == 'auto' and len(self.paths):
             decoder = choose_decoder(self.paths[0], self.height, self.width)
         self.decoder = decoder
+        self.libjpeg = True  # resize_on_device: decode with libjpeg-turbo unless it disagrees with Pillow
+        if decoder == 'resize_on_device' and len(self.paths) and decode_jpeg is not None:
+            fast = _decode_libjpeg(self.paths[0])
+            self.libjpeg = fast is None or _decoders_agree(self.paths[0], fast)
 
     def __len__(self):
         return len(self.starts)
@@ -383,6 +431,8 @@ class _TrackletDataset(Dataset):
         try:
             if self.decoder == 'device':
                 return read_encoded_clip(paths, self.height, self.width, flip)
+            if self.decoder == 'resize_on_device':
+                return read_source_clip(paths, self.height, self.width, flip, self.libjpeg)
             return load_clip(paths, self.height, self.width, flip, self.decoder)
         except DataError as err:
             raise DataError(f'{err} (tracklet row {row})') from None
@@ -437,12 +487,12 @@ class TestClipDataset(_TrackletDataset):
 def collate_clips(batch):
     """[(clip, label, ...)] -> (uint8 (B, S, 3, H, W) contiguous, int64 (B,), ...).
 
-    EncodedClips (decoder='device') are packed into one EncodedBatch instead of a uint8 tensor."""
+    DeviceClips (decoders 'resize_on_device' and 'device') are packed into one DeviceBatch instead."""
     clips = [item[0] for item in batch]
     columns = zip(*(item[1:] for item in batch))
     labels = tuple(torch.tensor(column, dtype=torch.int64) for column in columns)
-    if isinstance(clips[0], EncodedClip):
-        return (EncodedBatch(clips),) + labels
+    if isinstance(clips[0], DeviceClip):
+        return (DeviceBatch(clips),) + labels
     shape = (len(clips),) + tuple(clips[0].shape)
     if get_worker_info() is not None:
         # inside a worker, stack straight into shared memory: the batch is not copied again on its way

@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from models import build_model, checkpoint_num_class, load_checkpoint, to_channels_last
-from util.data import EncodedBatch, make_test_loader, normalize_clip, read_database
+from util.data import DeviceBatch, make_test_loader, normalize_clip, read_database
 from util.distributed import cleanup, gather_tensors, init_distributed, unwrap_model
 from util.checkpoint import atomic_save
 from util.errors import DataError
@@ -34,9 +34,9 @@ def prepare_clips(clips, frame_level, device, channels_last=False, dtype=torch.f
     """uint8 clips (B,S,3,H,W) -> normalised network input on `device`, in the dtype of its parameters.
 
     resnet50_s1 sees frames independently: (B*S,3,H,W); the non-local types keep the clip axis.
-    An EncodedBatch (--decode_on_device) is decoded on `device` first.
+    A DeviceBatch (--resize_on_device, --decode_on_device) is finished on `device` first.
     """
-    if isinstance(clips, EncodedBatch):
+    if isinstance(clips, DeviceBatch):
         clips = clips.decode(device)
     x = normalize_clip(clips, device=device, dtype=dtype)
     if frame_level:
@@ -93,8 +93,11 @@ def make_eval_loader(db, args, ctx=None):
 
 
 def decoder_choice(args):
-    """The loaders' decoder for these arguments: 'device' under --decode_on_device, else 'auto'."""
-    return 'device' if getattr(args, 'decode_on_device', False) else 'auto'
+    """The loaders' decoder: 'device' under --decode_on_device (which resizes on the device too),
+    'resize_on_device' under --resize_on_device, else 'auto'."""
+    if getattr(args, 'decode_on_device', False):
+        return 'device'
+    return 'resize_on_device' if getattr(args, 'resize_on_device', False) else 'auto'
 
 
 def gather_features(feats, labels, cams, ctx):

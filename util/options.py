@@ -108,10 +108,15 @@ def _add_common_flags(parser):
                           'gradient scaler)')
     run.add_argument('--channels_last', action='store_true', help='channels-last memory layout for the network')
     run.add_argument('--compile', action='store_true', help='torch.compile the network')
+    run.add_argument('--resize_on_device', action='store_true',
+                     help='workers decode frames at their own size; the resize to --height x --width runs where '
+                          'the network runs, with Pillow\'s integer arithmetic, so clips equal the default '
+                          'pipeline\'s: for frames that need resizing (DukeV) on GPU machines short of CPU cores')
     run.add_argument('--decode_on_device', action='store_true',
                      help='decode JPEG frames where the network runs (nvJPEG on a GPU, batched), the workers only '
-                          'reading files: for GPU machines short of CPU cores. Pixels can differ from libjpeg by '
-                          'rounding, so clips are close to, not always equal to, the default pipeline\'s')
+                          'reading files; resizing as --resize_on_device. On a GPU, nvJPEG\'s pixels differ '
+                          'from libjpeg\'s by about 2 grey levels on average, so clips are close to, not equal '
+                          'to, the default pipeline\'s (on the CPU they are equal)')
 
 
 def _add_train_flags(parser):
