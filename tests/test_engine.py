@@ -90,6 +90,25 @@ def test_atomic_save_failure_leaves_old_file_and_no_temporary(tmp_path):
     assert os.listdir(tmp_path) == ['x.pth']  # no partial new file either
 
 
+def test_check_writable_refuses_unwritable_outputs(tmp_path):
+    from util.checkpoint import check_writable
+    from util.errors import OutputError
+    check_writable(tmp_path / 'new' / 'f.npz', '--save_features')          # creates the missing directory
+    assert os.listdir(tmp_path / 'new') == []                               # and leaves no probe file
+    (tmp_path / 'file').write_text('x')
+    with pytest.raises(OutputError, match=r'^--ckpt .*file: exists and is not a directory'):
+        check_writable(tmp_path / 'file', '--ckpt', directory=True)
+    with pytest.raises(OutputError, match=r'is a file, not a directory'):
+        check_writable(tmp_path / 'file' / 'sub' / 'f.npz', '--save_features')
+    with pytest.raises(OutputError, match=r'is a directory, expected a file name'):
+        check_writable(tmp_path, '--results')
+    if os.geteuid() != 0:  # root writes anywhere
+        ro = tmp_path / 'ro'
+        ro.mkdir(mode=0o555)
+        with pytest.raises(OutputError, match='not writable'):
+            check_writable(ro / 'f.npz', '--save_features')
+
+
 def test_rng_state_round_trip():
     import random
     state = rng_state()

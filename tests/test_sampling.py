@@ -171,3 +171,27 @@ def test_shard_bounds_cover_range_in_order():
     assert shard_bounds(10, 1) == [0, 10]
     assert shard_bounds(10, 3) == [0, 3, 6, 10]
     assert shard_bounds(2, 4) == [0, 0, 1, 1, 2]
+
+
+# -- test-time sampling modes (SPEC section 9) ----------------------------------------------------------------
+
+@pytest.mark.parametrize('mode, expected', [
+    # 10 frames 100..109, S=4: I = 3, strip 100..109 padded with 109 to 12 positions
+    ('chunks', [[100, 103, 106, 109]]),
+    ('first', [[100, 101, 102, 103]]),
+    ('all_sampled', [[100, 103, 106, 109], [101, 104, 107, 109], [102, 105, 108, 109]]),
+    ('all_continuous', [[100, 101, 102, 103], [104, 105, 106, 107], [108, 109, 109, 109]]),
+])
+def test_test_clip_indices_hand_computed(mode, expected):
+    assert sampling.test_clip_indices(100, 109, 4, mode).tolist() == expected
+
+
+@pytest.mark.parametrize('mode', sampling.TEST_SAMPLING_MODES)
+def test_test_clip_indices_short_tracklet_repeats_last_frame(mode):
+    # 3 frames, S=5: one clip, the last frame repeated, in every mode
+    assert sampling.test_clip_indices(7, 9, 5, mode).tolist() == [[7, 8, 9, 9, 9]]
+
+
+def test_test_clip_indices_unknown_mode():
+    with pytest.raises(ValueError, match='mode must be one of'):
+        sampling.test_clip_indices(0, 9, 4, 'every')

@@ -12,7 +12,7 @@ import tempfile
 import numpy as np
 import torch
 
-from util.errors import CheckpointError
+from util.errors import CheckpointError, OutputError
 
 RESUME_FORMAT = 'ste-nvan-resume-v1'
 
@@ -39,6 +39,35 @@ def atomic_save(obj, path, write=torch.save):
             os.remove(tmp)
         raise
     _fsync_dir(directory)
+
+
+def check_writable(path, flag, directory=False):
+    """Refuse an output path that cannot be written, before any work is done: one ReIDError line naming
+    `flag` and the reason. `path` is a file to be created (its directory must be writable) or, with
+    directory=True, a directory. Missing directories are created; no other file is left behind."""
+    path = os.path.abspath(os.fspath(path))
+    if directory:
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise OutputError(f'{flag} {path}: exists and is not a directory')
+        target = path
+    else:
+        if os.path.isdir(path):
+            raise OutputError(f'{flag} {path}: is a directory, expected a file name')
+        target = os.path.dirname(path)
+    missing = target
+    while not os.path.exists(missing):
+        missing = os.path.dirname(missing)
+    if not os.path.isdir(missing):
+        raise OutputError(f'{flag} {path}: {missing} is a file, not a directory')
+    if not os.access(missing, os.W_OK | os.X_OK):
+        raise OutputError(f'{flag} {path}: {missing} is not writable')
+    try:
+        os.makedirs(target, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix='.write-test.', dir=target)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        raise OutputError(f'{flag} {path}: cannot write there ({err.strerror or err})') from None
 
 
 def _fsync_dir(directory):

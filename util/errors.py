@@ -24,3 +24,7 @@ class ModelConfigError(ReIDError):
 
 class CheckpointError(ReIDError):
     """A checkpoint that is missing, unreadable, or made for another model configuration."""
+
+
+class OutputError(ReIDError):
+    """An output path (checkpoint directory, log, features, pictures, results) that cannot be written."""

@@ -64,6 +64,32 @@ def test_frame_indices(start, end, S):
 
 test_frame_indices.__test__ = False  # not a pytest test, despite its name
 
+TEST_SAMPLING_MODES = ('chunks', 'first', 'all_sampled', 'all_continuous')
+
+
+def test_clip_indices(start, end, S, mode='chunks'):
+    """Global frame indices of the test clips of one tracklet under --test_sampling (SPEC section 9):
+    an (n_clips, S) int64 array, n_clips = 1 for 'chunks' and 'first', I (frames per chunk) for the
+    'all_*' modes, whose tracklet feature is the mean of its clips' features.
+
+    With the S-chunk strip ``min(start + k, end)``, k = 0..S*I-1: 'chunks' takes the first frame of each
+    chunk, 'first' the first S frames of the tracklet (padded with its last), 'all_sampled' clip j = the
+    j-th frame of every chunk, 'all_continuous' clip j = strip[j*S:(j+1)*S].
+    """
+    if mode == 'chunks':
+        return test_frame_indices(start, end, S)[None, :]
+    if mode == 'first':
+        return np.minimum(int(start) + np.arange(S, dtype=np.int64), int(end))[None, :]
+    strip = chunk_frames(start, end, S)                    # (S, I): chunk s in row s
+    if mode == 'all_sampled':
+        return np.ascontiguousarray(strip.T)               # (I, S): clip j = frame j of every chunk
+    if mode == 'all_continuous':
+        return strip.reshape(-1, S)                        # (I, S): S consecutive strip positions
+    raise ValueError(f'test_clip_indices: mode must be one of {TEST_SAMPLING_MODES}, got {mode!r}')
+
+
+test_clip_indices.__test__ = False
+
 
 class IdentityBatchSampler:
     """P identities x K tracklets per batch, every identity once per epoch (a PK sampler).
