@@ -2,6 +2,7 @@
 
 Runs in-process on a tiny synthetic MARS (32x16 frames, S=4, P=2, K=2, random initialisation).
 """
+import copy
 import csv
 import os
 import shutil
@@ -13,11 +14,13 @@ import torch.nn.functional as F
 
 import train_baseline
 import util.engine as engine
+from models import build_model
 from util.checkpoint import atomic_save, load_resume_state, rng_state, set_rng_state
 from util.database import build_mars_database
 from util.engine import NonFiniteLossError, compute_losses
 from util.losses import batch_hard_triplet_soft
-from util.options import parse_args, run_main
+from util.evaluation import prepare_clips
+from util.options import build_parser, parse_args, run_main
 from util.synthetic import make_mars
 
 
@@ -143,6 +146,39 @@ def test_clip_level_losses_use_outputs_as_they_are():
     losses = compute_losses(feats, logits, labels, A, frame_level=False)
     assert set(losses) == {'trip_loss', 'track_id_loss'}
     assert torch.allclose(losses['track_id_loss'], F.cross_entropy(logits, labels))
+
+
+def _step_setup():
+    torch.manual_seed(0)
+    model = build_model('resnet50_s1', 3, pretrained='none', height=32).train()
+    args = build_parser('baseline').parse_args(['--model_type', 'resnet50_s1', '--S', '2', '--track_id_loss'])
+    optimizer = engine.build_optimizer(model.parameters(), args)
+    scaler = torch.amp.GradScaler('cpu', enabled=False)
+    clips = torch.randint(0, 256, (4, 2, 3, 32, 16), dtype=torch.uint8)  # 2 identities x 2 clips of 2 frames
+    return model, args, optimizer, scaler, clips, torch.tensor([0, 0, 1, 1])
+
+
+def test_train_step_returns_the_losses_of_the_batch_and_updates_the_weights():
+    model, args, optimizer, scaler, clips, labels = _step_setup()
+    twin = copy.deepcopy(model)
+    feats, logits = twin(prepare_clips(clips, True, torch.device('cpu')))
+    expected = compute_losses(feats, logits, labels, args, frame_level=True)
+    values = engine.train_step(model, optimizer, scaler, clips, labels, args, frame_level=True)
+    assert values == {k: v.item() for k, v in expected.items()}
+    sum(expected.values()).backward()
+    torch.optim.Adam(twin.parameters(), lr=args.lr, weight_decay=1e-5).step()  # the baseline's Adam
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
+
+
+def test_train_step_stops_on_a_non_finite_loss_before_the_weights_change(monkeypatch):
+    model, args, optimizer, scaler, clips, labels = _step_setup()
+    before = [p.detach().clone() for p in model.parameters()]  # (BatchNorm statistics move in the forward)
+    monkeypatch.setattr(engine, 'batch_hard_triplet_soft', lambda f, y: torch.tensor(float('inf')))
+    with pytest.raises(NonFiniteLossError, match=r'^non-finite loss \(trip_loss=inf, track_id_loss=[0-9.]+\)$'):
+        engine.train_step(model, optimizer, scaler, clips, labels, args, frame_level=True)
+    with pytest.raises(NonFiniteLossError, match='^epoch 7$'):
+        engine.train_step(model, optimizer, scaler, clips, labels, args, True, on_non_finite=lambda v: 'epoch 7')
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters())) and not optimizer.state
 
 
 # -- one run's outputs --------------------------------------------------------------------------------------------

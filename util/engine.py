@@ -96,6 +96,40 @@ def compute_losses(feats, logits, labels, args, frame_level, distributed=False):
     return losses
 
 
+# -- one training step ---------------------------------------------------------------------------------------
+
+def train_step(model, optimizer, scaler, clips, labels, args, frame_level, world_size=1, on_non_finite=None):
+    """One optimisation step on one batch, as train_baseline.py and train_NL.py take it (benchmarks time this).
+
+    clips: uint8 (B,S,3,H,W) or a DeviceBatch; labels (B,). The network runs under --amp, the losses in fp32.
+    Returns the loss values as Python floats; under torchrun (world_size > 1) averaged over ranks, so that
+    every rank sees the same values and all stop together on a NaN. A non-finite loss raises
+    NonFiniteLossError before the weights change, with the message on_non_finite(values) when given.
+    """
+    param = next(model.parameters())  # the input goes to the device and dtype of the weights
+    x = prepare_clips(clips, frame_level, param.device, args.channels_last, param.dtype)
+    labels = labels.to(param.device, non_blocking=True)
+    with autocast(param.device, args.amp):
+        feats, logits = model(x)
+    if args.amp != 'none':  # losses in fp32
+        feats, logits = feats.float(), logits.float()
+    losses = compute_losses(feats, logits, labels, args, frame_level, world_size > 1)
+    stacked = torch.stack([v.detach() for v in losses.values()])
+    if world_size > 1:
+        dist.all_reduce(stacked)
+        stacked /= world_size
+    values = dict(zip(losses, stacked.tolist()))
+    if not all(math.isfinite(v) for v in values.values()):
+        terms = ', '.join(f'{k}={v}' for k, v in values.items())
+        raise NonFiniteLossError(on_non_finite(values) if on_non_finite else f'non-finite loss ({terms})')
+
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(sum(losses.values())).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return values
+
+
 # -- metrics.csv and the log file ---------------------------------------------------------------------------
 
 def _fmt(value, spec='.6f'):
@@ -222,23 +256,9 @@ class Trainer:
                    disable=not self.ctx.is_main)
         try:
             for it, (clips, labels) in enumerate(bar):
-                x = prepare_clips(clips, self.frame_level, self.device, args.channels_last, self.dtype)
-                labels = labels.to(self.device, non_blocking=True)
-                with autocast(self.device, args.amp):
-                    feats, logits = self.model(x)
-                if args.amp != 'none':  # losses in fp32
-                    feats, logits = feats.float(), logits.float()
-                losses = compute_losses(feats, logits, labels, args, self.frame_level, self.ctx.world_size > 1)
-                total = sum(losses.values())
-                values = self._loss_values(losses)
-                if not all(math.isfinite(v) for v in values.values()):
-                    raise NonFiniteLossError(self._non_finite_message(epoch, it, values))
-
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(total).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-
+                values = train_step(self.model, self.optimizer, self.scaler, clips, labels, args, self.frame_level,
+                                    self.ctx.world_size,
+                                    on_non_finite=lambda values: self._non_finite_message(epoch, it, values))
                 n += 1
                 for k, v in values.items():
                     sums[k] = sums.get(k, 0.0) + v
@@ -246,14 +266,6 @@ class Trainer:
         finally:
             bar.close()  # leaves the bar on its own line before any error message
         return {k: s / max(n, 1) for k, s in sums.items()}
-
-    def _loss_values(self, losses):
-        """Python floats of the loss terms; with several processes, averaged over ranks (the global mean)."""
-        stacked = torch.stack([v.detach() for v in losses.values()])
-        if self.ctx.world_size > 1:
-            dist.all_reduce(stacked)  # every rank sees the same values, so all stop together on a NaN
-            stacked /= self.ctx.world_size
-        return dict(zip(losses, stacked.tolist()))
 
     def _non_finite_message(self, epoch, it, values):
         terms = ', '.join(f'{k}={v}' for k, v in values.items())
