@@ -4,9 +4,10 @@
     python benchmarks/bench_train.py --device cuda     # the paper's batch: P=8 K=4 S=8 at 256x128
     python benchmarks/bench_train.py --types resnet50_NL --configs fp32-explicit bf16-cl-sdpa --json out.json
 
-One training step is what train_baseline.py / train_NL.py do per batch: uint8 clips normalised on the
-device, forward, batch-hard soft-margin triplet loss on the clip features plus the track-level ID loss
-(resnet50_s1: frame outputs mean-pooled first, FPL), backward, Adam. Random clips stand in for the data so
+One training step is util.engine.train_step, the step train_baseline.py / train_NL.py take per batch, with
+the arguments run_baseline.sh / run_NL.sh give it: uint8 clips normalised on the device, forward,
+batch-hard soft-margin triplet loss on the clip features plus the track-level ID loss (resnet50_s1: frame
+outputs mean-pooled first, FPL), backward, Adam (engine.build_optimizer). Random clips stand in for the data so
 the input pipeline (benchmarks/bench_input.py) is not measured. Configurations:
 
   fp32-explicit   float32, non-local attention as the explicit softmax(theta^T phi) g (the original's way)
@@ -25,41 +26,36 @@ ones, then the same for eval-mode feature extraction (no grad, batches of --eval
 of training: torch.cuda.max_memory_allocated on a GPU (everything the run holds: weights, gradients, Adam
 state, activations); on the CPU the resident-memory high-water mark over the training steps minus the
 resident memory before them (so weights are not counted), Linux only. The measuring processes run with
-OMP_WAIT_POLICY=PASSIVE unless it is set: see worker_env.
+OMP_WAIT_POLICY=PASSIVE unless it is set: see machine.worker_env.
 """
 import argparse
-import gc
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections import namedtuple
 
-from machine import cpu_name  # benchmarks/machine.py; the script directory is on sys.path
+from machine import ROOT, machine_info, peak_memory, run_worker, sync, worker_env  # benchmarks/machine.py
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from models import MODEL_TYPES, build_model, to_channels_last  # noqa: E402
 from models.resnet import stage_heights  # noqa: E402
-from models.summary import _peak_rss_bytes, _reset_peak_rss, _rss_bytes  # noqa: E402
-from util.data import normalize_clip  # noqa: E402
-from util.losses import batch_hard_triplet_soft, temporal_pool  # noqa: E402
+from util.engine import build_optimizer, train_step  # noqa: E402
+from util.evaluation import clip_features, prepare_clips  # noqa: E402
+from util.options import build_parser  # noqa: E402
 
 Config = namedtuple('Config', 'amp channels_last attention compile tf32', defaults=(False, True))
 CONFIGS = {
-    'fp32-explicit': Config(None, False, 'explicit'),
-    'fp32-sdpa': Config(None, False, 'sdpa'),
-    'bf16-cl-sdpa': Config(torch.bfloat16, True, 'sdpa'),
-    'fp16-cl-sdpa': Config(torch.float16, True, 'sdpa'),
-    'bf16-cl-sdpa-compile': Config(torch.bfloat16, True, 'sdpa', compile=True),
-    'fp32-explicit-notf32': Config(None, False, 'explicit', tf32=False),
+    'fp32-explicit': Config('none', False, 'explicit'),
+    'fp32-sdpa': Config('none', False, 'sdpa'),
+    'bf16-cl-sdpa': Config('bf16', True, 'sdpa'),
+    'fp16-cl-sdpa': Config('fp16', True, 'sdpa'),
+    'bf16-cl-sdpa-compile': Config('bf16', True, 'sdpa', compile=True),
+    'fp32-explicit-notf32': Config('none', False, 'explicit', tf32=False),
 }
 DEFAULT_CONFIGS = ('fp32-explicit', 'fp32-sdpa', 'bf16-cl-sdpa', 'fp16-cl-sdpa')
 CUDA_ONLY = ('fp16-cl-sdpa', 'fp32-explicit-notf32')
@@ -70,25 +66,16 @@ CPU_DEFAULT = dict(P=2, K=2, S=8, height=256, width=128)
 QUICK = dict(P=1, K=2, S=4, height=64, width=32)
 
 
-def machine_info(device='cpu'):
-    """One line: CPU model, cores, torch version, GPU name if one is used."""
-    cpu = cpu_name()
-    line = f'{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}'
-    if str(device).startswith('cuda') and torch.cuda.is_available():
-        line += f', GPU {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})'
-    return line
+def training_args(model_type, S, amp='none', channels_last=False):
+    """The parsed arguments of the training script of `model_type` as run_baseline.sh / run_NL.sh call it
+    (Adam at lr 1e-4, triplet + track ID loss), for engine.build_optimizer and engine.train_step."""
+    script, temporal = ('baseline', 'mean') if model_type == 'resnet50_s1' else ('NL', 'Done')
+    argv = ['--model_type', model_type, '--S', str(S), '--temporal', temporal, '--track_id_loss', '--lr', '1e-4',
+            '--amp', amp] + (['--channels_last'] if channels_last else [])
+    return build_parser(script).parse_args(argv)
 
 
 # ---------------------------------------------------------------- one configuration, in a worker process
-
-def _sync(device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
-def _autocast(device, dtype):
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
 
 def profile_table(step, steps=3, rows=25):
     """torch.profiler table of `steps` calls of step(), operators sorted by their own device (or CPU) time."""
@@ -114,23 +101,15 @@ def measure(model_type, config, P, K, S, height, width, non_layers, stripes, ste
         torch.backends.cudnn.benchmark = True
         torch.backends.cudnn.allow_tf32 = cfg.tf32
     torch.manual_seed(seed)
+    args = training_args(model_type, S, cfg.amp, cfg.channels_last)
     model = build_model(model_type, NUM_CLASS, non_layers=non_layers, stripes=stripes, pretrained='none',
                         height=height, S=S, attention=cfg.attention).to(device).train()
     if cfg.channels_last:
         to_channels_last(model)
     forward = torch.compile(model) if cfg.compile else model
-    wd = 1e-5 if model.frame_level else 5e-5  # train_baseline.py / train_NL.py
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=wd)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == torch.float16)
+    optimizer = build_optimizer(model.parameters(), args)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == 'fp16')
     frame_level = model.frame_level
-
-    def inputs(clips):
-        x = normalize_clip(clips, device=device)             # (B,S,3,H,W) float32 on device
-        if frame_level:
-            x = x.flatten(0, 1)                               # (B*S,3,H,W)
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-        return x
 
     gen = torch.Generator().manual_seed(seed)
     pin = device.type == 'cuda'
@@ -138,81 +117,40 @@ def measure(model_type, config, P, K, S, height, width, non_layers, stripes, ste
     eval_clips = torch.randint(0, 256, (eval_batch, S, 3, height, width), dtype=torch.uint8, generator=gen)
     if pin:
         train_clips, eval_clips = train_clips.pin_memory(), eval_clips.pin_memory()
-    labels = torch.arange(P, device=device).repeat_interleave(K)
+    labels = torch.arange(P).repeat_interleave(K)  # on the host, as the loader gives them
 
-    def train_step():
-        with _autocast(device, cfg.amp):
-            feats, logits = forward(inputs(train_clips))
-        feats, logits = feats.float(), logits.float()        # losses in fp32
-        if frame_level:                                       # FPL: (B*S,D) -> (B,D)
-            feats, logits = temporal_pool(feats, S, 'mean'), temporal_pool(logits, S, 'mean')
-        loss = batch_hard_triplet_soft(feats, labels) + F.cross_entropy(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        return loss
+    def step():  # raises on a non-finite loss, as training does
+        return train_step(forward, optimizer, scaler, train_clips, labels, args, frame_level)
 
     @torch.no_grad()
     def eval_step():
-        with _autocast(device, cfg.amp):
-            feats = forward(inputs(eval_clips))
-        feats = feats.float()
-        return temporal_pool(feats, S, 'mean') if frame_level else feats
+        x = prepare_clips(eval_clips, frame_level, device, cfg.channels_last)
+        return clip_features(forward, x, S, args.temporal, frame_level, args.amp, device)
 
-    gc.collect()
-    if device.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats(device)
-    elif os.path.exists('/proc/self/statm'):  # Linux
-        before, reset_ok = _rss_bytes(), _reset_peak_rss()
-    else:
-        before = None
-    for _ in range(warmup):
-        train_step()
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        loss = train_step()
-    _sync(device)
-    train_s = time.perf_counter() - t0
-    if device.type == 'cuda':
-        peak = torch.cuda.max_memory_allocated(device)
-    else:
-        peak = None if before is None else _peak_rss_bytes(reset_ok) - before
-    if not math.isfinite(loss.item()):
-        raise RuntimeError(f'non-finite training loss {loss.item()}')
-    table = profile_table(train_step) if profile else None
+    def train_steps():
+        for _ in range(warmup):
+            step()
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync(device)
+        return time.perf_counter() - t0
+
+    train_s, peak = peak_memory(device, train_steps)
+    table = profile_table(step) if profile else None
 
     model.eval()
     for _ in range(warmup):
         eval_step()
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
         eval_step()
-    _sync(device)
+    sync(device)
     eval_s = time.perf_counter() - t0
     return dict(train_step_s=train_s / steps, train_clips_per_s=P * K * steps / train_s, peak_bytes=peak,
                 eval_batch_s=eval_s / steps, eval_clips_per_s=eval_batch * steps / eval_s, profile=table)
-
-
-def worker_env():
-    """The environment of the measuring processes: OpenMP threads sleep instead of spinning while they wait
-    (unless OMP_WAIT_POLICY is set already). With the default spinning, a CPU shared with any other busy
-    process makes torch's threads wait on each other and steps run many times slower."""
-    env = dict(os.environ)
-    env.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
-    return env
-
-
-def run_worker(job):
-    """measure(**job) in a fresh Python process; {'error': last stderr line} if it fails."""
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), '--worker', json.dumps(job)],
-                          cwd=ROOT, env=worker_env(), capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-1:] or [f'exit status {proc.returncode}']
-        return {'error': tail[0]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------- driver
@@ -311,7 +249,7 @@ def main(argv=None):
             key = (cfg.amp, cfg.channels_last, None if model_type == 'resnet50_s1' else cfg.attention, cfg.compile,
                    cfg.tf32)
             if key not in cache:
-                cache[key] = run_worker(dict(
+                cache[key] = run_worker(__file__, dict(
                     model_type=model_type, config=config, P=args.P, K=args.K, S=args.S, height=args.height,
                     width=args.width, non_layers=args.non_layers, stripes=stripes, steps=args.steps,
                     warmup=args.warmup, eval_batch=args.eval_batch, device=args.device, threads=args.threads,

@@ -7,7 +7,7 @@
     python benchmarks/run_all.py --only train metric --out results.md
 
 Benchmarks: scan (MARS database builder), metric (MARS evaluation), input (JPEG pipeline per worker),
-models (parameters, GFLOPs, attention cost; `python -m models.summary`), train (training and evaluation
+models (parameters, GFLOPs, attention cost), train (training and evaluation
 throughput per model type and precision). Their own output goes to stderr while they run; the summary
 (machine, an overview table, then each benchmark's output) goes to stdout, and to --out if given.
 """
@@ -29,7 +29,7 @@ sys.path.insert(0, HERE)
 
 import torch  # noqa: E402
 
-from bench_train import machine_info, worker_env  # noqa: E402
+from machine import machine_info, worker_env  # noqa: E402
 
 NAMES = ('scan', 'metric', 'input', 'models', 'train')
 WHAT = {

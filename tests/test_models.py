@@ -6,6 +6,7 @@ Small inputs (32x16 frames -> feature heights 8, 4, 2, 2) keep everything fast o
 import copy
 import functools
 import os
+import sys
 
 import pytest
 import torch
@@ -17,8 +18,10 @@ import models.resnet as resnet
 from models import (MODEL_TYPES, NonLocalBlock, StripeNonLocalBlock, attention_maps, build_model,
                     checkpoint_num_class, load_checkpoint, non_local_blocks, original_state_dict, set_attention,
                     to_channels_last)
-from models.summary import count_flops
 from util.errors import CheckpointError, ModelConfigError
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'benchmarks'))
+from bench_models import count_flops, main as model_cost_table  # noqa: E402
 
 H, W = 32, 16
 NL_TYPES = [t for t in MODEL_TYPES if t != 'resnet50_s1']
@@ -595,9 +598,8 @@ def test_imagenet_cached_file_and_pretrained_path(tmp_path, monkeypatch):
         build_model('resnet50_s1', 10, pretrained=str(tmp_path / 'nothing.pth'))
 
 
-def test_summary_table_without_training(capsys):
-    from models.summary import main
-    assert main(['--no_train', '--types', 'resnet50_s1', 'resnet50_NL_stripe_hr']) == 0
+def test_model_cost_table_without_training(capsys):
+    assert model_cost_table(['--no_train', '--types', 'resnet50_s1', 'resnet50_NL_stripe_hr']) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith('| resnet50')]
     assert rows == ['| resnet50_s1 | 24.79 | 64.9 | - | - | - |',
                     '| resnet50_NL_stripe_hr | 32.15 | 35.3 | - | - | - |']
