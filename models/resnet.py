@@ -122,9 +122,6 @@ class ResNet50(nn.Module):
                 divisor = max(divisor, reduction)
         return divisor
 
-    def output_frames(self, frames):
-        return frames // 2 ** len(self.pool_after)
-
     @staticmethod
     def _apply_non_local(block, x, group):
         bt, c, h, w = x.shape

@@ -2,10 +2,10 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from util.errors import ModelConfigError
-from util.losses import batch_hard_triplet_soft, id_loss, pairwise_euclidean, temporal_pool
+from util.engine import compute_losses
+from util.losses import batch_hard_triplet_soft, pairwise_euclidean, temporal_pool
 
 
 def softplus(z):
@@ -109,6 +109,14 @@ def test_temporal_pool_errors():
         temporal_pool(torch.zeros(5, 2), 2, 'mean')
 
 
-def test_id_loss_is_cross_entropy():
-    logits, y = torch.randn(4, 3), torch.tensor([0, 2, 1, 2])
-    assert torch.equal(id_loss(logits, y), F.cross_entropy(logits, y))
+def test_id_losses_hand_computed():
+    """Track ID loss: cross-entropy of the mean-pooled clip logits; frame ID loss: of every frame's logits."""
+    class Args:
+        S, temporal, frame_id_loss, track_id_loss = 2, 'mean', True, True
+    l3 = math.log(3)
+    # clip 0 (label 1): frames [0, 0], [0, 2 ln 3] -> pooled [0, ln 3]; clip 1 (label 0): [2 ln 3, 0], [0, 0]
+    logits = torch.tensor([[0., 0.], [0., 2 * l3], [2 * l3, 0.], [0., 0.]])
+    losses = compute_losses(torch.randn(4, 3), logits, torch.tensor([1, 0]), Args, frame_level=True)
+    assert losses['track_id_loss'].item() == pytest.approx(math.log(4 / 3), abs=1e-6)  # softmax 3/4 each
+    # frames: softmax 1/2, 9/10, 9/10, 1/2 on the true class
+    assert losses['frame_id_loss'].item() == pytest.approx(math.log(20 / 9) / 2, abs=1e-6)

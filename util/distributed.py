@@ -107,24 +107,6 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
-def broadcast_object(obj, ctx: DistContext, src: int = 0):
-    """Rank ``src``'s (picklable) ``obj`` on every rank."""
-    if not ctx.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src, device=ctx.device if ctx.device.type == "cuda" else None)
-    return box[0]
-
-
-def reduce_mean(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
-    """Mean of ``t`` over ranks, detached (for logging losses computed on local batches)."""
-    t = t.detach().clone()
-    if ctx.distributed:
-        dist.all_reduce(t)
-        t /= ctx.world_size
-    return t
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Collectives
 # ----------------------------------------------------------------------------------------------------------
@@ -199,11 +181,6 @@ def gather_tensors(t: torch.Tensor) -> torch.Tensor:
     chunks = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(chunks, padded)
     return torch.cat([c[:s] for c, s in zip(chunks, sizes)])
-
-
-def shard_range(n: int, ctx: DistContext) -> range:
-    """This rank's contiguous share of ``range(n)``; concatenating the shards in rank order gives range(n)."""
-    return range(ctx.rank * n // ctx.world_size, (ctx.rank + 1) * n // ctx.world_size)
 
 
 # ----------------------------------------------------------------------------------------------------------

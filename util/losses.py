@@ -1,7 +1,7 @@
 """Training losses: FPL temporal pooling and the batch-hard soft-margin triplet loss.
 
-The identity losses are plain cross-entropy (``id_loss``); the baseline applies it to the pooled clip
-logits (track-level) and/or to every frame's logits (frame-level).
+The identity losses are plain F.cross_entropy (util/engine.py compute_losses): on the pooled clip logits
+(track level) and/or on every frame's logits (frame level).
 """
 import torch
 import torch.nn.functional as F
@@ -9,8 +9,6 @@ import torch.nn.functional as F
 from util.errors import ModelConfigError
 
 TEMPORAL_MODES = ('mean', 'max', 'Done')
-
-id_loss = F.cross_entropy
 
 
 def temporal_pool(t, S, mode):
