@@ -49,8 +49,20 @@ def test_curves_without_validation_and_cli(tmp_path):
     assert _png(out).shape[:2] == (420, 1400)
 
 
+def test_read_metrics_csv_values_and_empty_cells(tmp_path):
+    csv = _write_metrics(tmp_path / 'metrics.csv', ['1,0.9,,5.1,6.0,0.0001,,,,,,3.5', '2,0.7,,4.0,4.7,1e-05,0.5,,,,0.25,'])
+    columns = viz.read_metrics_csv(str(csv))
+    assert list(columns) == METRICS_HEADER.strip().split(',')
+    assert columns['epoch'].tolist() == [1.0, 2.0] and columns['lr'].tolist() == [1e-4, 1e-5]
+    assert np.isnan(columns['frame_id_loss']).all() and columns['rank1'][1] == 0.5 and np.isnan(columns['rank1'][0])
+    assert all(c.dtype == np.float64 for c in columns.values())
+
+
 def test_curves_errors(tmp_path, capsys):
     bad = tmp_path / 'bad.csv'
+    bad.write_text('')
+    with pytest.raises(DataError, match='"epoch" column'):
+        viz.plot_training_curves(str(bad))
     bad.write_text('step,loss\n1,0.5\n')
     with pytest.raises(DataError, match='"epoch" column'):
         viz.plot_training_curves(str(bad))
@@ -113,12 +125,26 @@ def _border_colour(img, strip, col):
     return tuple(int(v) for v in sides[0])
 
 
-def test_border_colours_are_distinct_and_meaningful():
-    r, g, b = viz.GOOD_COLOUR
-    assert g > r and g > b
-    r, g, b = viz.WRONG_COLOUR
-    assert r > g and r > b
-    assert len(set(viz.JUNK_COLOUR)) == 1  # grey
+def _hue(rgb):
+    """'green', 'red', 'blue' where one channel leads the others by 60 grey levels, 'grey' for equal
+    channels darker than the white background, else None."""
+    r, g, b = rgb
+    if r == g == b:
+        return 'grey' if r < 230 else None
+    for name, (lead, *rest) in {'red': (r, g, b), 'green': (g, r, b), 'blue': (b, r, g)}.items():
+        if all(lead - v >= 60 for v in rest):
+            return name
+    return None
+
+
+def test_drawn_borders_read_green_for_good_red_for_wrong_grey_for_junk(tmp_path):
+    """The pixels a reader sees, not the constants: query row 0's gallery is junk, wrong, junk, good."""
+    paths, info = _write_frames(tmp_path)
+    drawn = viz.save_ranked_results(str(tmp_path / 'ranks'), _crafted_features(), info[:, 2], info[:, 3],
+                                    QUERY_IDX[:1], paths, info, S, num_queries=1, topk=2, height=H, width=W)
+    img = _png(tmp_path / 'ranks' / drawn[0].image)
+    assert [_hue(_border_colour(img, 1, c)) for c in range(4)] == ['grey', 'red', 'grey', 'green']
+    assert _hue(_border_colour(img, 0, 0)) == 'blue'  # the query's own frames
 
 
 def test_ranked_results_crafted_case(tmp_path):

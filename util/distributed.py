@@ -56,7 +56,8 @@ class DistContext:
         return self.world_size > 1
 
 
-def _select_device(device_arg: str, local_rank: int) -> torch.device:
+def select_device(device_arg: str, local_rank: int = 0) -> torch.device:
+    """The device of --device ('auto': the GPU of this process's LOCAL_RANK when CUDA is there, else the CPU)."""
     if device_arg not in ("auto", "cpu", "cuda"):
         raise ReIDError(f"--device: expected one of auto, cpu, cuda, got {device_arg!r}")
     if device_arg == "cuda" and not torch.cuda.is_available():
@@ -77,7 +78,7 @@ def init_distributed(device_arg: str = "auto") -> DistContext:
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = _select_device(device_arg, local_rank)
+    device = select_device(device_arg, local_rank)
     if world_size <= 1:
         return DistContext(rank=0, world_size=1, local_rank=local_rank, device=device, is_main=True)
 

@@ -14,9 +14,7 @@ Figures are drawn with matplotlib's object-oriented API (no pyplot, so no GUI ba
 ranked lists with PIL, whose pixel layout is exact (see :func:`ranked_image_size`).
 """
 import argparse
-import csv
 import html
-import math
 import os
 import sys
 import textwrap
@@ -40,21 +38,28 @@ CURVES_DPI = 100
 
 def read_metrics_csv(path):
     """Columns of a metrics.csv as float arrays (NaN where a cell is empty); 'epoch' is required."""
+    import pandas as pd
+
     if not os.path.isfile(path):
         raise DataError(f'{path}: metrics file not found')
-    with open(path, newline='') as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or 'epoch' not in reader.fieldnames:
-            raise DataError(f'{path}: expected a CSV header with an "epoch" column')
-        columns = {name: [] for name in reader.fieldnames}
-        for line, row in enumerate(reader, start=2):
-            for name in reader.fieldnames:
-                cell = (row.get(name) or '').strip()
-                try:
-                    columns[name].append(float(cell) if cell else math.nan)
-                except ValueError:
-                    raise DataError(f'{path}: line {line}, column {name}: expected a number, got {cell!r}')
-    return {name: np.asarray(values, dtype=np.float64) for name, values in columns.items()}
+    try:
+        table = pd.read_csv(path, index_col=False, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        table = pd.DataFrame()
+    except pd.errors.ParserError as err:
+        raise DataError(f'{path}: not a CSV file ({err})') from None
+    if 'epoch' not in table.columns:
+        raise DataError(f'{path}: expected a CSV header with an "epoch" column')
+    columns = {}
+    for name in table.columns:
+        values = pd.to_numeric(table[name], errors='coerce')
+        bad = values.isna() & table[name].notna()  # a cell that is there but is no number
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            raise DataError(f'{path}: line {row + 2}, column {name}: expected a number, '
+                            f'got {table[name].iloc[row]!r}')
+        columns[name] = values.to_numpy(dtype=np.float64)
+    return columns
 
 
 def _style_axes(ax, title, xlabel='epoch'):
@@ -752,9 +757,9 @@ def _run_ranks(args):
 
 
 def _run_attention(args):
-    import torch
     from models import build_model, checkpoint_num_class, load_checkpoint
     from util.data import load_clip, read_database, test_frame_indices
+    from util.distributed import select_device
 
     db = read_database(args.test_txt, args.test_info)
     if not 0 <= args.track < len(db.info):
@@ -762,8 +767,7 @@ def _run_attention(args):
     model = build_model(args.model_type, checkpoint_num_class(args.load_ckpt), non_layers=tuple(args.non_layers),
                         stripes=tuple(args.stripes), stride=args.stride, pretrained='none', height=args.height)
     load_checkpoint(model, args.load_ckpt)
-    device = args.device if args.device != 'auto' else 'cuda' if torch.cuda.is_available() else 'cpu'
-    model.to(device)
+    model.to(select_device(args.device))
     start, end, pid, cam = (int(v) for v in db.info[args.track])
     frames = test_frame_indices(start, end, args.S)
     clip = load_clip([db.paths[f] for f in frames], args.height, args.width)  # uint8 (S, 3, H, W)
