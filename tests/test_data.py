@@ -1,5 +1,8 @@
 """Database reading, frame decoding, the clip datasets and their loaders."""
 import itertools
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -142,6 +145,73 @@ def test_choose_decoder(split, tmp_path):
     assert TestClipDataset(db, 4, H, W).decoder == 'auto'
     assert TestClipDataset(db, 4, 32, 16).decoder == 'pil'
     assert TestClipDataset(db, 4, H, W, decoder='pil').decoder == 'pil'
+
+
+# -- the fast decoder's fallbacks: expected failures go to Pillow with one warning, others surface
+
+def _fallback_warnings(record, text):
+    return [w for w in record if text in str(w.message)]
+
+
+def test_decode_corrupt_jpeg_falls_back_to_pillow_with_one_warning(split, tmp_path, monkeypatch):
+    monkeypatch.setattr(data, '_FALLBACKS_WARNED', set())
+    raw = (split / 'f00.jpg').read_bytes()
+    for i in range(2):  # truncated: libjpeg refuses, and so does Pillow, whose error names the file
+        (tmp_path / f'cut{i}.jpg').write_bytes(raw[:len(raw) - 10 - i])
+    with pytest.warns(UserWarning, match=r'torchvision cannot decode .*cut0\.jpg') as record:
+        for i in range(2):
+            with pytest.raises(DataError, match=rf'cannot read frame .*cut{i}\.jpg'):
+                data.read_frame(str(tmp_path / f'cut{i}.jpg'), H, W)
+    assert len(_fallback_warnings(record, 'torchvision cannot decode')) == 1
+
+    def refuse(*args, **kwargs):  # what torchvision raises for a JPEG it cannot decode
+        raise RuntimeError('decode_jpeg: Image is incomplete or truncated')
+
+    monkeypatch.setattr(data, 'decode_jpeg', refuse)
+    monkeypatch.setattr(data, '_FALLBACKS_WARNED', set())
+    with pytest.warns(UserWarning) as record:
+        for i in range(3):
+            path = str(split / f'f{i:02d}.jpg')
+            assert np.array_equal(data.read_frame(path, H, W), data.read_frame(path, H, W, decoder='pil'))
+    assert len(_fallback_warnings(record, 'torchvision cannot decode')) == 1
+
+
+def test_decode_with_a_broken_torchvision_is_not_hidden(split, monkeypatch):
+    def missing_operator(*args, **kwargs):  # torchvision whose image extension did not load
+        raise AttributeError("'_OpNamespace' 'image' object has no attribute 'decode_jpeg'")
+
+    monkeypatch.setattr(data, 'decode_jpeg', missing_operator)
+    with pytest.raises(AttributeError, match='no attribute'):
+        data.read_frame(str(split / 'f00.jpg'), H, W)
+
+
+def test_decode_without_torchvision_io_warns_and_uses_pillow():
+    code = ("import sys, warnings; sys.modules['torchvision.io'] = None; warnings.simplefilter('always')\n"
+            "import util.data as d; print(d.decode_jpeg)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, '-c', code], cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == 'None', proc.stderr
+    assert 'torchvision.io cannot be imported' in proc.stderr and 'decoded with Pillow' in proc.stderr
+
+
+def test_decoders_agree_warns_once_and_lets_unexpected_errors_through(split, monkeypatch):
+    monkeypatch.setattr(data, '_FALLBACKS_WARNED', set())
+    path = str(split / 'f00.jpg')
+    pixels = data.read_frame(path, H, W, decoder='pil')
+    assert data._decoders_agree(path, pixels)
+    with pytest.warns(UserWarning, match=r'different pixels for .*f00\.jpg') as record:
+        assert not data._decoders_agree(path, 255 - pixels)
+        assert not data._decoders_agree(str(split / 'f01.jpg'), pixels)
+    assert len(_fallback_warnings(record, 'different pixels')) == 1
+    (split / 'not_an_image.jpg').write_bytes(b'\xff\xd8\xff' + bytes(20))
+    assert data._decoders_agree(str(split / 'not_an_image.jpg'), pixels)  # Pillow cannot read it: no verdict
+
+    def broken_open(*args, **kwargs):
+        raise ImportError('cannot import name _imaging')
+
+    monkeypatch.setattr(data.Image, 'open', broken_open)
+    with pytest.raises(ImportError):
+        data._decoders_agree(path, pixels)
 
 
 def test_other_formats_go_through_pillow(tmp_path):

@@ -41,8 +41,9 @@ from util.sampling import (IdentityBatchSampler, chunk_frames, chunk_length, sha
 
 try:
     from torchvision.io import ImageReadMode, decode_jpeg
-except Exception:  # torchvision built without its image extension: Pillow decodes everything
+except ImportError as err:  # Pillow decodes everything, slower: say so rather than hide a broken install
     decode_jpeg = None
+    warnings.warn(f'torchvision.io cannot be imported ({err}); JPEG frames are decoded with Pillow (slower)')
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -149,20 +150,41 @@ def _one_line(err):
     return ' '.join(str(err).split()) or type(err).__name__
 
 
+_FALLBACKS_WARNED = set()  # reasons for the slow path already warned about in this process
+
+
+def _warn_fallback(reason, message):
+    """Warn the first time frames take Pillow's slower path for `reason` (once per process, not per frame)."""
+    if reason not in _FALLBACKS_WARNED:
+        _FALLBACKS_WARNED.add(reason)
+        warnings.warn(message + ' (warned once)', stacklevel=3)
+
+
 def _decode_libjpeg(path):
-    """(h, w, 3) uint8 RGB of a JPEG file, or None when it should go through Pillow instead."""
+    """(h, w, 3) uint8 RGB of a JPEG file, or None when it should go through Pillow instead.
+
+    Only what torchvision raises for a file it cannot decode (RuntimeError) sends it to Pillow, which then
+    decodes it or names the file in its error; anything else (a missing operator of a broken torchvision
+    install) propagates."""
     try:
         data = np.fromfile(path, dtype=np.uint8)
-        if data[:3].tolist() != [0xFF, 0xD8, 0xFF]:
-            return None
+    except OSError:  # unreadable: Pillow's error names the file
+        return None
+    if data[:3].tolist() != [0xFF, 0xD8, 0xFF]:  # not a JPEG: Pillow's format
+        return None
+    try:
         with warnings.catch_warnings():  # torchvision 0.29 flags its decoders as deprecated on every call
             warnings.simplefilter('ignore', DeprecationWarning)
             chw = decode_jpeg(torch.from_numpy(data), mode=ImageReadMode.UNCHANGED)
-    except Exception:  # unreadable or corrupt: Pillow decides (it accepts what libjpeg only warns about)
+    except RuntimeError as err:  # corrupt for libjpeg: Pillow decides (it accepts what libjpeg only warns about)
+        _warn_fallback('corrupt', f'torchvision cannot decode {path} ({_one_line(err)}); such frames are '
+                                  'decoded with Pillow (slower)')
         return None
     if chw.shape[0] == 1:  # greyscale: RGB copies of the grey level, as Pillow's convert('RGB')
         chw = chw.expand(3, -1, -1)
     elif chw.shape[0] != 3:  # CMYK / YCCK: Pillow has its own conversion
+        _warn_fallback('cmyk', f'{path} has {chw.shape[0]} colour channels (CMYK); such frames are decoded '
+                               'with Pillow (slower)')
         return None
     return chw.permute(1, 2, 0).contiguous().numpy()
 
@@ -208,14 +230,15 @@ def choose_decoder(path, height, width):
 
 
 def _decoders_agree(path, fast):
+    """Whether torchvision's pixels `fast` equal Pillow's for `path` (True where Pillow cannot read it)."""
     try:
         with Image.open(path) as img:
             agrees = np.array_equal(fast, np.asarray(img.convert('RGB')))
-    except Exception:
-        agrees = True
+    except OSError:  # Pillow cannot read what torchvision decoded: nothing to compare with
+        return True
     if not agrees:
-        warnings.warn(f"torchvision's JPEG decoder and Pillow's give different pixels for {path}: "
-                      f"decoding with Pillow")
+        _warn_fallback('disagree', f"torchvision's JPEG decoder and Pillow's give different pixels for {path}: "
+                                   'decoding with Pillow (slower)')
     return agrees
 
 
