@@ -221,21 +221,26 @@ def set_attention(model, impl):
 
 
 def attention_maps(model, x):
-    """Run `model` on clips x (B, S, 3, H, W) and return {block name: attention weights (B', Nq, Nk)}.
+    """Run `model` in eval mode on its input x, e.g. clips (B, S, 3, H, W), and return what every non-local
+    block saw, in the order they run: [(name, block, block input (B', C, T, h, w), weights (B', Nq, Nk))].
 
-    B' = B * (frames per clip at that stage / frames per group): one row block per attention group,
-    groups in clip order. Position ordering: see NonLocalBlock / StripeNonLocalBlock.attention_weights.
+    B' = B * (frames per clip at that stage / frames per group): one row block per attention group, groups in
+    clip order. Position ordering: see NonLocalBlock / StripeNonLocalBlock.attention_weights.
     """
-    maps = {}
+    captured = []
 
     def capture(name):
-        return lambda block, args: maps.__setitem__(name, block.attention_weights(args[0]))
+        return lambda block, args: captured.append((name, block, args[0].detach(),
+                                                    block.attention_weights(args[0]).detach()))
 
     hooks = [block.register_forward_pre_hook(capture(name)) for name, block in non_local_blocks(model)]
+    was_training = model.training
+    model.eval()
     try:
         with torch.no_grad():
             model(x)
     finally:
+        model.train(was_training)
         for h in hooks:
             h.remove()
-    return maps
+    return captured

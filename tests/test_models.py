@@ -375,7 +375,7 @@ def test_model_sdpa_equals_explicit_training_step(model_type):
 
 def test_attention_weights_shapes_and_rows():
     model = small_model('resnet50_NL_stripe_hr', non_layers=(1, 1, 1, 1)).eval()
-    maps = attention_maps(model, clip_input('resnet50_NL_stripe_hr', b=2, s=8))
+    maps = {name: w for name, _, _, w in attention_maps(model, clip_input('resnet50_NL_stripe_hr', b=2, s=8))}
     # pairs of frames everywhere; 8 -> 4 -> 2 frames after layer2 / layer3
     # stripes (4, 2, 2, 2): 2 frames x stripes tokens per group
     assert {k: tuple(v.shape) for k, v in maps.items()} == {
@@ -385,7 +385,7 @@ def test_attention_weights_shapes_and_rows():
         torch.testing.assert_close(v.sum(-1), torch.ones(v.shape[:2]))
 
     nvan = small_model('resnet50_NL', non_layers=(1, 1, 0, 0)).eval()
-    maps = attention_maps(nvan, clip_input('resnet50_NL', b=2, s=4))
+    maps = {name: w for name, _, _, w in attention_maps(nvan, clip_input('resnet50_NL', b=2, s=4))}
     assert tuple(maps['features.backbone.NL_1.0'].shape) == (2, 4 * 8 * 4, 4 * 4 * 2)  # keys subsampled
     assert tuple(maps['features.backbone.NL_2.0'].shape) == (2, 4 * 4 * 2, 4 * 4 * 2)
 

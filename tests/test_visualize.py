@@ -259,7 +259,7 @@ def _check_maps(model, clip, maps):
     from util.data import normalize_clip
 
     assert [m.name for m in maps] == [name for name, _ in non_local_blocks(model)]
-    reference = attention_maps(model.eval(), normalize_clip(clip.unsqueeze(0)))
+    reference = {name: w for name, _, _, w in attention_maps(model, normalize_clip(clip.unsqueeze(0)))}
     for m in maps:
         assert torch.allclose(m.weights, reference[m.name])
         assert torch.allclose(m.weights.sum(-1), torch.ones(m.weights.shape[:2]), atol=1e-5)

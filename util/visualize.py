@@ -477,35 +477,13 @@ class AttentionMap:
 
 
 def block_attention(model, x):
-    """Run ``x`` through ``model`` and return (name, block, block input, softmax weights) per non-local block.
+    """models.attention_maps(model, x), refusing a model without non-local blocks."""
+    from models import attention_maps
 
-    Blocks are listed in the order they run. ``x`` is the normalised input the model takes, e.g.
-    (1, S, 3, H, W) for the non-local types.
-    """
-    import torch
-    from models import non_local_blocks
-
-    blocks = non_local_blocks(model)
-    if not blocks:
+    captured = attention_maps(model, x)
+    if not captured:
         raise ModelConfigError(f'model {getattr(model, "model_type", type(model).__name__)} has no non-local '
                                f'blocks to visualise')
-    captured = []
-
-    def hook(name):
-        def capture(module, inputs):
-            captured.append((name, module, inputs[0].detach(), module.attention_weights(inputs[0]).detach()))
-        return capture
-
-    handles = [m.register_forward_pre_hook(hook(name)) for name, m in blocks]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
     return captured
 
 
