@@ -25,8 +25,6 @@ normalised batches equal the original pipeline's.
 """
 import argparse
 import os
-import platform
-import sys
 import tempfile
 import time
 
@@ -36,8 +34,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from util.data import Database, DeviceBatch, make_test_loader, normalize_clip  # noqa: E402
+from machine import cpu_name, sync  # benchmarks/machine.py, which also makes models/ and util/ importable
+from util.data import Database, DeviceBatch, make_test_loader, normalize_clip
 
 
 def write_frames(directory, n, height, width, seed=0):
@@ -74,20 +72,15 @@ def original_collate(batch):
     return torch.cat(clips, dim=0), torch.cat(labels, dim=0), torch.cat(cams, dim=0)
 
 
-def _sync(device):
-    if torch.device(device).type == 'cuda':
-        torch.cuda.synchronize()
-
-
 def one_pass(loader, normalize=False, device=None):
     """CPU seconds of one pass (a worker is CPU-bound, and CPU time is robust on a shared machine). With a
     device: wall-clock seconds of decoding and normalising there, the batches' files read beforehand."""
     if device is not None:
         batches = [batch[0] for batch in loader]
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         out = [normalize_clip(clips.decode(device)) for clips in batches]
-        _sync(device)
+        sync(device)
         return time.perf_counter() - start, [x.cpu() for x in out]
     start = time.process_time()
     out = []
@@ -162,7 +155,7 @@ def main():
         parser.error('--device cuda: no CUDA device')
     torch.set_num_threads(1)  # a DataLoader worker runs with one thread
 
-    print(f'input pipeline, one process, 1 thread; {platform.processor() or platform.machine()}, '
+    print(f'input pipeline, one process, 1 thread; {cpu_name()}, '
           f'{os.cpu_count()} cores, torch {torch.__version__}')
     print(f'{args.frames} JPEG frames per size, S={args.S}, batches of {args.batch_size} clips, '
           f'output {args.height}x{args.width}, best of {args.repeats} passes, frames per CPU-second\n')

@@ -17,22 +17,18 @@ resident memory during the cold step minus the resident memory just before it (L
 /proc/self/clear_refs), or torch.cuda.max_memory_allocated minus the allocation before the step on a GPU.
 """
 import argparse
-import json
 import statistics
 import sys
 import time
 
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
 from bench_train import training_args  # benchmarks/ is the script's directory, on sys.path
-from machine import ROOT, peak_memory, run_worker, sync
-
-sys.path.insert(0, ROOT)
-
-import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count  # noqa: E402
-
-from models import MODEL_TYPES, build_model  # noqa: E402
-from util.engine import build_optimizer, train_step  # noqa: E402
-from util.evaluation import prepare_clips  # noqa: E402
+from machine import peak_memory, run_worker, serve_worker, sync
+from models import MODEL_TYPES, build_model
+from util.engine import build_optimizer, train_step
+from util.evaluation import prepare_clips
 
 _CPU_FLASH = getattr(torch.ops.aten, '_scaled_dot_product_flash_attention_for_cpu', None)
 
@@ -133,8 +129,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     if args.worker:
-        print(json.dumps(measure(**json.loads(args.worker))))
-        return 0
+        return serve_worker(args.worker, measure)
     if args.quick:
         args.P, args.K, args.S, args.height, args.width, args.repeats, args.latency_repeats = 1, 2, 4, 128, 64, 0, 1
         args.stripes = [8, 8, 8, 8]

@@ -19,16 +19,14 @@ import os
 import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 
-from machine import cpu_name  # benchmarks/machine.py; the script directory is on sys.path
 import numpy as np
 import scipy.io
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from util.database import IMAGE_EXTENSIONS, build_mars_database, scan_mars_split  # noqa: E402
+from machine import cpu_name  # benchmarks/machine.py (the script's directory), which puts the root on sys.path
+from util.database import IMAGE_EXTENSIONS, build_mars_database, scan_mars_split
 
 MARS_FRAMES = 509_914 + 681_089
 MARS_DIRS = 625 + 636

@@ -33,20 +33,17 @@ import json
 import math
 import os
 import sys
-import time
 from collections import namedtuple
 
-from machine import ROOT, machine_info, peak_memory, run_worker, sync, worker_env  # benchmarks/machine.py
+import torch
 
-sys.path.insert(0, ROOT)
-
-import torch  # noqa: E402
-
-from models import MODEL_TYPES, build_model, to_channels_last  # noqa: E402
-from models.resnet import stage_heights  # noqa: E402
-from util.engine import build_optimizer, train_step  # noqa: E402
-from util.evaluation import clip_features, prepare_clips  # noqa: E402
-from util.options import build_parser  # noqa: E402
+from machine import (machine_info, peak_memory, resolve_device, run_worker, serve_worker, timed,  # benchmarks/
+                     worker_env)
+from models import MODEL_TYPES, build_model, to_channels_last
+from models.resnet import stage_heights
+from util.engine import build_optimizer, train_step
+from util.evaluation import clip_features, prepare_clips
+from util.options import build_parser
 
 Config = namedtuple('Config', 'amp channels_last attention compile tf32', defaults=(False, True))
 CONFIGS = {
@@ -127,28 +124,10 @@ def measure(model_type, config, P, K, S, height, width, non_layers, stripes, ste
         x = prepare_clips(eval_clips, frame_level, device, cfg.channels_last)
         return clip_features(forward, x, S, args.temporal, frame_level, args.amp, device)
 
-    def train_steps():
-        for _ in range(warmup):
-            step()
-        sync(device)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        sync(device)
-        return time.perf_counter() - t0
-
-    train_s, peak = peak_memory(device, train_steps)
+    train_s, peak = peak_memory(device, lambda: timed(step, steps, warmup, device))
     table = profile_table(step) if profile else None
-
     model.eval()
-    for _ in range(warmup):
-        eval_step()
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        eval_step()
-    sync(device)
-    eval_s = time.perf_counter() - t0
+    eval_s = timed(eval_step, steps, warmup, device)
     return dict(train_step_s=train_s / steps, train_clips_per_s=P * K * steps / train_s, peak_bytes=peak,
                 eval_batch_s=eval_s / steps, eval_clips_per_s=eval_batch * steps / eval_s, profile=table)
 
@@ -190,10 +169,7 @@ def parse_args(argv=None):
     if args.worker:
         return args
 
-    if args.device == 'auto':
-        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    if args.device == 'cuda' and not torch.cuda.is_available():
-        parser.exit(2, 'error: --device cuda: no CUDA device is available (use --device cpu)\n')
+    args.device = resolve_device(parser, args.device)
     cuda = args.device == 'cuda'
     sizes = QUICK if args.quick else PAPER if cuda else CPU_DEFAULT
     for name, value in sizes.items():
@@ -222,8 +198,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
-        print(json.dumps(measure(**json.loads(args.worker))))
-        return 0
+        return serve_worker(args.worker, measure)
 
     stripes = fit_stripes(args.stripes, args.height)
     threads = args.threads or torch.get_num_threads()

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # every benchmark imports this module first: models/ and util/ become importable
 
 
 def cpu_name():
@@ -29,11 +30,35 @@ def machine_info(device='cpu'):
     return line
 
 
+def resolve_device(parser, device):
+    """'cpu' or 'cuda' for a --device of auto / cpu / cuda (util.distributed.select_device's rule); a CUDA
+    device that is not there is a usage error (exit status 2)."""
+    from util.distributed import select_device
+    from util.errors import ReIDError
+    try:
+        return select_device(device).type
+    except ReIDError as err:
+        parser.exit(2, f'error: {err}\n')
+
+
 def sync(device):
     """Wait for the work queued on a CUDA device (timings end there, not when the launch returns)."""
     import torch
     if torch.device(device).type == 'cuda':
         torch.cuda.synchronize(device)
+
+
+def timed(fn, steps, warmup, device):
+    """Seconds of `steps` calls of fn() after `warmup` untimed ones, the device's queued work included."""
+    import time
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    sync(device)
+    return time.perf_counter() - t0
 
 
 # ---------------------------------------------------------------- worker processes
@@ -45,6 +70,12 @@ def worker_env():
     env = dict(os.environ)
     env.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
     return env
+
+
+def serve_worker(job, measure):
+    """The worker side of run_worker: measure(**job) printed as one JSON line."""
+    print(json.dumps(measure(**json.loads(job))))
+    return 0
 
 
 def run_worker(script, job):

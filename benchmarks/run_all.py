@@ -27,9 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-import torch  # noqa: E402
-
-from machine import machine_info, worker_env  # noqa: E402
+from machine import machine_info, resolve_device, worker_env  # noqa: E402
 
 NAMES = ('scan', 'metric', 'input', 'models', 'train')
 WHAT = {
@@ -165,10 +163,7 @@ def main(argv=None):
     parser.add_argument('--timeout', type=float, default=0, help='seconds per benchmark before it is killed (0: none)')
     parser.add_argument('--out', metavar='PATH', help='also write the markdown summary here')
     args = parser.parse_args(argv)
-    if args.device == 'auto':
-        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    if args.device == 'cuda' and not torch.cuda.is_available():
-        parser.exit(2, 'error: --device cuda: no CUDA device is available (use --device cpu)\n')
+    args.device = resolve_device(parser, args.device)
 
     command = 'python benchmarks/run_all.py' + ''.join(' ' + shlex.quote(a) for a in
                                                         (sys.argv[1:] if argv is None else argv))

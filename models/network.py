@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from util.errors import ModelConfigError
-from .non_local import ATTENTION_IMPLS, NonLocalBlock, StripeNonLocalBlock
+from .non_local import NonLocalBlock, StripeNonLocalBlock, check_attention
 from .resnet import STAGE_DEPTHS, ResNet50, load_pretrained, read_pretrained, stage_heights
 
 FEATURE_DIM = 2048
@@ -117,8 +117,7 @@ def _check_config(model_type, num_class, non_layers, stripes, temporal, stride, 
         raise ModelConfigError(f'num_class must be a positive integer, got {num_class!r}')
     if stride not in (1, 2):
         raise ModelConfigError(f'stride (of layer4) must be 1 or 2, got {stride!r}')
-    if attention not in ATTENTION_IMPLS:
-        raise ModelConfigError(f"attention must be one of {', '.join(ATTENTION_IMPLS)}, got {attention!r}")
+    check_attention(attention)
     if not isinstance(height, int) or height < 32:
         raise ModelConfigError(f'height must be an integer of at least 32 pixels, got {height!r}')
     if variant is None:
@@ -214,8 +213,7 @@ def non_local_blocks(model):
 
 def set_attention(model, impl):
     """Switch every non-local block to 'sdpa' or 'explicit' attention."""
-    if impl not in ATTENTION_IMPLS:
-        raise ModelConfigError(f"attention must be one of {', '.join(ATTENTION_IMPLS)}, got {impl!r}")
+    check_attention(impl)
     for _, block in non_local_blocks(model):
         block.attention = impl
 

@@ -24,6 +24,13 @@ from util.errors import ModelConfigError
 ATTENTION_IMPLS = ('sdpa', 'explicit')
 
 
+def check_attention(impl):
+    """Refuse an attention implementation other than ATTENTION_IMPLS; returns `impl`."""
+    if impl not in ATTENTION_IMPLS:
+        raise ModelConfigError(f"attention must be one of {', '.join(ATTENTION_IMPLS)}, got {impl!r}")
+    return impl
+
+
 def softmax_attention(q, k):
     """Explicit attention weights softmax(q k^T) without scaling: (N, Nq, d), (N, Nk, d) -> (N, Nq, Nk)."""
     return torch.softmax(torch.bmm(q, k.transpose(1, 2)), dim=-1)
@@ -39,7 +46,7 @@ def attend(q, k, v, impl='sdpa'):
         return F.scaled_dot_product_attention(q, k, v, scale=1.0).squeeze(1)
     if impl == 'explicit':
         return torch.bmm(softmax_attention(q, k), v)
-    raise ModelConfigError(f"attention must be one of {', '.join(ATTENTION_IMPLS)}, got {impl!r}")
+    check_attention(impl)
 
 
 def _conv(cin, cout):
@@ -70,12 +77,10 @@ class NonLocalBlock(nn.Module):
 
     def __init__(self, channels, subsample=False, attention='sdpa'):
         super().__init__()
-        if attention not in ATTENTION_IMPLS:
-            raise ModelConfigError(f"attention must be one of {', '.join(ATTENTION_IMPLS)}, got {attention!r}")
         self.channels = channels
         self.inter_channels = channels // 2
         self.subsample = subsample
-        self.attention = attention
+        self.attention = check_attention(attention)
         # registration order g, W, theta, phi gives the original's state_dict order
         self.g = _conv(channels, self.inter_channels)
         self.W = _OutputProjection(self.inter_channels, channels)
@@ -116,12 +121,10 @@ class StripeNonLocalBlock(nn.Module):
 
     def __init__(self, channels, stripes, attention='sdpa'):
         super().__init__()
-        if attention not in ATTENTION_IMPLS:
-            raise ModelConfigError(f"attention must be one of {', '.join(ATTENTION_IMPLS)}, got {attention!r}")
         self.channels = channels
         self.inter_channels = channels // 2
         self.stripes = stripes
-        self.attention = attention
+        self.attention = check_attention(attention)
         # registration order g, theta, phi, W gives the original's state_dict order
         self.g = _conv(channels, self.inter_channels)
         self.theta = _conv(channels, self.inter_channels)
