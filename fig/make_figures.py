@@ -139,30 +139,28 @@ def nonlocal_blocks(depth, count, kind):
     return order
 
 
+HEAD_BOXES = [  # (width, height, text, colours), left to right
+    (7.5, 8.0, 'avg pool\nover T, H, W', POOL), (6.5, 6.0, 'clip feature\n2048', FEATURE),
+    (5.5, 6.0, 'BN-neck', HEAD), (5.0, 6.0, 'FC', HEAD), (9.0, 6.0, 'track ID loss\n(cross-entropy)', LOSS)]
+
+
 def draw_head(c, x, cy):
     """Average pooling -> clip feature (triplet loss) -> BN-neck (test descriptor) -> FC -> track ID loss."""
-    c.arrow((x, cy), (x + 2.2, cy))
-    px = x + 2.2
-    c.box(px, cy - 4.0, 7.5, 8.0, 'avg pool\nover T, H, W', colours=POOL, size=7)
-    fx = px + 7.5 + 2.2
-    c.arrow((px + 7.5, cy), (fx, cy))
-    c.box(fx, cy - 3.0, 6.5, 6.0, 'clip feature\n2048', colours=FEATURE, size=7)
-    bx = fx + 6.5 + 2.2
-    c.arrow((fx + 6.5, cy), (bx, cy))
-    c.box(bx, cy - 3.0, 5.5, 6.0, 'BN-neck', colours=HEAD, size=7)
-    cx = bx + 5.5 + 2.2
-    c.arrow((bx + 5.5, cy), (cx, cy))
-    c.box(cx, cy - 3.0, 5.0, 6.0, 'FC', colours=HEAD, size=7)
-    lx = cx + 5.0 + 2.2
-    c.arrow((cx + 5.0, cy), (lx, cy))
-    c.box(lx, cy - 3.0, 9.0, 6.0, 'track ID loss\n(cross-entropy)', colours=LOSS, size=7)
+    lefts = []
+    for w, h, text, colours in HEAD_BOXES:
+        c.arrow((x, cy), (x + 2.2, cy))
+        x += 2.2
+        c.box(x, cy - h / 2, w, h, text, colours=colours, size=7)
+        lefts.append(x)
+        x += w
+    fx, bx = lefts[1], lefts[2]  # the clip feature and the BN-neck
     # triplet loss above the clip feature, test descriptor below the BN-neck
     c.box(fx - 1.75, cy + 7.0, 10.0, 5.5, 'triplet loss\n(batch hard, soft)', colours=LOSS, size=7)
     c.arrow((fx + 3.25, cy + 3.0), (fx + 3.25, cy + 7.0))
     c.box(bx - 2.25, cy - 12.5, 10.0, 5.5, 'test descriptor\n(cosine ranking)', colours=FEATURE, size=7,
           dashed=True)
     c.arrow((bx + 2.75, cy - 3.0), (bx + 2.75, cy - 7.0), dashed=True)
-    return lx + 9.0
+    return x
 
 
 def legend(c, x, y, items):
