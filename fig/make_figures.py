@@ -144,15 +144,22 @@ HEAD_BOXES = [  # (width, height, text, colours), left to right
     (5.5, 6.0, 'BN-neck', HEAD), (5.0, 6.0, 'FC', HEAD), (9.0, 6.0, 'track ID loss\n(cross-entropy)', LOSS)]
 
 
-def draw_head(c, x, cy):
-    """Average pooling -> clip feature (triplet loss) -> BN-neck (test descriptor) -> FC -> track ID loss."""
+def draw_chain(c, x, cy, boxes, gap):
+    """Boxes (width, height, text, colours) left to right, centred on y = cy, each after an arrow of length
+    `gap` starting at x. Returns the boxes' left edges and the right end of the last one."""
     lefts = []
-    for w, h, text, colours in HEAD_BOXES:
-        c.arrow((x, cy), (x + 2.2, cy))
-        x += 2.2
+    for w, h, text, colours in boxes:
+        c.arrow((x, cy), (x + gap, cy))
+        x += gap
         c.box(x, cy - h / 2, w, h, text, colours=colours, size=7)
         lefts.append(x)
         x += w
+    return lefts, x
+
+
+def draw_head(c, x, cy):
+    """Average pooling -> clip feature (triplet loss) -> BN-neck (test descriptor) -> FC -> track ID loss."""
+    lefts, x = draw_chain(c, x, cy, HEAD_BOXES, 2.2)
     fx, bx = lefts[1], lefts[2]  # the clip feature and the BN-neck
     # triplet loss above the clip feature, test descriptor below the BN-neck
     c.box(fx - 1.75, cy + 7.0, 10.0, 5.5, 'triplet loss\n(batch hard, soft)', colours=LOSS, size=7)
@@ -261,13 +268,9 @@ def nonlocal_inset(c, x, y):
     c.elbow([(x + 25, cy + 5.5), (x + 34.5, cy + 5.5), (x + 34.5, cy + 3)])
     c.elbow([(x + 25, cy), (x + 29, cy)])
     c.box(x + 29, cy - 3, 11, 6, 'θᵀφ\nTHW × THW', colours=NONLOCAL, size=7)
-    c.arrow((x + 40, cy), (x + 43, cy))
-    c.box(x + 43, cy - 3, 9, 6, 'softmax\n(no scaling)', colours=NONLOCAL, size=7)
-    c.arrow((x + 52, cy), (x + 55, cy))
-    c.box(x + 55, cy - 3, 9, 6, '× g\nTHW × C/2', colours=NONLOCAL, size=7)
-    c.elbow([(x + 25, cy - 5.5), (x + 59.5, cy - 5.5), (x + 59.5, cy - 3)])
-    c.arrow((x + 64, cy), (x + 67, cy))
-    c.box(x + 67, cy - 3, 12, 6, 'W: 1×1×1 conv\n+ BN (init 0)', colours=BOTTLENECK, size=7)
+    draw_chain(c, x + 40, cy, [(9, 6, 'softmax\n(no scaling)', NONLOCAL), (9, 6, '× g\nTHW × C/2', NONLOCAL),
+                               (12, 6, 'W: 1×1×1 conv\n+ BN (init 0)', BOTTLENECK)], 3)
+    c.elbow([(x + 25, cy - 5.5), (x + 59.5, cy - 5.5), (x + 59.5, cy - 3)])  # g into "× g"
     c.arrow((x + 79, cy), (x + 82.5, cy))
     c.ax.add_patch(Circle((x + 84, cy), 1.5, facecolor='white', edgecolor=INK, linewidth=1.1, zorder=3))
     c.text(x + 84, cy, '+', size=10)
@@ -292,16 +295,10 @@ def stripe_inset(c, x, y):
                                      facecolor=('#f8d7d7', '#eeb4b4')[s % 2], edgecolor='none'))
         c.ax.add_patch(Rectangle((fx, cy - 5.5), 4.5, 11, facecolor='none', edgecolor='#90a4ae', zorder=3))
     c.text(x + 7.75, cy - 6.3, 'frame pair, each\ncut into 16 stripes', size=6.5, colour=NOTE, va='top')
-    c.arrow((x + 14, cy), (x + 17, cy))
-    c.box(x + 17, cy - 3, 10, 6, 'avg pool\neach stripe', colours=POOL, size=7)
-    c.arrow((x + 27, cy), (x + 30, cy))
-    c.box(x + 30, cy - 3, 11, 6, '2×16 stripe\nvectors × C', colours=FEATURE, size=7)
-    c.arrow((x + 41, cy), (x + 44, cy))
-    c.box(x + 44, cy - 3, 14, 6, 'softmax(θᵀφ) g\n32 × 32 weights', colours=STRIPE_NL, size=7)
-    c.arrow((x + 58, cy), (x + 61, cy))
-    c.box(x + 61, cy - 3, 11.5, 6, 'W: 1×1×1 conv\n+ BN (init 0)', colours=BOTTLENECK, size=7)
-    c.arrow((x + 72.5, cy), (x + 75.5, cy))
-    c.box(x + 75.5, cy - 3, 13, 6, 'x + output,\nbroadcast per stripe', colours=STRIPE_NL, size=7)
+    draw_chain(c, x + 14, cy, [(10, 6, 'avg pool\neach stripe', POOL), (11, 6, '2×16 stripe\nvectors × C', FEATURE),
+                               (14, 6, 'softmax(θᵀφ) g\n32 × 32 weights', STRIPE_NL),
+                               (11.5, 6, 'W: 1×1×1 conv\n+ BN (init 0)', BOTTLENECK),
+                               (13, 6, 'x + output,\nbroadcast per stripe', STRIPE_NL)], 3)
     # hierarchical temporal reduction: frames per clip through the stages
     hx, span = x + 98, 14.0
     c.line([(hx - 5.5, y + 2), (hx - 5.5, y + 16.5)], colour='#e0c0c0', width=0.8)
