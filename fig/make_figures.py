@@ -219,17 +219,13 @@ def baseline():
     px, uy, ly = fx + 7.5, cy + 8.0, cy - 8.0
     c.arrow((fx + 4.6, cy + 1.5), (px, uy))
     c.box(px, uy - 3.0, 8.0, 6.0, 'FPL\nmean / max', colours=POOL, size=7)
-    c.arrow((px + 8.0, uy), (px + 10.2, uy))
-    c.box(px + 10.2, uy - 3.0, 6.5, 6.0, 'clip feature\n2048', colours=FEATURE, size=7)
-    c.arrow((px + 16.7, uy), (px + 18.9, uy))
-    c.box(px + 18.9, uy - 3.0, 10.0, 6.0, 'triplet loss\n(batch hard, soft)', colours=LOSS, size=7)
+    draw_chain(c, px + 8.0, uy, [(6.5, 6.0, 'clip feature\n2048', FEATURE),
+                                 (10.0, 6.0, 'triplet loss\n(batch hard, soft)', LOSS)], 2.2)
     # lower branch: BN-neck + FC per frame -> FPL over logits -> track ID loss; frame ID loss (optional)
     c.arrow((fx + 4.6, cy - 1.5), (px, ly))
     c.box(px, ly - 3.0, 8.0, 6.0, 'BN-neck + FC\nper frame', colours=HEAD, size=7)
-    c.arrow((px + 8.0, ly), (px + 10.2, ly))
-    c.box(px + 10.2, ly - 3.0, 6.5, 6.0, 'FPL over\nframe logits', colours=POOL, size=7)
-    c.arrow((px + 16.7, ly), (px + 18.9, ly))
-    c.box(px + 18.9, ly - 3.0, 10.0, 6.0, 'track ID loss\n(cross-entropy)', colours=LOSS, size=7)
+    draw_chain(c, px + 8.0, ly, [(6.5, 6.0, 'FPL over\nframe logits', POOL),
+                                 (10.0, 6.0, 'track ID loss\n(cross-entropy)', LOSS)], 2.2)
     c.elbow([(px + 4.0, ly - 3.0), (px + 4.0, ly - 8.5), (px + 18.9, ly - 8.5)], dashed=True)
     c.box(px + 18.9, ly - 11.5, 10.0, 6.0, 'frame ID loss\n(--frame_id_loss)', colours=LOSS, size=7,
           dashed=True)
