@@ -59,6 +59,17 @@ def test_read_database(split):
     assert db.info.dtype == np.int64 and db.info.shape == (4, 4)
     assert db.query_idx.dtype == np.int64 and db.query_idx.tolist() == [1, 3]
     assert read_database(split / 'path.txt', split / 'info.npy').query_idx is None
+    assert db.gallery_idx is None  # no gallery_IDX.npy: every row is the gallery
+
+
+def test_read_database_gallery_index(split):
+    np.save(split / 'gallery.npy', np.array([0, 2, 3], dtype=np.int64))
+    db = read_database(split / 'path.txt', split / 'info.npy', split / 'query.npy', split / 'gallery.npy')
+    assert db.gallery_idx.dtype == np.int64 and db.gallery_idx.tolist() == [0, 2, 3]
+    np.save(split / 'gallery.npy', np.array([0, 4]))
+    with pytest.raises(DataError, match=r'gallery\.npy: gallery index 4 \(position 1\) is outside the 4 tracklet '
+                                        r'rows of .*info\.npy'):
+        read_database(split / 'path.txt', split / 'info.npy', split / 'query.npy', split / 'gallery.npy')
 
 
 @pytest.mark.parametrize('case, message', [

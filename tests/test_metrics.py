@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from util.errors import DataError
-from util.metrics import MarsResult, cosine_distance, evaluate_mars, evaluate_mars_reference, format_result
+from util.metrics import (MarsResult, cosine_distance, evaluate_distances, evaluate_mars, evaluate_mars_reference,
+                          format_result, match_masks)
 
 
 def assert_same(a, b):
@@ -85,6 +86,71 @@ def test_pid_minus_one_query_follows_mars_evaluation(metric):
     r = metric(feats, pid, cam, np.array([4]))
     assert r.num_skipped == 0 and r.mAP == 0.0
     np.testing.assert_array_equal(r.cmc, [0] * 7 + [1, 1])
+
+
+@pytest.mark.parametrize('metric', [evaluate_mars, evaluate_mars_reference])
+def test_hand_computed_gallery_index(metric):
+    # Gallery = rows 2 3 4 6 7 (gallery_IDX.npy: the query is not in it). Query 0 (pid 1, cam 1) ranks them
+    # 2, 3G, 4J, 6G, 7 (3 and 4 tie, gallery order keeps 3 first); junk 4 is skipped -> non-junk 2, 3G, 6G, 7.
+    #   rank 1: recall 0,   precision 0   -> += 0
+    #   rank 2: recall 1/2, precision 1/2 -> += (1/2) * (0 + 1/2) / 2   = 1/8
+    #   rank 3: recall 1,   precision 2/3 -> += (1/2) * (1/2 + 2/3) / 2 = 7/24
+    #   AP = 1/8 + 7/24 = 5/12; CMC 1 from rank 2, over the 5 gallery items.
+    feats, pid, cam = hand_case()
+    r = metric(feats, pid, cam, np.array([0]), gallery_idx=np.array([2, 3, 4, 6, 7]))
+    assert r.num_skipped == 0
+    assert r.mAP == pytest.approx(5 / 12, abs=1e-15)
+    np.testing.assert_array_equal(r.cmc, [0, 1, 1, 1, 1])
+    # Gallery 2 4 6 7 8 drops good 3: ranked 2, 4J, 6G, 7, 8J -> good 6 at non-junk rank 2, n_good 1:
+    #   AP = (1 - 0) * (0 + 1/2) / 2 = 1/4. Query 5 (pid 3) has no good item in it: skipped.
+    r = metric(feats, pid, cam, np.array([0, 5]), gallery_idx=np.array([2, 4, 6, 7, 8]))
+    assert (r.num_queries, r.num_skipped) == (2, 1)
+    assert r.mAP == pytest.approx(1 / 4, abs=1e-15)
+    np.testing.assert_array_equal(r.cmc, [0, 1, 1, 1, 1])
+    # rank_size cuts inside the gallery: the first 2 items (2, 4J) hold no good -> AP 0, CMC all 0
+    r = metric(feats, pid, cam, np.array([0]), rank_size=2, gallery_idx=np.array([2, 4, 6, 7, 8]))
+    assert r.mAP == 0.0
+    np.testing.assert_array_equal(r.cmc, [0, 0])
+
+
+def test_gallery_of_every_row_is_the_default_bit_for_bit():
+    rng = np.random.default_rng(3)
+    feats, pid, cam = structured_set(rng)
+    q = mars_queries(pid, cam)[:40]
+    assert_same(evaluate_mars(feats, pid, cam, q), evaluate_mars(feats, pid, cam, q, gallery_idx=np.arange(len(pid))))
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_gallery_index_vectorised_equals_reference(seed):
+    """A LS-VID-like protocol: queries outside the gallery, junk and distractors inside it, ties from pooled
+    features; and the metric on a precomputed distance matrix."""
+    rng = np.random.default_rng(seed)
+    feats, pid, cam = structured_set(rng, pool=60 if seed else None)
+    q = mars_queries(pid, cam)[::2]
+    gallery = np.setdiff1d(np.arange(len(pid)), q)[rng.permutation(len(pid) - len(q))]  # any order
+    for rank_size in (0, 25):
+        ref = evaluate_mars_reference(feats, pid, cam, q, rank_size=rank_size, gallery_idx=gallery)
+        assert_same(evaluate_mars(feats, pid, cam, q, rank_size=rank_size, gallery_idx=gallery), ref)
+    dist = rng.standard_normal((len(q), len(gallery))).astype(np.float32).round(1)  # many ties
+    ref = evaluate_mars_reference(feats, pid, cam, q, rank_size=0, gallery_idx=gallery, dist=dist)
+    assert_same(evaluate_distances(dist, pid, cam, q, rank_size=0, gallery_idx=gallery), ref)
+    with pytest.raises(DataError, match=r'distances: expected shape \(\d+, \d+\)'):
+        evaluate_distances(dist[:, 1:], pid, cam, q, gallery_idx=gallery)
+
+
+def test_match_masks_rule():
+    good, junk = match_masks([1, -1], [1, 3], HAND_PID, HAND_CAM)
+    #             idx:   0  1  2  3  4  5  6  7  8
+    assert good[0].tolist() == [0, 0, 0, 1, 0, 0, 1, 0, 0]
+    assert junk[0].tolist() == [1, 1, 0, 0, 1, 0, 0, 0, 1]
+    assert good[1].tolist() == [0, 0, 0, 0, 0, 0, 0, 0, 1]  # pid -1 query, other-camera -1 item: good and junk
+    assert junk[1].tolist() == [0, 0, 0, 0, 1, 0, 0, 0, 1]
+
+
+def test_gallery_index_out_of_range():
+    feats, pid, cam = hand_case()
+    with pytest.raises(DataError, match=r'gallery_idx: indices must lie in 0\.\.8'):
+        evaluate_mars(feats, pid, cam, np.array([0]), gallery_idx=np.array([1, 9]))
 
 
 def test_hand_case_ties_are_exact():

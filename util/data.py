@@ -58,12 +58,15 @@ class Database:
 
     info: (N, 4) int64 rows [start, end, pid, cam], start/end 0-based inclusive indices into ``paths``.
     query_idx: (Q,) int64 0-based rows of ``info``, or None.
+    gallery_idx: (G,) int64 0-based rows of ``info`` ranked for every query (gallery_IDX.npy), or None:
+    every row is the gallery.
     """
     paths: list
     info: np.ndarray
     query_idx: Optional[np.ndarray] = None
     txt_path: str = ''
     info_path: str = ''
+    gallery_idx: Optional[np.ndarray] = None
 
 
 def _require_file(path, what):
@@ -93,8 +96,21 @@ def read_paths(txt_path):
     return paths
 
 
-def read_database(txt_path, info_path, query_path=None):
-    """Read and cross-check a database split (paths .txt, info .npy and optionally query .npy)."""
+def _read_rows(path, what, n, info_path):
+    """A 1-D index file of 0-based rows of the n-row info (query_IDX.npy, gallery_IDX.npy)."""
+    rows = _load_int_array(path, f'{what} row indices').reshape(-1)
+    if len(rows) == 0:
+        raise DataError(f'{path}: no {what} indices')
+    bad = (rows < 0) | (rows >= n)
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        raise DataError(f'{path}: {what} index {rows[j]} (position {j}) is outside the '
+                        f'{n} tracklet rows of {info_path} (expected 0-based row indices)')
+    return rows
+
+
+def read_database(txt_path, info_path, query_path=None, gallery_path=None):
+    """Read and cross-check a database split (paths .txt, info .npy, optionally query and gallery .npy)."""
     paths = read_paths(txt_path)
     info = _load_int_array(info_path, 'an (N, 4) array of [start, end, pid, cam] rows')
     if info.ndim != 2 or info.shape[1] != 4 or len(info) == 0:
@@ -109,17 +125,9 @@ def read_database(txt_path, info_path, query_path=None):
             row = int(np.flatnonzero(bad)[0])
             raise DataError(f'{info_path}: tracklet row {row} [start, end] = [{start[row]}, {end[row]}] {what} '
                             f'({int(bad.sum())} bad rows; expected 0-based frame indices)')
-    query_idx = None
-    if query_path is not None:
-        query_idx = _load_int_array(query_path, 'query row indices').reshape(-1)
-        if len(query_idx) == 0:
-            raise DataError(f'{query_path}: no query indices')
-        bad = (query_idx < 0) | (query_idx >= len(info))
-        if bad.any():
-            j = int(np.flatnonzero(bad)[0])
-            raise DataError(f'{query_path}: query index {query_idx[j]} (position {j}) is outside the '
-                            f'{len(info)} tracklet rows of {info_path} (expected 0-based row indices)')
-    return Database(paths, info, query_idx, str(txt_path), str(info_path))
+    query_idx = None if query_path is None else _read_rows(query_path, 'query', len(info), info_path)
+    gallery_idx = None if gallery_path is None else _read_rows(gallery_path, 'gallery', len(info), info_path)
+    return Database(paths, info, query_idx, str(txt_path), str(info_path), gallery_idx)
 
 
 class PathTable:

@@ -1,0 +1,131 @@
+"""evaluate.py's outputs and checks on saved features: the gallery index, --results, --cmc_plot, --chance_level,
+non-finite features and unwritable outputs (no model or image needed)."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import evaluate
+from util.evaluation import chance_level, load_features, save_features, score
+from util.metrics import evaluate_mars
+from util.options import run_main
+from util.visualize import load_features_npz
+
+
+def features_set(seed=0, n_ids=12, per_id=4, dim=8):
+    rng = np.random.default_rng(seed)
+    pid = np.concatenate([np.repeat(np.arange(1, n_ids + 1), per_id), [-1, -1, 0, 0]])
+    cam = np.concatenate([np.tile(np.arange(1, per_id + 1), n_ids), [1, 2, 1, 2]])
+    feats = (rng.standard_normal((n_ids + 2, dim))[np.maximum(pid, 0) + (pid == -1) * (n_ids + 1)]
+             + 0.9 * rng.standard_normal((len(pid), dim))).astype(np.float32)
+    query = np.arange(0, n_ids * per_id, per_id)           # one per id (camera 1)
+    gallery = np.setdiff1d(np.arange(len(pid)), query)     # the queries are not in the gallery
+    return feats, pid, cam, query, gallery
+
+
+def run(argv, capsys):
+    code = run_main(evaluate.main, [str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_features_file_round_trip(tmp_path):
+    feats, pid, cam, query, gallery = features_set()
+    save_features(tmp_path / 'a.npz', feats, pid, cam, query)
+    with np.load(tmp_path / 'a.npz') as data:
+        assert sorted(data.files) == ['cams', 'features', 'labels', 'query_idx', 'test_sampling']
+    saved = load_features(str(tmp_path / 'a.npz'))
+    assert saved['gallery_idx'] is None and saved['test_sampling'] == 'chunks'
+    np.testing.assert_array_equal(saved['features'], feats)
+    save_features(tmp_path / 'b.npz', feats, pid, cam, query, gallery, test_sampling='all_continuous')
+    f, l, c, q, g = load_features_npz(str(tmp_path / 'b.npz'))
+    assert g.dtype == np.int64 and np.array_equal(g, gallery) and np.array_equal(q, query)
+    assert load_features(str(tmp_path / 'b.npz'))['test_sampling'] == 'all_continuous'
+
+
+def test_gallery_index_and_results_file(tmp_path, capsys):
+    feats, pid, cam, query, gallery = features_set()
+    save_features(tmp_path / 'f.npz', feats, pid, cam, query, gallery)
+    code, out, err = run(['--features', tmp_path / 'f.npz', '--results', tmp_path / 'out' / 'r.json',
+                          '--rank_size', 0], capsys)
+    assert code == 0, err
+    expected = evaluate_mars(feats, pid, cam, query, rank_size=0, gallery_idx=gallery)
+    whole = evaluate_mars(feats, pid, cam, query, rank_size=0)
+    assert expected.mAP != whole.mAP  # the gallery index changes the numbers
+    assert f'CMC : {expected.cmc[0]:.4f} , mAP : {expected.mAP:.4f}' in out
+    record = json.loads((tmp_path / 'out' / 'r.json').read_text())
+    assert record['mAP'] == expected.mAP and record['rank1'] == expected.cmc[0]
+    assert record['rank5'] == expected.cmc[4] and record['rank20'] == expected.cmc[19]
+    assert record['cmc'] == expected.cmc[:50].tolist() and len(record['cmc']) == len(gallery)
+    assert (record['num_scored'], record['num_skipped']) == (12, 0)
+    assert (record['num_gallery'], record['gallery'], record['test_sampling']) == (len(gallery), 'gallery_idx',
+                                                                                  'chunks')
+    assert record['rerank'] is None and 'reranked' not in record and record['checkpoint'] is None
+    assert os.listdir(tmp_path / 'out') == ['r.json']  # no temporary file left
+
+
+def test_chance_level_flag_and_cmc_plot(tmp_path, capsys):
+    feats, pid, cam, query, gallery = features_set()
+    save_features(tmp_path / 'f.npz', feats, pid, cam, query)
+    code, out, err = run(['--features', tmp_path / 'f.npz', '--chance_level', '--cmc_plot', tmp_path / 'cmc.png'],
+                         capsys)
+    assert code == 0, err
+    expected, rank1, mAP = chance_level(pid, cam, query)
+    assert f'Chance level: rank-1 {expected:.4f}' in out and f'mAP {mAP:.4f}' in out
+    assert (tmp_path / 'cmc.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_chance_level_by_hand():
+    # query 0 (pid 1, cam 1): 1 (pid 1 cam 2, good), 2 (pid 2), 3 (pid -1, junk), 4 (pid 3), 0 itself (junk)
+    # -> 1 good among 3 non-junk items: expected rank-1 1/3. Gallery [0, 1, 2]: 1 good of 2; [0, 1, 3]: of 1.
+    pid, cam = np.array([1, 1, 2, -1, 3]), np.array([1, 2, 1, 1, 2])
+    assert chance_level(pid, cam, [0], draws=1)[0] == pytest.approx(1 / 3, abs=1e-15)
+    assert chance_level(pid, cam, [0], draws=1, gallery_idx=np.array([0, 1, 2]))[0] == 0.5
+    assert chance_level(pid, cam, [0], draws=1, gallery_idx=np.array([0, 1, 3]))[0] == 1.0
+
+
+def test_non_finite_features_are_refused(tmp_path, capsys):
+    feats, pid, cam, query, _ = features_set()
+    feats[[3, 7, 9]] = np.nan
+    feats[20, 2] = np.inf
+    np.savez(tmp_path / 'f.npz', features=feats, labels=pid, cams=cam, query_idx=query)
+    code, out, err = run(['--features', tmp_path / 'f.npz'], capsys)
+    assert code == 2 and out == ''
+    assert err == (f'error: --features {tmp_path / "f.npz"}: 4 of {len(pid)} feature rows are not finite '
+                   f'(NaN or Inf), rows 3, 7, 9, 20; nothing scored\n')
+    with pytest.raises(Exception, match='features of x: 4 of'):
+        score(feats, pid, cam, query, 0, source='features of x')
+
+
+def test_unwritable_outputs_are_refused_before_any_work(tmp_path, capsys):
+    (tmp_path / 'file').write_text('')
+    db = ['--test_txt', tmp_path / 'missing.txt', '--test_info', tmp_path / 'missing.npy', '--query_info',
+          tmp_path / 'q.npy', '--model_type', 'resnet50_NL', '--temporal', 'Done', '--load_ckpt', tmp_path / 'x.pth']
+    for flag in ('--results', '--cmc_plot', '--save_features'):
+        code, out, err = run([*db, flag, tmp_path / 'file' / 'r'], capsys)
+        assert code == 2 and err.startswith(f'error: {flag} ') and 'is a file, not a directory' in err
+    code, out, err = run([*db, '--visualize_ranks', tmp_path / 'file'], capsys)
+    assert code == 2 and 'exists and is not a directory' in err
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--rerank', '--rerank_k1', '0'], '--rerank_k1 and --rerank_k2 must be at least 1'),
+    (['--rerank', '--rerank_k2', '0'], '--rerank_k1 and --rerank_k2 must be at least 1'),
+    (['--rerank', '--rerank_lambda', '1.5'], r'--rerank_lambda must lie in \[0, 1\]'),
+    (['--rerank', '--rerank_lambda', 'nan'], r'--rerank_lambda must lie in \[0, 1\]'),
+    (['--test_sampling', 'every'], "--test_sampling 'every' is not a sampling mode"),
+])
+def test_bad_flags_exit_2(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main(['--features', 'f.npz', *flags])
+    assert exit_.value.code == 2
+    assert __import__('re').search(message, capsys.readouterr().err.splitlines()[-1])
+
+
+def test_k1_at_least_the_gallery_is_refused(tmp_path, capsys):
+    feats, pid, cam, query, gallery = features_set()
+    save_features(tmp_path / 'f.npz', feats, pid, cam, query, gallery)
+    code, out, err = run(['--features', tmp_path / 'f.npz', '--rerank', '--rerank_k1', len(gallery)], capsys)
+    assert code == 2
+    assert err == f'error: --rerank_k1 {len(gallery)} must be smaller than the gallery size ({len(gallery)} tracklets)\n'
