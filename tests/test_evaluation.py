@@ -1,13 +1,17 @@
-"""evaluate.py's outputs and checks on saved features: the gallery index, --results, --cmc_plot, --chance_level,
-non-finite features and unwritable outputs (no model or image needed)."""
+"""evaluate.py's outputs and checks on saved features (the gallery index, --results, --cmc_plot, --chance_level,
+non-finite features, unwritable outputs, bad flags) and the features of the four --test_sampling modes."""
 import json
 import os
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 import evaluate
-from util.evaluation import chance_level, load_features, save_features, score
+from util.data import Database, collate_clips, load_clip, make_test_loader, normalize_clip
+from util.evaluation import chance_level, extract_features, load_features, save_features, score
+from util.sampling import TEST_SAMPLING_MODES, test_clip_indices, test_frame_indices
 from util.metrics import evaluate_mars
 from util.options import run_main
 from util.visualize import load_features_npz
@@ -129,3 +133,83 @@ def test_k1_at_least_the_gallery_is_refused(tmp_path, capsys):
     code, out, err = run(['--features', tmp_path / 'f.npz', '--rerank', '--rerank_k1', len(gallery)], capsys)
     assert code == 2
     assert err == f'error: --rerank_k1 {len(gallery)} must be smaller than the gallery size ({len(gallery)} tracklets)\n'
+
+
+# ---- --test_sampling: features of the four modes -------------------------------------------------------
+
+class TinyNet(torch.nn.Module):
+    """A clip-level network small enough for exact comparisons: (B, S, 3, H, W) -> (B, 5)."""
+    frame_level = False
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 5, 3)
+        self.bottleneck = torch.nn.BatchNorm1d(5)
+        self.bottleneck.running_mean.uniform_(-0.1, 0.1)
+
+    def forward(self, x):
+        b, s = x.shape[:2]
+        f = self.conv(x.flatten(0, 1)).mean((2, 3)).view(b, s, -1)  # (B, S, 5)
+        return self.bottleneck(f.mean(1))
+
+
+@pytest.fixture(scope='module')
+def tiny_db(tmp_path_factory):
+    """5 tracklets of 1..11 frames (16x8 JPEGs): with S = 3 they give 1, 1, 2, 3, 4 clips in the all_* modes."""
+    root = tmp_path_factory.mktemp('db')
+    rng = np.random.default_rng(0)
+    lengths = [1, 3, 5, 7, 11]
+    paths = []
+    for i in range(sum(lengths)):
+        Image.fromarray(rng.integers(0, 256, (16, 8, 3), dtype=np.uint8)).save(root / f'{i:03d}.jpg')
+        paths.append(str(root / f'{i:03d}.jpg'))
+    ends = np.cumsum(lengths) - 1
+    info = np.stack([ends - np.array(lengths) + 1, ends, [1, 2, 1, 2, 3], [1, 1, 2, 2, 1]], axis=1)
+    return Database(paths, info.astype(np.int64), np.array([0, 1]))
+
+
+def plain_features(net, db, S, mode):
+    """A plain per-tracklet loop: all of a tracklet's clips in one batch, their features averaged."""
+    out = []
+    for start, end, _, _ in db.info:
+        clips = torch.stack([load_clip([db.paths[f] for f in frames], 16, 8)
+                             for frames in test_clip_indices(start, end, S, mode)])
+        with torch.no_grad():
+            out.append(net(normalize_clip(clips)).double().mean(0).float())
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize('mode', TEST_SAMPLING_MODES)
+def test_sampling_modes_equal_a_plain_per_tracklet_loop(tiny_db, mode):
+    net = TinyNet().eval()
+    loader = make_test_loader(tiny_db, 3, 3, 0, 16, 8, sampling=mode)  # batches of 3 clips cut across tracklets
+    feats, labels, cams = extract_features(net, loader, 3, torch.device('cpu'), 'Done', progress=False)
+    torch.testing.assert_close(feats, plain_features(net, tiny_db, 3, mode), rtol=1e-6, atol=1e-7)
+    assert labels.tolist() == [1, 2, 1, 2, 3] and cams.tolist() == [1, 1, 2, 2, 1]
+    if mode in ('all_sampled', 'all_continuous'):
+        assert len(loader.dataset) == 11  # 1 + 1 + 2 + 3 + 4 clips
+
+
+def test_chunks_features_are_the_original_pipeline_bit_for_bit(tiny_db):
+    """Default sampling: batches of tracklets, the first frame of each chunk, no averaging: the same bits."""
+    net = TinyNet().eval()
+    loader = make_test_loader(tiny_db, 3, 2, 0, 16, 8)
+    feats, _, _ = extract_features(net, loader, 3, torch.device('cpu'), 'Done', progress=False)
+    frames = test_frame_indices(tiny_db.info[:, 0], tiny_db.info[:, 1], 3)
+    before = []
+    for b in range(0, 5, 2):
+        clips, _ = collate_clips([(load_clip([tiny_db.paths[f] for f in row], 16, 8), 0) for row in frames[b:b + 2]])
+        with torch.no_grad():
+            before.append(net(normalize_clip(clips)))
+    assert torch.equal(feats, torch.cat(before))
+
+
+def test_all_clips_shards_gather_to_the_whole(tiny_db):
+    net = TinyNet().eval()
+    whole, _, _ = extract_features(net, make_test_loader(tiny_db, 3, 4, 0, 16, 8, sampling='all_sampled'), 3,
+                                   torch.device('cpu'), 'Done', progress=False)
+    parts = [extract_features(net, make_test_loader(tiny_db, 3, 4, 0, 16, 8, rank=r, world_size=3,
+                                                    sampling='all_sampled'), 3, torch.device('cpu'), 'Done',
+                              progress=False)[0] for r in range(3)]
+    torch.testing.assert_close(torch.cat(parts), whole, rtol=1e-6, atol=1e-7)

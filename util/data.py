@@ -36,8 +36,8 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from util.errors import DataError, ReIDError
 from util.resize import pil_bilinear_resize
-from util.sampling import (IdentityBatchSampler, chunk_frames, chunk_length, shard_bounds,  # noqa: F401
-                           test_frame_indices, train_frame_indices)
+from util.sampling import (TEST_SAMPLING_MODES, IdentityBatchSampler, chunk_frames, chunk_length,  # noqa: F401
+                           shard_bounds, test_clip_indices, test_frame_indices, train_frame_indices)
 
 try:
     from torchvision.io import ImageReadMode, decode_jpeg
@@ -471,22 +471,43 @@ class TrainClipDataset(_TrackletDataset):
 
 
 class TestClipDataset(_TrackletDataset):
-    """Evaluation clips of every tracklet, junk and distractors included.
+    """Evaluation clips of every tracklet, junk and distractors included, under --test_sampling (SPEC 9).
 
-    ``dataset[i]`` -> (uint8 (S, 3, H, W) clip of the first frame of each chunk, pid, cam).
+    'chunks' (the first frame of each chunk) and 'first' give one clip per tracklet: ``dataset[i]`` ->
+    (uint8 (S, 3, H, W) clip, pid, cam) of tracklet row i. The 'all_*' modes give I clips per tracklet and
+    the dataset indexes (tracklet, clip) pairs, tracklet by tracklet: ``dataset[c]`` -> (clip, pid, cam,
+    tracklet row ``clip_track[c]``), so that clips of many tracklets share a batch whatever their length.
+    ``frames`` (C, S): the global frame indices of every clip (C = N for one clip per tracklet).
     """
 
     __test__ = False  # not a pytest test class, despite its name
 
-    def __init__(self, db, S, height=256, width=128, decoder='auto'):
+    def __init__(self, db, S, height=256, width=128, decoder='auto', sampling='chunks'):
         super().__init__(db, S, height, width, decoder)
-        self.frames = test_frame_indices(self.starts, self.ends, self.S)      # (N, S)
+        if sampling not in TEST_SAMPLING_MODES:
+            raise DataError(f'test sampling {sampling!r} is not one of {", ".join(TEST_SAMPLING_MODES)}')
+        self.sampling = sampling
+        self.num_tracks = len(self.starts)
+        self.clip_track = None  # one clip per tracklet
+        if sampling == 'chunks':
+            self.frames = test_frame_indices(self.starts, self.ends, self.S)      # (N, S)
+        else:
+            clips = [test_clip_indices(a, b, self.S, sampling) for a, b in zip(self.starts, self.ends)]
+            self.frames = np.concatenate(clips)                                   # (C, S)
+            if sampling != 'first':
+                self.clip_track = np.repeat(np.arange(self.num_tracks), [len(c) for c in clips])  # (C,)
         self.pids = db.info[:, 2].copy()
         self.cams = db.info[:, 3].copy()
         self.query_idx = db.query_idx
 
+    def __len__(self):
+        return len(self.frames)
+
     def __getitem__(self, i):
-        return self._load(i, self.frames[i]), int(self.pids[i]), int(self.cams[i])
+        if self.clip_track is None:
+            return self._load(i, self.frames[i]), int(self.pids[i]), int(self.cams[i])
+        row = int(self.clip_track[i])
+        return self._load(row, self.frames[i]), int(self.pids[row]), int(self.cams[row]), row
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -570,19 +591,24 @@ def make_train_loader(db, S, class_per_batch, track_per_class, seed, num_workers
 
 
 def make_test_loader(db, S, batch_size, num_workers, height=256, width=128, rank=0, world_size=1,
-                     pin_memory=None, decoder='auto'):
-    """Evaluation batches in database order: (uint8 (B, S, 3, H, W), int64 pids (B,), int64 cams (B,)).
+                     pin_memory=None, decoder='auto', sampling='chunks'):
+    """Evaluation batches in database order: (uint8 (B, S, 3, H, W), int64 pids (B,), int64 cams (B,)), plus
+    int64 tracklet rows (B,) in the 'all_*' sampling modes, whose batches hold B clips of any tracklets.
 
-    With ``world_size`` > 1, rank r loads the contiguous rows ``loader.shard = (lo, hi)`` from
-    :func:`util.sampling.shard_bounds`; concatenating the ranks' features in rank order (dropping any padding
-    added for an all-gather of equal sizes) restores database order, which ``query_idx`` refers to.
+    With ``world_size`` > 1, rank r loads the contiguous tracklet rows ``loader.shard = (lo, hi)`` from
+    :func:`util.sampling.shard_bounds` (all the clips of a tracklet on one rank); concatenating the ranks'
+    features in rank order (dropping any padding added for an all-gather of equal sizes) restores database
+    order, which ``query_idx`` refers to.
     """
     if not 0 <= rank < world_size:
         raise DataError(f'rank {rank} is not in 0..world_size-1 (world_size {world_size})')
-    dataset = TestClipDataset(db, S, height, width, decoder)
-    bounds = shard_bounds(len(dataset), int(world_size))
+    dataset = TestClipDataset(db, S, height, width, decoder, sampling)
+    bounds = shard_bounds(dataset.num_tracks, int(world_size))
     lo, hi = bounds[rank], bounds[rank + 1]
-    loader = ClipLoader(dataset, batch_size=int(batch_size), sampler=range(lo, hi), shuffle=False,
+    items = range(lo, hi)
+    if dataset.clip_track is not None:
+        items = range(*(int(c) for c in np.searchsorted(dataset.clip_track, [lo, hi])))
+    loader = ClipLoader(dataset, batch_size=int(batch_size), sampler=items, shuffle=False,
                         **_loader_options(num_workers, pin_memory))
     loader.shard = (lo, hi)
     return loader

@@ -1,8 +1,9 @@
 """Test-set feature extraction, the saved-features file, and evaluate.py's command.
 
-Features follow the original protocol: every test tracklet (junk and distractors included) gives one clip of S
-frames, the first frame of each chunk; resnet50_s1 scores frames independently and its S BN-neck features are
-pooled with --temporal, the non-local types return one feature per clip.
+Features follow the original protocol by default: every test tracklet (junk and distractors included) gives one
+clip of S frames, the first frame of each chunk; resnet50_s1 scores frames independently and its S BN-neck
+features are pooled with --temporal, the non-local types return one feature per clip. --test_sampling picks the
+other test protocols of SPEC section 9; the 'all_*' modes average a tracklet's clip features.
 """
 import contextlib
 import json
@@ -57,28 +58,60 @@ def clip_features(model, x, S, temporal, frame_level, amp, device):
     return feats
 
 
+class TrackletMeans:
+    """Running per-tracklet means of clip features for the 'all_*' sampling modes: float64 sums over the
+    tracklet rows lo..hi-1 of a shard, one (hi - lo, D) buffer whatever the number of clips."""
+
+    def __init__(self, dataset, shard):
+        self.dataset, (self.lo, self.hi) = dataset, shard
+        self.sums = None
+
+    def add(self, feats, rows):
+        """feats (B, D) of clips of the tracklet rows (B,)."""
+        if self.sums is None:
+            self.sums = torch.zeros(self.hi - self.lo, feats.shape[1], dtype=torch.float64)
+        self.sums.index_add_(0, torch.as_tensor(rows, dtype=torch.int64) - self.lo, feats.double())
+
+    def result(self):
+        """(features (N, D) float32, labels (N,), cams (N,)) of the shard's tracklets."""
+        counts = np.bincount(self.dataset.clip_track, minlength=self.hi)[self.lo:self.hi]   # clips per tracklet
+        means = (self.sums / torch.from_numpy(counts)[:, None]).float()
+        return (means, torch.from_numpy(self.dataset.pids[self.lo:self.hi]).long(),
+                torch.from_numpy(self.dataset.cams[self.lo:self.hi]).long())
+
+
 @torch.no_grad()
 def extract_features(model, loader, S, device, temporal, frame_level=None, amp='none', channels_last=False,
                      progress=True):
-    """Features, pids and cameras of every clip the test loader yields, in loader order.
+    """Features, pids and cameras of every tracklet of the test loader's shard, in database order.
 
+    One clip per tracklet ('chunks', 'first'): its eval feature. Several ('all_*' modes, batches of clips of
+    any tracklets): the mean of its clips' eval features (SPEC 9), summed as the batches come.
     Returns (features (N,D) float32 tensor on the CPU, labels (N,) int64, cams (N,) int64).
     """
     net = unwrap_model(model)
     if frame_level is None:
         frame_level = net.frame_level
     dtype = next(net.parameters()).dtype
+    several = getattr(loader.dataset, 'clip_track', None) is not None
+    means = TrackletMeans(loader.dataset, getattr(loader, 'shard', (0, loader.dataset.num_tracks))) if several else None
     was_training = net.training
     net.eval()
     feats, labels, cams = [], [], []
     try:
-        for clips, pid, cam in tqdm(loader, desc='Inference', ncols=100, leave=False, disable=not progress):
-            x = prepare_clips(clips, frame_level, device, channels_last, dtype)
-            feats.append(clip_features(net, x, S, temporal, frame_level, amp, device).cpu())
-            labels.append(torch.as_tensor(pid, dtype=torch.int64))
-            cams.append(torch.as_tensor(cam, dtype=torch.int64))
+        for batch in tqdm(loader, desc='Inference', ncols=100, leave=False, disable=not progress):
+            x = prepare_clips(batch[0], frame_level, device, channels_last, dtype)
+            f = clip_features(net, x, S, temporal, frame_level, amp, device).cpu()  # (B, D)
+            if several:
+                means.add(f, batch[3])
+                continue
+            feats.append(f)
+            labels.append(torch.as_tensor(batch[1], dtype=torch.int64))
+            cams.append(torch.as_tensor(batch[2], dtype=torch.int64))
     finally:
         net.train(was_training)
+    if several and means.sums is not None:
+        return means.result()
     if not feats:  # an empty shard (more processes than tracklets): the right width for the all-gather
         empty = torch.zeros(0, dtype=torch.int64)
         return torch.zeros(0, net.bottleneck.num_features, dtype=torch.float32), empty, empty.clone()
@@ -90,7 +123,8 @@ def make_eval_loader(db, args, ctx=None):
     rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
     pin = ctx is not None and ctx.device.type == 'cuda'
     return make_test_loader(db, args.S, args.batch_size, args.num_workers, height=args.height, width=args.width,
-                            rank=rank, world_size=world, pin_memory=pin, decoder=decoder_choice(args))
+                            rank=rank, world_size=world, pin_memory=pin, decoder=decoder_choice(args),
+                            sampling=getattr(args, 'test_sampling', 'chunks'))
 
 
 def decoder_choice(args):
