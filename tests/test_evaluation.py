@@ -213,3 +213,61 @@ def test_all_clips_shards_gather_to_the_whole(tiny_db):
                                                     sampling='all_sampled'), 3, torch.device('cpu'), 'Done',
                               progress=False)[0] for r in range(3)]
     torch.testing.assert_close(torch.cat(parts), whole, rtol=1e-6, atol=1e-7)
+
+
+# ---- --rerank wiring ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def recorded_rerank(monkeypatch):
+    """util.rerank replaced by 2 - 2 cos (the re-ranking's original distance), recording its arguments:
+    the wiring is checked apart from the re-ranking itself (tests/test_rerank.py)."""
+    import sys
+    import types
+    calls = []
+
+    def k_reciprocal_distance(probe, gallery, k1=20, k2=6, lambda_value=0.3):
+        calls.append(dict(probe=probe.clone(), gallery=gallery.clone(), k1=k1, k2=k2, lambda_value=lambda_value))
+        p = torch.nn.functional.normalize(probe, dim=1)
+        g = torch.nn.functional.normalize(gallery, dim=1)
+        return (2 - 2 * p @ g.T).float()
+
+    monkeypatch.setitem(sys.modules, 'util.rerank', types.SimpleNamespace(k_reciprocal_distance=k_reciprocal_distance))
+    return calls
+
+
+@pytest.mark.parametrize('with_gallery', [False, True])
+def test_rerank_scores_the_reranked_distances(tmp_path, capsys, recorded_rerank, with_gallery):
+    feats, pid, cam, query, gallery = features_set(seed=2)
+    save_features(tmp_path / 'f.npz', feats, pid, cam, query, gallery if with_gallery else None)
+    code, out, err = run(['--features', tmp_path / 'f.npz', '--rerank', '--rerank_k1', 7, '--rerank_k2', 2,
+                          '--rerank_lambda', 0.5, '--results', tmp_path / 'r.json', '--rank_size', 0], capsys)
+    assert code == 0, err
+    call, = recorded_rerank
+    rows = gallery if with_gallery else np.arange(len(pid))
+    assert torch.equal(call['probe'], torch.from_numpy(feats[query]))      # probe = the query rows
+    assert torch.equal(call['gallery'], torch.from_numpy(feats[rows]))     # gallery = the evaluation gallery
+    assert (call['k1'], call['k2'], call['lambda_value']) == (7, 2, 0.5)
+    plain = evaluate_mars(feats, pid, cam, query, rank_size=0, gallery_idx=gallery if with_gallery else None)
+    record = json.loads((tmp_path / 'r.json').read_text())
+    assert record['rerank'] == {'k1': 7, 'k2': 2, 'lambda_value': 0.5}
+    assert record['mAP'] == plain.mAP
+    # 2 - 2 cos ranks as -cos (up to float ties): the same scores again under "reranked"
+    assert record['reranked']['mAP'] == pytest.approx(plain.mAP, abs=1e-12)
+    assert record['reranked']['cmc'] == pytest.approx(record['cmc'], abs=1e-12)
+    assert out.count('| rank-1 | rank-5 | rank-10 | rank-20 |') == 2
+    assert 'With k-reciprocal re-ranking (k1 7, k2 2, lambda 0.5):' in out
+
+
+def test_rerank_against_the_real_module(tmp_path, capsys):
+    rerank = pytest.importorskip('util.rerank')
+    feats, pid, cam, query, gallery = features_set(seed=4)
+    save_features(tmp_path / 'f.npz', feats, pid, cam, query, gallery)
+    code, out, err = run(['--features', tmp_path / 'f.npz', '--rerank', '--rerank_k1', 6, '--rerank_k2', 3,
+                          '--results', tmp_path / 'r.json', '--cmc_plot', tmp_path / 'cmc.png'], capsys)
+    assert code == 0, err
+    dist = rerank.k_reciprocal_distance(torch.from_numpy(feats[query]), torch.from_numpy(feats[gallery]), 6, 3, 0.3)
+    from util.metrics import evaluate_mars_reference
+    expected = evaluate_mars_reference(feats, pid, cam, query, gallery_idx=gallery, dist=dist.numpy())
+    record = json.loads((tmp_path / 'r.json').read_text())
+    assert record['reranked']['mAP'] == expected.mAP and record['reranked']['cmc'] == expected.cmc[:50].tolist()
+    assert (tmp_path / 'cmc.png').stat().st_size > 0

@@ -36,12 +36,21 @@ HAND_PID = [1, 1, 2, 1, -1, 3, 1, 0, -1]
 HAND_CAM = [1, 1, 2, 2, 3, 1, 3, 2, 1]
 
 
+def torch_metric(features, labels, cams, query_idx, rank_size=10000, gallery_idx=None):
+    """The torch path of --device cuda (cosine_distance_torch + score_distances_torch), here on the CPU."""
+    from util.metrics import _check_rows, cosine_distance_torch, score_distances_torch
+    labels, cams, query_idx, gallery_idx, ranks = _check_rows(len(features), labels, cams, query_idx, rank_size,
+                                                              gallery_idx)
+    dist = cosine_distance_torch(torch.from_numpy(features), query_idx, gallery_idx)
+    return score_distances_torch(dist, labels, cams, query_idx, ranks, gallery_idx)
+
+
 def hand_case():
     feats = np.array([[1.0, y] for y in HAND_Y], dtype=np.float32)
     return feats, np.array(HAND_PID), np.array(HAND_CAM)
 
 
-@pytest.mark.parametrize('metric', [evaluate_mars, evaluate_mars_reference])
+@pytest.mark.parametrize('metric', [evaluate_mars, evaluate_mars_reference, torch_metric])
 def test_hand_computed_query(metric):
     # Ranked list of query 0: 0J 1J 2 3G 4J 5 6G 7 8J -> non-junk: 2, 3G, 5, 6G, 7.
     # Goods at non-junk ranks 2 and 4 -> CMC is 1 from rank 2.
@@ -61,7 +70,7 @@ def test_hand_computed_query(metric):
     assert np.isnan(r.ap[1])
 
 
-@pytest.mark.parametrize('metric', [evaluate_mars, evaluate_mars_reference])
+@pytest.mark.parametrize('metric', [evaluate_mars, evaluate_mars_reference, torch_metric])
 @pytest.mark.parametrize('rank_size, ap, cmc', [
     (6, 1 / 8, [0, 1, 1, 1, 1, 1]),  # list cut after item 5: good 6 is never found, recall stays 1/2
     (4, 1 / 8, [0, 1, 1, 1]),        # items 0..3: good 3 is the 4th entry of the list
@@ -76,7 +85,7 @@ def test_hand_computed_rank_size_truncation(metric, rank_size, ap, cmc):
     np.testing.assert_array_equal(r.cmc, cmc)
 
 
-@pytest.mark.parametrize('metric', [evaluate_mars, evaluate_mars_reference])
+@pytest.mark.parametrize('metric', [evaluate_mars, evaluate_mars_reference, torch_metric])
 def test_pid_minus_one_query_follows_mars_evaluation(metric):
     # Query 4 (pid -1, cam 3): item 8 (pid -1, cam 1) is "good" (same pid, other camera) and junk (pid -1)
     # at once. compute_AP.m tests good before junk, so it marks the CMC at its place among non-junk items
@@ -88,7 +97,7 @@ def test_pid_minus_one_query_follows_mars_evaluation(metric):
     np.testing.assert_array_equal(r.cmc, [0] * 7 + [1, 1])
 
 
-@pytest.mark.parametrize('metric', [evaluate_mars, evaluate_mars_reference])
+@pytest.mark.parametrize('metric', [evaluate_mars, evaluate_mars_reference, torch_metric])
 def test_hand_computed_gallery_index(metric):
     # Gallery = rows 2 3 4 6 7 (gallery_IDX.npy: the query is not in it). Query 0 (pid 1, cam 1) ranks them
     # 2, 3G, 4J, 6G, 7 (3 and 4 tie, gallery order keeps 3 first); junk 4 is skipped -> non-junk 2, 3G, 6G, 7.
@@ -390,3 +399,33 @@ def test_format_result_short_list_and_skipped_queries():
     assert out[4] == '4 queries scored, 1 skipped (no correct match in the gallery)'
     with pytest.raises(ValueError, match='rank-5 is outside the evaluated ranks 1..3'):
         r.rank(5)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the torch ranking (run on a GPU with --device cuda; checked here on the CPU from the same distances)
+
+
+@pytest.mark.parametrize('seed, pool, rank_size, gallery', [(0, None, 0, False), (1, 40, 0, False),
+                                                            (2, None, 30, True), (3, 25, 0, True)])
+def test_torch_ranking_equals_numpy_from_the_same_distances(seed, pool, rank_size, gallery):
+    from util.metrics import score_distances, score_distances_torch
+    rng = np.random.default_rng(seed)
+    feats, pid, cam = structured_set(rng, pool=pool)
+    q = np.concatenate([mars_queries(pid, cam)[:30], np.flatnonzero(pid == -1)[:3], np.flatnonzero(pid == 0)[:3]])
+    g = np.setdiff1d(np.arange(len(pid)), q[::3]) if gallery else None
+    dist = cosine_distance(feats, q, g)
+    ranks = (len(pid) if g is None else len(g)) if rank_size == 0 else rank_size
+    a = score_distances(dist, pid, cam, q, ranks, gallery_idx=g)
+    b = score_distances_torch(torch.from_numpy(dist), pid, cam, q, ranks, gallery_idx=g, block=7)
+    assert_same(a, b)
+
+
+def test_torch_distances_match_numpy():
+    from util.metrics import cosine_distance_torch
+    rng = np.random.default_rng(0)
+    feats, pid, cam = structured_set(rng)
+    feats[5] = 0  # undefined cosine: +inf
+    q, g = np.array([0, 5, 9]), np.arange(3, 60)
+    d = cosine_distance_torch(torch.from_numpy(feats), q, g).numpy()
+    np.testing.assert_allclose(d, cosine_distance(feats, q, g), rtol=0, atol=1e-6)
+    assert np.isinf(d[1]).all() and np.isinf(d[:, 2]).all()

@@ -274,7 +274,8 @@ class Trainer:
         if not self.ctx.is_main:
             return None
         return score(feats.numpy(), labels.numpy(), cams.numpy(), self.test_db.query_idx, args.rank_size,
-                     self.test_db.gallery_idx, source=f'validation features ({args.test_sampling} sampling)')
+                     self.test_db.gallery_idx, source=f'validation features ({args.test_sampling} sampling)',
+                     device=self.device)
 
     def record_validation(self, epoch_count, result):
         """Print, log (the original's lines) and keep the best weights (rank-1 >=, as the original)."""

@@ -154,14 +154,15 @@ def check_finite(features, source):
                         f'rows {first}; nothing scored')
 
 
-def score(features, labels, cams, query_idx, rank_size, gallery_idx=None, source='features'):
+def score(features, labels, cams, query_idx, rank_size, gallery_idx=None, source='features', device=None):
     """evaluate_mars on numpy / torch inputs, refusing non-finite features; rank_size 0 ranks the whole
-    gallery; gallery_idx None: every row is the gallery."""
+    gallery; gallery_idx None: every row is the gallery; a CUDA device: distances and ranking run there."""
     features = np.asarray(features, dtype=np.float32)
     check_finite(features, source)
     size = rank_size if rank_size > 0 else (len(features) if gallery_idx is None else len(gallery_idx))
     return evaluate_mars(features, np.asarray(labels, dtype=np.int64), np.asarray(cams, dtype=np.int64),
-                         np.asarray(query_idx, dtype=np.int64).reshape(-1), rank_size=size, gallery_idx=gallery_idx)
+                         np.asarray(query_idx, dtype=np.int64).reshape(-1), rank_size=size, gallery_idx=gallery_idx,
+                         device=device)
 
 
 def chance_level(labels, cams, query_idx, rank_size=10000, draws=100, seed=0, gallery_idx=None):
@@ -289,8 +290,10 @@ def evaluate(args):
                                 f'{args.test_info} has {len(db.info)} rows')
         print(f'Scoring {len(saved["features"])} saved features from {args.features}')
         settings = dict(test_sampling=saved['test_sampling'], features=args.features, checkpoint=None)
+        # saved features are scored on the CPU unless --device cuda asks for the GPU
+        device = init_distributed('cuda').device if args.device == 'cuda' else None
         report(args, saved['features'], saved['labels'], saved['cams'], saved['query_idx'], saved['gallery_idx'],
-               db, settings, source=f'--features {args.features}')
+               db, settings, source=f'--features {args.features}', device=device)
         return 0
 
     ctx = init_distributed(args.device)
@@ -344,7 +347,8 @@ def rerank_score(features, labels, cams, query_idx, gallery_idx, args, device=No
         torch.as_tensor(gallery_idx, device=feats.device)
     dist = k_reciprocal_distance(feats[torch.as_tensor(query_idx, device=feats.device)], feats[rows],
                                  k1=args.rerank_k1, k2=args.rerank_k2, lambda_value=args.rerank_lambda)  # (Q, G)
-    return evaluate_distances(dist.cpu().numpy(), np.asarray(labels, dtype=np.int64),
+    # ranked where it was computed (a GPU tensor stays there)
+    return evaluate_distances(dist if dist.device.type != 'cpu' else dist.numpy(), np.asarray(labels, dtype=np.int64),
                               np.asarray(cams, dtype=np.int64), query_idx, rank_size=args.rank_size,
                               gallery_idx=gallery_idx)
 
@@ -352,7 +356,7 @@ def rerank_score(features, labels, cams, query_idx, gallery_idx, args, device=No
 def report(args, features, labels, cams, query_idx, gallery_idx, db, settings, source, device=None):
     """Score, print, and write what was asked: re-ranked scores, chance level, --results, --cmc_plot, ranked
     pictures."""
-    result = score(features, labels, cams, query_idx, args.rank_size, gallery_idx, source=source)
+    result = score(features, labels, cams, query_idx, args.rank_size, gallery_idx, source=source, device=device)
     reranked = None
     if args.rerank:
         reranked = rerank_score(features, labels, cams, query_idx, gallery_idx, args, device)

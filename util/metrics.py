@@ -294,7 +294,8 @@ def _summarise(ap, first, ranks):
                       num_skipped=int((~scored).sum()), ap=ap)
 
 
-def evaluate_mars(features, labels, cams, query_idx, rank_size=10000, block=256, workers=None, gallery_idx=None):
+def evaluate_mars(features, labels, cams, query_idx, rank_size=10000, block=256, workers=None, gallery_idx=None,
+                  device=None):
     """MARS CMC and mAP, vectorised over queries (module docstring for the protocol).
 
     features (N, D), labels (N,) pids, cams (N,), query_idx (Q,) 0-based rows of the queries;
@@ -302,7 +303,15 @@ def evaluate_mars(features, labels, cams, query_idx, rank_size=10000, block=256,
     rank_size: length of the ranked list looked at (0 = whole gallery). Queries are scored in blocks
     of ``block`` (bounding memory to a few (block, G) arrays besides the (Q, G) distances), spread over
     ``workers`` threads (default: one per CPU; numpy releases the GIL in its sorts and array loops).
+    device: a CUDA device computes the distances and the ranking there (cosine_distance_torch,
+    score_distances_torch); None or the CPU: numpy.
     """
+    if device is not None and torch.device(device).type != 'cpu':
+        feats = features if isinstance(features, torch.Tensor) else torch.from_numpy(np.asarray(features))
+        labels, cams, query_idx, gallery_idx, ranks = _check_rows(len(feats), labels, cams, query_idx, rank_size,
+                                                                  gallery_idx)
+        dist = cosine_distance_torch(feats.to(device), query_idx, gallery_idx)  # (Q, G) on the device
+        return score_distances_torch(dist, labels, cams, query_idx, ranks, gallery_idx)
     features, labels, cams, query_idx, gallery_idx, ranks = _check_inputs(features, labels, cams, query_idx,
                                                                           rank_size, gallery_idx)
     dist = cosine_distance(features, query_idx, gallery_idx)  # (Q, G)
@@ -312,13 +321,17 @@ def evaluate_mars(features, labels, cams, query_idx, rank_size=10000, block=256,
 def evaluate_distances(dist, labels, cams, query_idx, rank_size=10000, gallery_idx=None, block=256, workers=None):
     """The metric on a precomputed (Q, G) distance matrix (smaller = closer), e.g. re-ranked distances:
     row q for query row query_idx[q], column g for gallery row gallery_idx[g] (every row when None).
-    Same good / junk rules, ranking and AP as ``evaluate_mars``."""
-    dist = _as_numpy(dist)
+    Same good / junk rules, ranking and AP as ``evaluate_mars``; a tensor on a GPU is ranked there."""
+    on_device = isinstance(dist, torch.Tensor) and dist.device.type != 'cpu'
+    dist = dist if on_device else _as_numpy(dist)
     n = len(_as_numpy(labels))
     labels, cams, query_idx, gallery_idx, ranks = _check_rows(n, labels, cams, query_idx, rank_size, gallery_idx)
     g = n if gallery_idx is None else len(gallery_idx)
-    if dist.shape != (len(query_idx), g):
-        raise DataError(f'distances: expected shape ({len(query_idx)}, {g}) (queries x gallery), got {dist.shape}')
+    if tuple(dist.shape) != (len(query_idx), g):
+        raise DataError(f'distances: expected shape ({len(query_idx)}, {g}) (queries x gallery), '
+                        f'got {tuple(dist.shape)}')
+    if on_device:
+        return score_distances_torch(dist, labels, cams, query_idx, ranks, gallery_idx)
     return score_distances(dist, labels, cams, query_idx, ranks, block, workers, gallery_idx)
 
 
@@ -341,6 +354,75 @@ def score_distances(dist, labels, cams, query_idx, ranks, block=256, workers=Non
     else:
         parts = [score(s) for s in starts]
     return _summarise(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), ranks)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the same metric in torch, for a GPU (--device cuda)
+#
+# On a GPU a full stable sort of each row is cheap, so the ranked good / junk masks are gathered directly and
+# the AP terms computed from cumulative counts. The terms are the same float64 expressions as _score_block's
+# and are summed on the CPU in rank order with the same np.cumsum, so both paths give the same numbers from
+# the same distance matrix.
+
+
+def cosine_distance_torch(features, query_idx, gallery_idx=None):
+    """``cosine_distance`` on the features' device: (N, D) float tensor -> (Q, G) float32 tensor."""
+    features = features.float()
+    unit = features / torch.linalg.vector_norm(features, dim=1, keepdim=True)
+    q = torch.as_tensor(query_idx, device=features.device)
+    gallery = unit if gallery_idx is None else unit[torch.as_tensor(gallery_idx, device=features.device)]
+    dist = torch.mm(torch.neg(unit[q]), gallery.T)
+    undefined = torch.isnan(unit).any(dim=1)
+    if bool(undefined.any()):
+        g_undefined = undefined if gallery_idx is None else undefined[torch.as_tensor(gallery_idx, device=dist.device)]
+        dist[:, g_undefined] = float('inf')
+        dist[undefined[q]] = float('inf')
+    return dist
+
+
+def _score_block_torch(dist, q_labels, q_cams, g_labels, g_cams, ranks):
+    """_score_block on a torch device: per-query AP terms of the hits in rank order and the first-hit rank."""
+    same_id = q_labels[:, None] == g_labels[None, :]                          # (Qb, G)
+    same_cam = q_cams[:, None] == g_cams[None, :]
+    good = same_id & ~same_cam
+    junk = (g_labels == -1)[None, :] | (same_id & same_cam)
+    n_good = good.sum(dim=1)
+    order = torch.sort(dist, dim=1, stable=True).indices[:, :ranks]           # (Qb, R) ranked list
+    good_r, kept = good.gather(1, order), ~junk.gather(1, order)
+    rank = kept.cumsum(dim=1).double()         # 1-based non-junk rank of a non-junk item
+    hit = good_r & kept
+    n_hits = hit.cumsum(dim=1).double()
+    n_good_d = n_good.clamp(min=1).double()[:, None]
+    precision = n_hits / rank
+    old_precision = torch.where(rank > 1, (n_hits - 1) / (rank - 1), torch.ones_like(rank))
+    d_recall = n_hits / n_good_d - (n_hits - 1) / n_good_d
+    terms = (d_recall * (old_precision + precision) / 2)[hit]                 # row-major: rank order per row
+    has_good = good_r.any(dim=1)
+    p = good_r.to(torch.uint8).argmax(dim=1, keepdim=True)                   # first good in ranked order
+    kept_ahead = (rank.gather(1, p) - kept.gather(1, p).double())[:, 0]
+    first = torch.where(has_good, kept_ahead, torch.full_like(kept_ahead, ranks)).long()
+    return terms.cpu().numpy(), hit.sum(dim=1).cpu().numpy(), n_good.cpu().numpy(), first.cpu().numpy()
+
+
+def score_distances_torch(dist, labels, cams, query_idx, ranks, gallery_idx=None, block=512):
+    """``score_distances`` for a (Q, G) distance tensor on any torch device (checked inputs)."""
+    device = dist.device
+    labels_t, cams_t = torch.as_tensor(labels, device=device), torch.as_tensor(cams, device=device)
+    q = torch.as_tensor(query_idx, device=device)
+    g = None if gallery_idx is None else torch.as_tensor(gallery_idx, device=device)
+    g_labels, g_cams = (labels_t, cams_t) if g is None else (labels_t[g], cams_t[g])
+    aps, firsts = [], []
+    for s in range(0, len(q), block):
+        terms, n_hits, n_good, first = _score_block_torch(dist[s:s + block], labels_t[q[s:s + block]],
+                                                          cams_t[q[s:s + block]], g_labels, g_cams, ranks)
+        padded, _ = _pad_rows(np.repeat(np.arange(len(n_hits)), n_hits), np.arange(len(terms)), len(n_hits),
+                              len(terms))
+        values = np.append(terms, 0.0)[padded]                                  # (Qb, K) terms, 0-padded
+        ap = np.cumsum(values, axis=1)[:, -1]                                    # summed in rank order
+        ap[n_good == 0] = np.nan
+        aps.append(ap)
+        firsts.append(first)
+    return _summarise(np.concatenate(aps), np.concatenate(firsts), ranks)
 
 
 # ----------------------------------------------------------------------------------------------------------
