@@ -8,6 +8,7 @@ other test protocols of SPEC section 9; the 'all_*' modes average a tracklet's c
 import contextlib
 import json
 import os
+import time
 
 import numpy as np
 import torch
@@ -322,12 +323,17 @@ def _evaluate_checkpoint(args, ctx):
         f'{len(db.info)} test tracklets, {len(db.query_idx)} queries against {gallery}, S={args.S}, '
         f'{args.test_sampling} sampling, device {ctx.device}')
 
+    start = time.perf_counter()
     feats, labels, cams = extract_features(model, loader, args.S, ctx.device, args.temporal,
                                            frame_level=model.frame_level, amp=args.amp,
                                            channels_last=args.channels_last, progress=ctx.is_main)
     feats, labels, cams = gather_features(feats, labels, cams, ctx)
     if not ctx.is_main:
         return 0
+    seconds = time.perf_counter() - start
+    clips = len(loader.dataset)  # every rank's loader indexes all clips; each loads its shard
+    log(f'Features of {len(feats)} tracklets from {clips} clips of {args.S} frames in {seconds:.1f} s '
+        f'({clips / seconds:.1f} clips/s, {clips * args.S / seconds:.0f} frames/s)')
     if args.save_features is not None:
         save_features(args.save_features, feats.numpy(), labels.numpy(), cams.numpy(), db.query_idx, db.gallery_idx,
                       test_sampling=args.test_sampling)
