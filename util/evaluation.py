@@ -267,11 +267,17 @@ def check_outputs(args):
         check_writable(args.visualize_ranks, '--visualize_ranks', directory=True)
 
 
-def check_rerank(args, n_gallery):
-    """--rerank_k1 must leave gallery items outside the neighbourhoods (the other bounds: util.options)."""
-    if args.rerank and args.rerank_k1 >= n_gallery:
+def check_rerank(args, n_gallery, n_query):
+    """--rerank_k1 must leave gallery items outside the neighbourhoods, --rerank_k2 fit in the probe+gallery
+    set (the other bounds: util.options)."""
+    if not args.rerank:
+        return
+    if args.rerank_k1 >= n_gallery:
         raise ReIDError(f'--rerank_k1 {args.rerank_k1} must be smaller than the gallery size ({n_gallery} '
                         f'tracklets)')
+    if args.rerank_k2 > n_gallery + n_query:
+        raise ReIDError(f'--rerank_k2 {args.rerank_k2} must be at most the {n_gallery + n_query} probe + gallery '
+                        f'tracklets')
 
 
 def evaluate(args):
@@ -280,7 +286,7 @@ def evaluate(args):
     if args.features is not None:
         saved = load_features(args.features)
         n_gallery = len(saved['labels']) if saved['gallery_idx'] is None else len(saved['gallery_idx'])
-        check_rerank(args, n_gallery)
+        check_rerank(args, n_gallery, len(saved['query_idx']))
         db = None
         if args.visualize_ranks is not None:
             if args.test_txt is None or args.test_info is None:
@@ -308,7 +314,7 @@ def _evaluate_checkpoint(args, ctx):
     log = print if ctx.is_main else (lambda *a, **k: None)
 
     db = read_database(args.test_txt, args.test_info, args.query_info, args.gallery_info)
-    check_rerank(args, len(db.info) if db.gallery_idx is None else len(db.gallery_idx))
+    check_rerank(args, len(db.info) if db.gallery_idx is None else len(db.gallery_idx), len(db.query_idx))
     loader = make_eval_loader(db, args, ctx)
     num_class = checkpoint_num_class(args.load_ckpt)
     # Every weight comes from the checkpoint, so the backbone needs no ImageNet initialisation.
