@@ -69,6 +69,20 @@ def test_gallery_index_and_results_file(tmp_path, capsys):
     assert os.listdir(tmp_path / 'out') == ['r.json']  # no temporary file left
 
 
+def test_gallery_info_with_saved_features(tmp_path, capsys):
+    """--gallery_info replaces the gallery of a features file (one saved before gallery_idx existed)."""
+    feats, pid, cam, query, gallery = features_set()
+    save_features(tmp_path / 'f.npz', feats, pid, cam, query)
+    np.save(tmp_path / 'gallery_IDX.npy', gallery)
+    code, out, err = run(['--features', tmp_path / 'f.npz', '--gallery_info', tmp_path / 'gallery_IDX.npy'], capsys)
+    assert code == 0, err
+    expected = evaluate_mars(feats, pid, cam, query, gallery_idx=gallery)
+    assert f'CMC : {expected.cmc[0]:.4f} , mAP : {expected.mAP:.4f}' in out
+    np.save(tmp_path / 'gallery_IDX.npy', np.array([0, len(pid)]))
+    code, out, err = run(['--features', tmp_path / 'f.npz', '--gallery_info', tmp_path / 'gallery_IDX.npy'], capsys)
+    assert code == 2 and f'gallery index {len(pid)} (position 1) is outside the {len(pid)} tracklet rows' in err
+
+
 def test_chance_level_flag_and_cmc_plot(tmp_path, capsys):
     feats, pid, cam, query, gallery = features_set()
     save_features(tmp_path / 'f.npz', feats, pid, cam, query)

@@ -96,7 +96,7 @@ def read_paths(txt_path):
     return paths
 
 
-def _read_rows(path, what, n, info_path):
+def read_rows(path, what, n, info_path):
     """A 1-D index file of 0-based rows of the n-row info (query_IDX.npy, gallery_IDX.npy)."""
     rows = _load_int_array(path, f'{what} row indices').reshape(-1)
     if len(rows) == 0:
@@ -125,8 +125,8 @@ def read_database(txt_path, info_path, query_path=None, gallery_path=None):
             row = int(np.flatnonzero(bad)[0])
             raise DataError(f'{info_path}: tracklet row {row} [start, end] = [{start[row]}, {end[row]}] {what} '
                             f'({int(bad.sum())} bad rows; expected 0-based frame indices)')
-    query_idx = None if query_path is None else _read_rows(query_path, 'query', len(info), info_path)
-    gallery_idx = None if gallery_path is None else _read_rows(gallery_path, 'gallery', len(info), info_path)
+    query_idx = None if query_path is None else read_rows(query_path, 'query', len(info), info_path)
+    gallery_idx = None if gallery_path is None else read_rows(gallery_path, 'gallery', len(info), info_path)
     return Database(paths, info, query_idx, str(txt_path), str(info_path), gallery_idx)
 
 

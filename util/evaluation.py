@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from models import build_model, checkpoint_num_class, load_checkpoint, to_channels_last
-from util.data import DeviceBatch, make_test_loader, normalize_clip, read_database
+from util.data import DeviceBatch, make_test_loader, normalize_clip, read_database, read_rows
 from util.distributed import cleanup, gather_tensors, init_distributed, unwrap_model
 from util.checkpoint import atomic_save, check_writable
 from util.errors import DataError, ReIDError
@@ -285,6 +285,8 @@ def evaluate(args):
     check_outputs(args)
     if args.features is not None:
         saved = load_features(args.features)
+        if args.gallery_info is not None:  # a gallery given on the command line replaces the file's
+            saved['gallery_idx'] = read_rows(args.gallery_info, 'gallery', len(saved['labels']), args.features)
         n_gallery = len(saved['labels']) if saved['gallery_idx'] is None else len(saved['gallery_idx'])
         check_rerank(args, n_gallery, len(saved['query_idx']))
         db = None

@@ -41,7 +41,8 @@ def _add_original_flags(parser):
     data.add_argument('--query_info', help='query rows of the test info (query_IDX.npy)')
     data.add_argument('--gallery_info', default=None,
                       help='gallery rows of the test info (gallery_IDX.npy, added): only these are ranked for '
-                           'every query; omitted, the gallery is every test tracklet (MARS, DukeV)')
+                           'every query; omitted, the gallery is every test tracklet (MARS, DukeV). With --features it '
+                           "replaces the file's gallery_idx")
 
     optim = parser.add_argument_group('optimisation')
     optim.add_argument('--lr', type=float, default=0.001, help='initial learning rate')
