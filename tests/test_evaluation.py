@@ -146,7 +146,8 @@ def test_k1_at_least_the_gallery_is_refused(tmp_path, capsys):
     save_features(tmp_path / 'f.npz', feats, pid, cam, query, gallery)
     code, out, err = run(['--features', tmp_path / 'f.npz', '--rerank', '--rerank_k1', len(gallery)], capsys)
     assert code == 2
-    assert err == f'error: --rerank_k1 {len(gallery)} must be smaller than the gallery size ({len(gallery)} tracklets)\n'
+    g = len(gallery)
+    assert err == f'error: --rerank_k1 {g} must be smaller than the gallery size ({g} tracklets)\n'
 
 
 # ---- --test_sampling: features of the four modes -------------------------------------------------------
@@ -323,3 +324,12 @@ def test_torchrun_all_continuous_features_equal_one_process(tmp_path):
     np.testing.assert_allclose(two['features'], one['features'], rtol=1e-5, atol=1e-6)
     assert np.array_equal(two['labels'], one['labels']) and two['test_sampling'] == 'all_continuous'
     assert outs['two'].count('CMC : ') == 1
+
+
+def test_k2_above_the_probe_and_gallery_is_refused(tmp_path, capsys):
+    feats, pid, cam, query, gallery = features_set()
+    save_features(tmp_path / 'f.npz', feats, pid, cam, query, gallery)
+    n = len(query) + len(gallery)
+    code, out, err = run(['--features', tmp_path / 'f.npz', '--rerank', '--rerank_k2', n + 1], capsys)
+    assert (code, out) == (2, '')
+    assert err == f'error: --rerank_k2 {n + 1} must be at most the {n} probe + gallery tracklets\n'

@@ -8,7 +8,8 @@ original release's port of it:
   computed in their own precision (float32 features: float32 distances, as the original), or any
   precomputed (Q, G) distance (``evaluate_distances``: re-ranking);
 * for a query: good = same pid, other camera; junk = pid -1, or same pid and same camera (so the query
-  itself is junk), inside whatever the gallery is (``match_masks`` states the rule). Junk items are dropped from the ranked list: they neither count as hits nor take a rank;
+  itself is junk), inside whatever the gallery is (``match_masks`` states the rule). Junk items are
+  dropped from the ranked list: they neither count as hits nor take a rank;
 * the gallery is ranked by a stable ascending sort, as MATLAB's ``sort``: equal distances keep gallery
   order (the original's ``np.argsort`` default leaves their order to the sort algorithm);
 * only the first ``rank_size`` items of the ranked list (junk included) are looked at: the original cuts
@@ -24,7 +25,8 @@ behaviour: pid 0 (distractors) is an ordinary identity, and for a pid -1 query t
 are good and junk at once, which marks the CMC but never adds to the AP (compute_AP.m tests "good"
 before "junk").
 
-``evaluate_mars`` computes all of this without a Python loop over queries or ranks; the AP terms are
+``evaluate_mars`` computes all of this without a Python loop over queries or ranks (on a GPU with
+``device='cuda'``: ``score_distances_torch``); the AP terms are
 summed in float64 in rank order, so it returns bit-for-bit the numbers of ``evaluate_mars_reference``,
 the plain per-query walk down the ranked list kept for tests and benchmarks.
 """
