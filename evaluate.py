@@ -1,7 +1,8 @@
 """Score a trained model (or saved features) on the MARS test split: CMC and mAP.
 
-Same flags as the original release (`python3 evaluate.py --help`); see run_evaluate.sh for the released
-checkpoints' settings.
+Same flags as the original release (`python3 evaluate.py --help`) plus the test protocols papers report
+(--test_sampling, --gallery_info, --rerank) and the outputs a researcher keeps (--results, --cmc_plot,
+--save_features, --visualize_ranks); see run_evaluate.sh for the released checkpoints' settings.
 """
 import sys
 

@@ -2,7 +2,8 @@
 # Score the three released MARS checkpoints (put them in ./ckpt/). As in the original, one block is active
 # (NVAN); uncomment another to score it. Expected (rank-1 / mAP): baseline 87.42 / 79.44,
 # NVAN 90.00 / 82.79, STE-NVAN 88.69 / 81.27.
-# Usage: sh run_evaluate.sh [extra flags, e.g. --device cuda or --save_features nvan.npz]
+# Usage: sh run_evaluate.sh [extra flags, e.g. --device cuda, --save_features nvan.npz, --results nvan.json,
+#        --test_sampling all_continuous (every frame), --rerank (k-reciprocal re-ranking, both tables printed)]
 # Interpreter: $PY if set, else the repository's .venv (bash setup_env.sh creates it), else python3.
 HERE=$(dirname "$0")
 if [ -z "$PY" ]; then
