@@ -570,7 +570,7 @@ def test_best_weights_keep_the_original_format_and_carry_their_configuration(tmp
     config = dict(nl.config, S=4, height=32, width=16, num_class=9)
     path = _best_file(tmp_path, nl, config)
     state = torch.load(path)  # what the original code does: a plain 'module.' state dict
-    assert type(state) is dict and list(state) == list(original_state_dict(nl))
+    assert isinstance(state, dict) and list(state) == list(original_state_dict(nl))
     record = json.loads((tmp_path / 'ckpt_best.json').read_text())
     assert {k: record[k] for k in config} == json.loads(json.dumps(config))
     assert record['weights'] == 'ckpt_best.pth' and len(record['weights_sha256']) == 64
