@@ -209,3 +209,33 @@ def test_model_types_are_the_networks():
     import models.network
     import util.options
     assert util.options.MODEL_TYPES is models.network.MODEL_TYPES
+
+
+def test_run_main_turns_file_system_faults_into_one_line(capsys):
+    import errno
+
+    from util.errors import OutputError
+    from util.options import run_main
+
+    def full_disk(argv):
+        raise OSError(errno.ENOSPC, 'No space left on device', '/data/ckpt/metrics.csv')
+
+    def read_only(argv):
+        raise OSError(errno.EROFS, 'Read-only file system')
+
+    def output_error(argv):
+        raise OutputError('--ckpt c: is not writable')
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    assert run_main(full_disk) == 2
+    assert capsys.readouterr().err == 'error: /data/ckpt/metrics.csv: No space left on device\n'
+    assert run_main(read_only) == 2 and capsys.readouterr().err == 'error: Read-only file system\n'
+    assert run_main(output_error) == 2 and capsys.readouterr().err == 'error: --ckpt c: is not writable\n'
+    assert run_main(interrupted) == 130 and capsys.readouterr().err == 'error: interrupted\n'
+
+    def bug(argv):  # anything else is a bug of ours and keeps its traceback
+        raise FileNotFoundError(errno.ENOENT, 'No such file or directory', 'x')
+    with pytest.raises(FileNotFoundError):
+        run_main(bug)
