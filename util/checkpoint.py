@@ -33,6 +33,8 @@ RUN_OUTPUTS = RUN_FILES + ('ckpt_best.json', 'metrics.csv', 'training_curves.png
 # -- writing ---------------------------------------------------------------------------------------------------
 
 def _umask():
+    # os.umask is the portable way to read it (set and restore); the training process creates no files in
+    # other threads meanwhile
     mask = os.umask(0)
     os.umask(mask)
     return mask
