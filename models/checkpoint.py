@@ -1,24 +1,31 @@
-"""Checkpoints in the original release's format.
+"""Checkpoints in the original release's format, checked against the model they are loaded into.
 
 The original saved ``nn.DataParallel(CNN).state_dict()``: every key starts with 'module.'
 (module.features.backbone.layer2.3.conv1.weight, module.bottleneck.weight, module.classifier.weight).
 We save the same, so either code base loads the other's files, and load strictly, explaining a mismatch.
 
-Note: the four non-local types share parameter names and shapes for the same non_layers (the stripe
-count and the temporal grouping have no parameters); only resnet50_NL's layer1 blocks differ (g.0 /
-phi.0). A file can therefore load into a non-local type it was not trained with; a dict checkpoint
-with a 'config' entry (model_type, non_layers, stripes) is checked against the model as well.
+The four non-local types share parameter names and shapes for the same non_layers (the stripe count, the
+temporal grouping, --temporal and --stride have no parameters); only resnet50_NL's layer1 blocks differ
+(g.0 / phi.0). Weights alone can therefore load into a configuration they were not trained with. Our runs
+record their configuration (util.checkpoint.save_best_weights: ``ckpt_best.json`` beside
+``ckpt_best.pth``; the 'config' entry of last.pth), and a contradiction with the model is refused. The
+original's released files carry none: for them only the key and shape checks apply.
 """
 import os
 from collections import OrderedDict
 
 import torch
+import torch.nn as nn
 
+from util.checkpoint import load_torch_file, read_weights_config
 from util.errors import CheckpointError
-from .network import VARIANTS, unwrap_model
+from .network import CLASSIFIER_STD, VARIANTS, unwrap_model
 
 _WRAPPER_PREFIXES = ('module.', '_orig_mod.')
 _SHOW = 3
+# Recorded run settings that are not part of the model: a difference is reported, not refused (scoring
+# with another clip length or frame size than the training run's is a legitimate experiment).
+INPUT_KEYS = ('S', 'height', 'width')
 
 
 def _strip_prefixes(key):
@@ -31,26 +38,31 @@ def _strip_prefixes(key):
     return key
 
 
-def read_checkpoint(path):
-    """(state dict with plain keys, config dict or None) from a checkpoint file.
-
-    Accepts the original's 'module.'-prefixed state dicts, plain state dicts, and dicts holding one
-    of those under 'model' (optionally with a 'config' entry)."""
+def _read(path):
+    """(state dict with plain keys, run configuration or None, where the configuration comes from, note)."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f'checkpoint {path}: no such file')
-    try:
-        obj = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is one line for the user
-        raise CheckpointError(
-            f'checkpoint {path}: cannot be read as a PyTorch file ({type(e).__name__}: {e})') from None
-    config = None
+    obj = load_torch_file(path, 'checkpoint')
+    config, source, note = None, None, None
     if isinstance(obj, dict) and isinstance(obj.get('model'), dict):
         config = obj.get('config') if isinstance(obj.get('config'), dict) else None
+        source = 'saved in the file'
         obj = obj['model']
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"checkpoint {path}: expected a state dict (or a dict with key 'model' holding one)")
-    return OrderedDict((_strip_prefixes(k), v) for k, v in obj.items()), config
+    if config is None:
+        config, note = read_weights_config(path)
+        source = 'in ' + os.path.basename(path).rsplit('.', 1)[0] + '.json'
+    return OrderedDict((_strip_prefixes(k), v) for k, v in obj.items()), config, source, note
+
+
+def read_checkpoint(path):
+    """(state dict with plain keys, run configuration dict or None) from a checkpoint file.
+
+    Accepts the original's 'module.'-prefixed state dicts, plain state dicts, and dicts holding one
+    of those under 'model' (optionally with a 'config' entry); for a plain state dict the configuration
+    is the .json beside it (ckpt_best.pth -> ckpt_best.json) when that describes this very file."""
+    state, config, _, _ = _read(path)
+    return state, config
 
 
 def guess_config(state):
@@ -97,46 +109,100 @@ def _listing(keys):
     return f"{len(keys)} ({shown}{', ...' if len(keys) > _SHOW else ''})"
 
 
-def load_checkpoint(model, path):
+def load_checkpoint(model, path, inputs=None, new_classifier=False):
     """Load a checkpoint into `model` strictly (original 'module.' keys or plain keys).
 
     Raises CheckpointError listing missing / unexpected / mis-shaped keys and the configuration the
-    file most likely needs."""
+    file most likely needs, or the differences between the file's recorded configuration and the model.
+    `inputs` (a mapping holding S, height, width, e.g. vars(args)) is compared with the recorded run.
+    With new_classifier=True a classifier of another number of classes is re-initialised instead of
+    refused (fine-tuning on another training set); every other weight still loads strictly.
+    Returns the notes for the user (one line each; empty when there is nothing to say)."""
+    state, config, source, note = _read(path)
+    notes = load_state(model, state, config, os.fspath(path), inputs=inputs, new_classifier=new_classifier,
+                       config_source=source)
+    return ([note] if note else []) + notes
+
+
+def load_state(model, state, config, path, inputs=None, new_classifier=False, config_source='saved in the file'):
+    """load_checkpoint for a state dict already read (`path` names it in messages); returns the notes."""
     net = unwrap_model(model)
-    state, config = read_checkpoint(path)
+    state = OrderedDict((_strip_prefixes(k), v) for k, v in state.items())
     expected = net.state_dict()
     # BatchNorm fills num_batches_tracked when absent (files from torch < 0.4.1)
     missing = [k for k in expected if k not in state and not k.endswith('num_batches_tracked')]
     unexpected = [k for k in state if k not in expected]
-    mis_shaped = [f'{k} {tuple(state[k].shape)} vs {tuple(v.shape)}' for k, v in expected.items()
-                  if k in state and state[k].shape != v.shape]
+    mis_shaped = [k for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    new_rows = (new_classifier and mis_shaped == ['classifier.weight']
+                and state['classifier.weight'].shape[1:] == expected['classifier.weight'].shape[1:])
     problems = []
-    if missing:
-        problems.append('missing keys ' + _listing(missing))
-    if unexpected:
-        problems.append('unexpected keys ' + _listing(unexpected))
-    if mis_shaped:
-        problems.append('shapes file vs model ' + _listing(mis_shaped))
-    own = getattr(net, 'config', None)
-    if config and own and not problems:
-        keys = ('model_type', 'non_layers') + (('stripes',) if 'stripe' in own['model_type'] else ())
-        differ = [k for k in keys if k in config and _norm(config[k]) != _norm(own.get(k))]
+    if config:
+        differ = _config_differences(config, net, classes=not new_classifier)
         if differ:
-            problems.append('saved config ' + ', '.join(f'{k}={config[k]}' for k in differ))
+            problems.append(f'its configuration ({config_source}) differs in ' + ', '.join(differ))
+    if not problems:
+        if missing:
+            problems.append('missing keys ' + _listing(missing))
+        if unexpected:
+            problems.append('unexpected keys ' + _listing(unexpected))
+        if mis_shaped and not new_rows:
+            problems.append('shapes file vs model ' + _listing(
+                [f'{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}' for k in mis_shaped]))
     if problems:
         hint = f'was saved by {_describe_config(config)}' if config else f'looks like {guess_config(state)}'
-        raise CheckpointError(
-            f'checkpoint {os.fspath(path)} does not fit {_describe_model(net)}: {"; ".join(problems)}; '
-            f'the file {hint}')
-    net.load_state_dict(state, strict=True)
+        raise CheckpointError(f'checkpoint {path} does not fit {_describe_model(net)}: {"; ".join(problems)}; '
+                              f'the file {hint}')
+    notes = []
+    if new_rows:
+        rows = state.pop('classifier.weight').shape[0]
+        net.load_state_dict(state, strict=False)  # strict for every other key: checked above
+        nn.init.normal_(net.classifier.weight, std=CLASSIFIER_STD)
+        notes.append(f'note: {path} has a classifier of {rows} classes, this training set {net.num_class}: '
+                     f'classifier re-initialised, every other weight loaded')
+    else:
+        net.load_state_dict(state, strict=True)
+    if config and inputs:
+        saved = {k: config[k] for k in INPUT_KEYS if config.get(k) is not None and inputs.get(k) is not None}
+        if any(saved[k] != inputs[k] for k in saved):
+            notes.append(f'note: {path} was trained with ' + ' '.join(f'--{k} {v}' for k, v in saved.items())
+                         + '; this run uses ' + ' '.join(f'--{k} {inputs[k]}' for k in saved))
+    return notes
+
+
+def _config_differences(config, net, classes=True):
+    """'--flag (file X, model Y)' for each model setting the recorded configuration contradicts."""
+    own = dict(getattr(net, 'config', {}))
+    own['num_class'] = net.classifier.out_features if hasattr(net, 'classifier') else None
+    file_type, own_type = config.get('model_type'), own.get('model_type')
+    keys = ['model_type', 'temporal', 'stride']
+    if file_type != 'resnet50_s1' and own_type != 'resnet50_s1':
+        keys.append('non_layers')
+    if 'stripe' in str(file_type) and 'stripe' in str(own_type):
+        keys.append('stripes')
+    if classes:
+        keys.append('num_class')
+    return [f'--{k} (file {_text(config[k])}, model {_text(own.get(k))})' if k != 'num_class' else
+            f'classes (file {config[k]}, model {own.get(k)})'
+            for k in keys if k in config and own.get(k) is not None and _norm(config[k]) != _norm(own.get(k))]
 
 
 def _describe_config(config):
     text = f"--model_type {config.get('model_type')}"
     for key in ('non_layers', 'stripes'):
-        if config.get(key) is not None and (key != 'stripes' or 'stripe' in str(config.get('model_type'))):
-            text += f' --{key} ' + ' '.join(map(str, config[key]))
+        if config.get(key) is not None and config.get('model_type') != 'resnet50_s1' and \
+                (key != 'stripes' or 'stripe' in str(config.get('model_type'))):
+            text += f' --{key} ' + _text(config[key])
+    if config.get('temporal') is not None:
+        text += f" --temporal {config['temporal']}"
+    if config.get('stride') not in (None, 1):
+        text += f" --stride {config['stride']}"
+    if config.get('num_class') is not None:
+        text += f", {config['num_class']} classes"
     return text
+
+
+def _text(value):
+    return ' '.join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def _norm(value):

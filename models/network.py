@@ -36,6 +36,9 @@ VARIANTS = {
 MODEL_TYPES = tuple(VARIANTS)
 DEFAULT_NON_LAYERS = (0, 2, 3, 0)
 DEFAULT_STRIPES = (16, 16, 16, 16)
+CLASSIFIER_STD = 0.001  # the classifier's N(0, std) initialisation
+# Smallest frames: layer3 maps of at least 2 x 1 positions (the backbone reduces frames 16x by layer3).
+MIN_HEIGHT, MIN_WIDTH = 32, 16
 
 
 class Features(nn.Module):
@@ -77,7 +80,7 @@ class ReIDNet(nn.Module):
         self.bottleneck = nn.BatchNorm1d(FEATURE_DIM)
         self.bottleneck.bias.requires_grad_(False)  # no shift
         self.classifier = nn.Linear(FEATURE_DIM, num_class, bias=False)
-        nn.init.normal_(self.classifier.weight, std=0.001)
+        nn.init.normal_(self.classifier.weight, std=CLASSIFIER_STD)
         self.config = dict(config)
         self.model_type = config['model_type']
         self.temporal = config['temporal']
@@ -118,8 +121,8 @@ def _check_config(model_type, num_class, non_layers, stripes, temporal, stride, 
     if stride not in (1, 2):
         raise ModelConfigError(f'stride (of layer4) must be 1 or 2, got {stride!r}')
     check_attention(attention)
-    if not isinstance(height, int) or height < 32:
-        raise ModelConfigError(f'height must be an integer of at least 32 pixels, got {height!r}')
+    if not isinstance(height, int) or height < MIN_HEIGHT:
+        raise ModelConfigError(f'height must be an integer of at least {MIN_HEIGHT} pixels, got {height!r}')
     if variant is None:
         if temporal not in ('mean', 'max'):
             raise ModelConfigError(

@@ -16,6 +16,7 @@ import threading
 import torch
 import torch.nn as nn
 
+from util.checkpoint import load_torch_file
 from util.errors import CheckpointError
 from .non_local import NonLocalBlock, StripeNonLocalBlock
 
@@ -193,10 +194,7 @@ def _read_state_dict(path, what):
     if not os.path.isfile(path):
         raise CheckpointError(f'{what} {path}: no such file (--pretrained takes imagenet, none or the path '
                               f'of a ResNet-50 state dict)')
-    try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f'{what} {path}: cannot be read as a PyTorch file ({type(e).__name__}: {e})') from None
+    state = load_torch_file(path, what)
     if isinstance(state, dict) and isinstance(state.get('state_dict'), dict):
         state = state['state_dict']
     if not isinstance(state, dict):

@@ -55,7 +55,8 @@ def cmc_line(stdout):
 def check_train_then_evaluate(db, tmp_path, script, model_flags, extra_eval=()):
     ckpt = tmp_path / 'ckpt'
     out = run(script, *db_args(db), *TRAIN, *model_flags, '--ckpt', ckpt).stdout
-    assert sorted(os.listdir(ckpt)) == ['ckpt_best.pth', 'last.pth', 'loss.txt', 'metrics.csv', 'training_curves.png']
+    assert sorted(os.listdir(ckpt)) == ['ckpt_best.json', 'ckpt_best.pth', 'last.pth', 'loss.txt', 'metrics.csv',
+                                       'training_curves.png']
     log = (ckpt / 'loss.txt').read_text()
     rank1, mAP = map(float, re.match(r'epoch 1, rank-1 (\S+) , mAP (\S+)\n', log).groups())
     assert f'CMC: {rank1:.4f}, mAP : {mAP:.4f}' in out

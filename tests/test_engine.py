@@ -1,11 +1,23 @@
-"""The training loop: atomic checkpoints, exact resume, non-finite losses, loss wiring, and bad-input errors.
+"""The training loop: atomic checkpoints, exact resume, non-finite losses, loss wiring, bad-input errors, and
+the run's ownership of its --ckpt directory under faults (full disk, a file where a directory should be,
+SIGKILL and Ctrl-C during a checkpoint write, a second process on the same directory).
 
-Runs in-process on a tiny synthetic MARS (32x16 frames, S=4, P=2, K=2, random initialisation).
+Runs in-process on a tiny synthetic MARS (32x16 frames, S=4, P=2, K=2, random initialisation); the kill and
+interrupt cases run the training script in a subprocess whose torch.save stops inside the last.pth write.
 """
 import copy
 import csv
+import errno
+import glob
+import json
 import os
 import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -15,7 +27,10 @@ import torch.nn.functional as F
 import train_baseline
 import util.engine as engine
 from models import build_model
-from util.checkpoint import atomic_save, load_resume_state, rng_state, set_rng_state
+from util.checkpoint import (RunLock, atomic_save, load_resume_state, remove_stale_temporaries, rng_state,
+                             set_rng_state, write_text)
+from util.distributed import init_distributed
+from util.errors import OutputError
 from util.database import build_mars_database
 from util.engine import NonFiniteLossError, compute_losses
 from util.losses import batch_hard_triplet_soft
@@ -60,9 +75,67 @@ def first_epoch(db, tmp_path_factory):
     return ckpt
 
 
+@pytest.fixture(scope='module')
+def two_epochs(db, tmp_path_factory):
+    """A --ckpt directory after two epochs run straight."""
+    ckpt = tmp_path_factory.mktemp('two') / 'ckpt'
+    run_baseline(db, ckpt, '--n_epochs', '2')
+    return ckpt
+
+
 def read_rows(path):
     with open(path, newline='') as f:
         return list(csv.DictReader(f))
+
+
+def same_rows(a, b):
+    a, b = read_rows(a), read_rows(b)
+    for row in a + b:
+        row.pop('seconds')
+    return a == b
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# train_baseline.py whose torch.save, on writing last.pth after epoch EPOCH, writes part of the file, touches
+# MARKER and waits there to be killed or interrupted.
+STOPPED_IN_SAVE = """
+import sys, time
+sys.path.insert(0, {root!r})
+import torch
+import util.checkpoint
+real_save = torch.save
+def stopping_save(obj, f, *args, **kwargs):
+    if isinstance(obj, dict) and obj.get('format') == util.checkpoint.RESUME_FORMAT and obj['epoch'] == {epoch}:
+        f.write(b'part of a checkpoint')
+        f.flush()
+        open({marker!r}, 'w').close()
+        time.sleep(300)
+    return real_save(obj, f, *args, **kwargs)
+torch.save = stopping_save
+import train_baseline
+from util.options import run_main
+sys.exit(run_main(train_baseline.main, sys.argv[1:]))
+"""
+
+
+def start_stopped_in_save(tmp_path, argv, epoch):
+    """The training subprocess, once it is inside the write of last.pth after `epoch` epochs."""
+    script, marker = tmp_path / 'stopped_in_save.py', tmp_path / 'in_save'
+    script.write_text(STOPPED_IN_SAVE.format(root=ROOT, epoch=epoch, marker=str(marker)))
+    proc = subprocess.Popen([sys.executable, str(script), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    deadline = time.time() + 600
+    while not marker.exists():
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail(f'the training subprocess never reached the save: {err[-2000:]}')
+        time.sleep(0.2)
+    return proc
+
+
+def temporaries(directory):
+    return sorted(glob.glob(os.path.join(directory, '.*.tmp')))
 
 
 # -- atomic writes and RNG state ------------------------------------------------------------------------------
@@ -184,10 +257,19 @@ def test_train_step_stops_on_a_non_finite_loss_before_the_weights_change(monkeyp
 # -- one run's outputs --------------------------------------------------------------------------------------------
 
 def test_outputs_of_a_run(first_epoch):
-    files = sorted(os.listdir(first_epoch))
-    assert files == ['ckpt_best.pth', 'last.pth', 'loss.txt', 'metrics.csv', 'training_curves.png']
+    files = sorted(os.listdir(first_epoch))  # the lock is gone with the run
+    assert files == ['ckpt_best.json', 'ckpt_best.pth', 'last.pth', 'loss.txt', 'metrics.csv', 'training_curves.png']
     best = torch.load(first_epoch / 'ckpt_best.pth')
-    assert all(k.startswith('module.') for k in best)  # the original's key names
+    assert all(k.startswith('module.') and isinstance(v, torch.Tensor) for k, v in best.items())  # the original's
+    config = {'model_type': 'resnet50_s1', 'non_layers': [0, 0, 0, 0], 'stripes': [16, 16, 16, 16],
+              'temporal': 'mean', 'stride': 1, 'S': 4, 'height': 32, 'width': 16, 'num_class': 4}
+    record = json.loads((first_epoch / 'ckpt_best.json').read_text())
+    assert {k: record[k] for k in config} == config
+    assert torch.load(first_epoch / 'last.pth')['config'] == config
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in files:  # created files follow the umask (mkstemp alone would make them 0600)
+        assert stat.S_IMODE(os.stat(first_epoch / name).st_mode) == 0o666 & ~umask, name
     assert 'module.classifier.weight' in best and best['module.classifier.weight'].shape[0] == 4
     lines = (first_epoch / 'loss.txt').read_text().splitlines()
     assert lines[0].startswith('epoch 1, rank-1 ') and ' , mAP ' in lines[0]
@@ -202,18 +284,25 @@ def test_outputs_of_a_run(first_epoch):
 
 # -- exact resume ------------------------------------------------------------------------------------------------
 
-def test_resume_continues_exactly(db, first_epoch, tmp_path):
-    straight = tmp_path / 'straight'
-    run_baseline(db, straight, '--n_epochs', '2')
+def test_resume_after_a_kill_during_the_last_pth_write_continues_exactly(db, first_epoch, two_epochs, tmp_path):
+    """SIGKILL inside the write of last.pth, after epoch 2 had written its log lines and metrics row: the old
+    last.pth stays whole, the lock does not block, the temporary file is cleaned, and the resumed run writes
+    every epoch's log line once and ends exactly as a straight run."""
+    straight = two_epochs
     resumed = tmp_path / 'resumed'
     shutil.copytree(first_epoch, resumed)
-    run_baseline(db, resumed, '--n_epochs', '2', '--resume', str(resumed / 'last.pth'))
+    argv = baseline_args(db, resumed, '--n_epochs', '2', '--resume', str(resumed / 'last.pth'))
+    proc = start_stopped_in_save(tmp_path, argv, epoch=2)
+    proc.kill()
+    proc.communicate()
+    assert (resumed / 'last.pth').read_bytes() == (first_epoch / 'last.pth').read_bytes()
+    assert len(temporaries(resumed)) == 1 and (resumed / '.lock').exists()  # what a killed run leaves
+    assert (resumed / 'loss.txt').read_text().count('epoch 2, rank-1') == 1
 
-    a, b = read_rows(straight / 'metrics.csv'), read_rows(resumed / 'metrics.csv')
-    assert [r['epoch'] for r in a] == [r['epoch'] for r in b] == ['1', '2']
-    for ra, rb in zip(a, b):
-        ra.pop('seconds'), rb.pop('seconds')
-        assert ra == rb
+    run_baseline(db, resumed, '--n_epochs', '2', '--resume', str(resumed))
+    assert temporaries(resumed) == [] and not (resumed / '.lock').exists()
+    assert [r['epoch'] for r in read_rows(resumed / 'metrics.csv')] == ['1', '2']
+    assert same_rows(straight / 'metrics.csv', resumed / 'metrics.csv')
     assert (straight / 'loss.txt').read_text() == (resumed / 'loss.txt').read_text()
     wa = torch.load(straight / 'last.pth')['model']
     wb = torch.load(resumed / 'last.pth')['model']
@@ -340,3 +429,235 @@ def test_features_of_an_empty_shard_have_the_feature_width(db):
     assert feats.shape == (0, 2048) and labels.shape == cams.shape == (0,)
     other = extract_features(model, full, 2, torch.device('cpu'), 'mean', progress=False)[0]
     assert torch.cat([feats, other]).shape == (other.shape[0], 2048) and other.shape[0] >= 1
+
+
+# -- file-system faults in the writes ------------------------------------------------------------------------
+
+def test_atomic_save_full_disk_part_way_is_one_line_and_keeps_the_old_file(tmp_path):
+    path = tmp_path / 'x.pth'
+    atomic_save({'a': torch.arange(3)}, path)
+    before = path.read_bytes()
+
+    def full_disk(obj, f):
+        f.write(b'the first part')
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(OutputError, match=rf'^cannot write {path}: No space left on device$'):
+        atomic_save({'a': torch.arange(4)}, path, write=full_disk)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ['x.pth']
+    (tmp_path / 'file').write_text('')
+    with pytest.raises(OutputError, match=r'^cannot write .*file/x.pth: (File exists|Not a directory)$'):
+        atomic_save(1, tmp_path / 'file' / 'x.pth')
+
+
+def test_atomic_save_and_write_text_follow_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        atomic_save({'a': 1}, tmp_path / 'x.pth')
+        write_text(tmp_path / 'log.txt', 'a\n')
+        os.umask(0o002)
+        atomic_save({'a': 1}, tmp_path / 'y.pth')
+    finally:
+        os.umask(old)
+    modes = {name: stat.S_IMODE(os.stat(tmp_path / name).st_mode) for name in ('x.pth', 'log.txt', 'y.pth')}
+    assert modes == {'x.pth': 0o640, 'log.txt': 0o640, 'y.pth': 0o664}
+
+
+def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path):
+    for name in ('.last.pth.k2j4.tmp', '.ckpt_best.pth.a1.tmp', '.write-test.x9', '.other.pth.a1.tmp', 'last.pth'):
+        (tmp_path / name).write_bytes(b'')
+    removed = remove_stale_temporaries(tmp_path, ['last.pth', 'ckpt_best.pth'])
+    assert [os.path.basename(p) for p in removed] == ['.ckpt_best.pth.a1.tmp', '.last.pth.k2j4.tmp', '.write-test.x9']
+    assert sorted(os.listdir(tmp_path)) == ['.other.pth.a1.tmp', 'last.pth']
+
+
+def _not_read(*args, **kwargs):
+    raise AssertionError('the database was read before the outputs were checked')
+
+
+def test_unwritable_outputs_are_refused_before_any_work(db, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(engine, 'read_database', _not_read)
+    (tmp_path / 'file').write_text('x')
+    cases = [
+        (baseline_args(db, tmp_path / 'file'), f'--ckpt {tmp_path / "file"}: exists and is not a directory'),
+        (baseline_args(db, tmp_path / 'file' / 'ckpt'), f'{tmp_path / "file"} is a file, not a directory'),
+        (baseline_args(db, tmp_path / 'c', '--log_path', 'sub'), 'is a directory, expected a file name'),
+        (baseline_args(db, tmp_path / 'd', '--log_path', '../file/loss.txt'), '--log_path '),
+    ]
+    (tmp_path / 'c' / 'sub').mkdir(parents=True)
+    for argv, message in cases:
+        assert message in _fail(argv, capsys)
+
+    # a read-only directory (root writes anywhere, so the file system says it here)
+    import util.checkpoint
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+    monkeypatch.setattr(util.checkpoint.tempfile, 'mkstemp', read_only)
+    message = _fail(baseline_args(db, tmp_path / 'e'), capsys)
+    assert message == f'error: --ckpt {tmp_path / "e"}: cannot write there (Read-only file system)'
+
+
+def test_full_disk_while_saving_is_one_line_and_keeps_the_last_checkpoint(db, first_epoch, tmp_path, capsys,
+                                                                         monkeypatch):
+    ckpt = tmp_path / 'ckpt'
+    shutil.copytree(first_epoch, ckpt)
+    before = (ckpt / 'last.pth').read_bytes()
+    real_save = torch.save
+
+    def full_disk_on_last(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get('format') == 'ste-nvan-resume-v1':
+            f.write(b'the first part')
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, 'save', full_disk_on_last)
+    message = _fail(baseline_args(db, ckpt, '--n_epochs', '2', '--resume', str(ckpt)), capsys)
+    assert message == f'error: cannot write {ckpt / "last.pth"}: No space left on device'
+    assert (ckpt / 'last.pth').read_bytes() == before
+    assert temporaries(ckpt) == [] and not (ckpt / '.lock').exists()
+
+
+def test_ctrl_c_during_a_checkpoint_write(db, first_epoch, tmp_path):
+    ckpt = tmp_path / 'ckpt'
+    shutil.copytree(first_epoch, ckpt)
+    proc = start_stopped_in_save(tmp_path, baseline_args(db, ckpt, '--n_epochs', '2', '--resume', str(ckpt)), 2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert err.replace('\r', '\n').strip().splitlines()[-1] == 'error: interrupted' and 'Traceback' not in err
+    assert (ckpt / 'last.pth').read_bytes() == (first_epoch / 'last.pth').read_bytes()
+    assert temporaries(ckpt) == [] and not (ckpt / '.lock').exists()
+
+
+# -- the run owns its --ckpt directory ---------------------------------------------------------------------------
+
+def test_a_directory_holding_a_run_is_refused_without_resume_or_overwrite(db, first_epoch, tmp_path, capsys,
+                                                                          monkeypatch):
+    ckpt, other = tmp_path / 'ckpt', tmp_path / 'other'
+    shutil.copytree(first_epoch, ckpt)
+    shutil.copytree(first_epoch, other)
+    before = {name: (ckpt / name).read_bytes() for name in os.listdir(ckpt)}
+    with monkeypatch.context() as m:
+        m.setattr(engine, 'read_database', _not_read)
+        expected = (f'error: --ckpt {ckpt} already holds a training run (last.pth, ckpt_best.pth): pass --resume '
+                    f'{ckpt} to continue it, another --ckpt, or --overwrite to replace it')
+        assert _fail(baseline_args(db, ckpt, '--n_epochs', '1'), capsys) == expected
+        # continuing another directory's run into this one would mix two runs as well
+        assert _fail(baseline_args(db, ckpt, '--n_epochs', '2', '--resume', str(other)), capsys) == expected
+    assert {name: (ckpt / name).read_bytes() for name in os.listdir(ckpt)} == before
+
+    # --overwrite: once everything is built, the old run's files are gone and a new log and metrics begin
+    args = parse_args('baseline', baseline_args(db, ckpt, '--n_epochs', '1', '--overwrite'))
+    trainer = engine.Trainer(args, init_distributed('cpu'))
+    try:
+        assert sorted(os.listdir(ckpt)) == ['.lock', 'loss.txt', 'metrics.csv']
+        assert (ckpt / 'loss.txt').read_text() == ''
+        assert (ckpt / 'metrics.csv').read_text().splitlines() == [','.join(engine.METRICS_COLUMNS)]
+        assert (ckpt / '.lock').read_text().split()[0] == str(os.getpid())
+    finally:
+        trainer.close()
+    assert not (ckpt / '.lock').exists()
+
+
+def test_a_second_process_on_the_same_directory_stops_at_once(db, tmp_path, capsys, monkeypatch):
+    ckpt = tmp_path / 'ckpt'
+    ckpt.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, '-c', 'import sys, time; sys.path.insert(0, sys.argv[2]); from util.checkpoint import '
+         'RunLock; RunLock(sys.argv[1]).acquire(); print("locked", flush=True); time.sleep(300)', str(ckpt), ROOT],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'locked'
+        monkeypatch.setattr(engine, 'read_database', _not_read)
+        assert _fail(baseline_args(db, ckpt, '--n_epochs', '1'), capsys) == (
+            f'error: --ckpt {ckpt} is in use by another training run (pid {holder.pid} on {socket.gethostname()}); '
+            'wait for it to finish or pass another --ckpt')
+    finally:
+        holder.kill()  # SIGKILL: its .lock stays behind, its lock does not
+        holder.wait()
+    assert (ckpt / '.lock').read_text().split()[0] == str(holder.pid)
+    with RunLock(ckpt):
+        assert (ckpt / '.lock').read_text().split()[0] == str(os.getpid())
+    assert not (ckpt / '.lock').exists()
+
+
+def test_lock_without_flock_checks_the_pid(tmp_path, monkeypatch):
+    """On a file system without flock a live pid in .lock holds the directory and a dead one does not."""
+    import fcntl
+
+    def no_flock(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+    monkeypatch.setattr(fcntl, 'flock', no_flock)
+    dead = subprocess.Popen(['true'])
+    dead.wait()
+    (tmp_path / '.lock').write_text(f'{dead.pid} {socket.gethostname()}\n')
+    with RunLock(tmp_path):
+        assert (tmp_path / '.lock').read_text().split()[0] == str(os.getpid())
+    (tmp_path / '.lock').write_text(f'{os.getppid()} {socket.gethostname()}\n')
+    with pytest.raises(OutputError, match=rf'in use by another training run \(pid {os.getppid()} on '):
+        RunLock(tmp_path).acquire()
+
+
+# -- --resume and --load_ckpt against the saved run ------------------------------------------------------------
+
+def test_resume_with_flags_the_saved_state_would_override_is_refused(db, first_epoch, tmp_path, capsys,
+                                                                    monkeypatch):
+    ckpt = tmp_path / 'ckpt'
+    shutil.copytree(first_epoch, ckpt)
+    monkeypatch.setattr(engine, 'read_database', _not_read)
+    argv = baseline_args(db, ckpt, '--n_epochs', '2', '--resume', str(ckpt), '--lr', '1e-3', '--class_per_batch',
+                         '3', '--amp', 'bf16', '--non_layers', '0', '2', '3', '0')  # the default: no difference
+    assert _fail(argv, capsys) == (
+        f'error: --resume {ckpt / "last.pth"}: the run was started with other flags, which its saved state would '
+        'override: --amp none (now bf16), --class_per_batch 2 (now 3), --lr 0.0001 (now 0.001); resume with the '
+        "run's own flags (--n_epochs may grow), or start a new run from its weights with --load_ckpt")
+
+
+def test_resume_state_that_is_not_finite_or_not_a_pytorch_file(db, first_epoch, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(engine, 'read_database', _not_read)
+    state = torch.load(first_epoch / 'last.pth')
+    state['optimizer']['state'][3]['exp_avg'].view(-1)[:2] = float('nan')
+    bad = tmp_path / 'nan.pth'
+    torch.save(state, bad)
+    assert _fail(baseline_args(db, tmp_path / 'c', '--n_epochs', '2', '--resume', str(bad)), capsys).startswith(
+        f'error: --resume {bad}: tensor optimizer.state.3.exp_avg holds 2 NaN or infinite values of ')
+    junk = tmp_path / 'junk.pth'
+    junk.write_bytes(bytes(range(256)) * 8)
+    assert _fail(baseline_args(db, tmp_path / 'c', '--n_epochs', '2', '--resume', str(junk)), capsys) == (
+        f'error: --resume {junk}: cannot be read as a PyTorch file (not a PyTorch file: it starts with bytes '
+        '00 01 02 03 04 05 06 07, where torch.save writes a zip archive (50 4b 03 04) or a pickle (80))')
+
+
+def test_load_ckpt_of_another_training_set_or_clip_length(db, first_epoch, tmp_path, capsys):
+    from models import build_model, original_state_dict
+    with torch.device('meta'):
+        other = build_model('resnet50_s1', 7, pretrained='none')
+    tiny = {k: torch.full((), 0.5).expand(v.shape) for k, v in original_state_dict(other).items()}
+    torch.save(tiny, tmp_path / 'seven.pth')
+    ctx = init_distributed('cpu')
+    trainer = engine.Trainer(parse_args('baseline', baseline_args(db, tmp_path / 'a', '--load_ckpt',
+                                                                  str(tmp_path / 'seven.pth'))), ctx)
+    trainer.close()
+    assert (f'note: {tmp_path / "seven.pth"} has a classifier of 7 classes, this training set 4: classifier '
+            're-initialised, every other weight loaded') in capsys.readouterr().out.splitlines()
+    weights = trainer.net.state_dict()
+    assert weights['classifier.weight'].shape == (4, 2048) and weights['classifier.weight'].abs().max() < 0.01
+    assert all(torch.all(v == 0.5) for k, v in weights.items() if k != 'classifier.weight' and v.is_floating_point())
+
+    trainer = engine.Trainer(parse_args('baseline', baseline_args(db, tmp_path / 'b', '--S', '2', '--load_ckpt',
+                                                                  str(first_epoch / 'ckpt_best.pth'))), ctx)
+    trainer.close()
+    assert (f'note: {first_epoch / "ckpt_best.pth"} was trained with --S 4 --height 32 --width 16; this run uses '
+            '--S 2 --height 32 --width 16') in capsys.readouterr().out.splitlines()
+
+
+def test_evaluate_refuses_a_configuration_that_contradicts_the_saved_one(db, first_epoch, capsys):
+    import evaluate
+    argv = db_args(db) + ['--model_type', 'resnet50_s1', '--temporal', 'max', '--S', '4', '--height', '32',
+                          '--width', '16', '--num_workers', '0', '--device', 'cpu',
+                          '--load_ckpt', str(first_epoch / 'ckpt_best.pth')]
+    assert _fail(argv, capsys, evaluate.main) == (
+        f'error: checkpoint {first_epoch / "ckpt_best.pth"} does not fit resnet50_s1, 4 classes: its configuration '
+        '(in ckpt_best.json) differs in --temporal (file mean, model max); the file was saved by --model_type '
+        'resnet50_s1 --temporal mean, 4 classes')

@@ -5,7 +5,10 @@ Small inputs (32x16 frames -> feature heights 8, 4, 2, 2) keep everything fast o
 """
 import copy
 import functools
+import json
 import os
+import random
+import re
 import sys
 
 import pytest
@@ -500,17 +503,150 @@ def test_checkpoint_config_mismatch_and_bad_files(tmp_path):
     hr = meta_model('resnet50_NL_hr')
     state = {k: torch.zeros(()).expand(v.shape) for k, v in original_state_dict(hr).items()}
     torch.save({'model': state, 'config': hr.config}, path)
-    with pytest.raises(CheckpointError, match=r"saved config model_type=resnet50_NL_hr; the file was saved by "
-                                              r"--model_type resnet50_NL_hr --non_layers 0 2 3 0$"):
+    with pytest.raises(CheckpointError, match=r"its configuration \(saved in the file\) differs in --model_type "
+                                              r"\(file resnet50_NL_hr, model resnet50_NL_stripe_hr\); the file was "
+                                              r"saved by --model_type resnet50_NL_hr --non_layers 0 2 3 0 "
+                                              r"--temporal Done$"):
         load_checkpoint(meta_model('resnet50_NL_stripe_hr'), path)
     with pytest.raises(CheckpointError, match='no such file'):
         load_checkpoint(hr, tmp_path / 'missing.pth')
-    (tmp_path / 'junk.pth').write_bytes(b'not a checkpoint')
-    with pytest.raises(CheckpointError, match='cannot be read'):
-        checkpoint_num_class(tmp_path / 'junk.pth')
     torch.save([1, 2], tmp_path / 'list.pth')
     with pytest.raises(CheckpointError, match='expected a state dict'):
         load_checkpoint(hr, tmp_path / 'list.pth')
+
+
+@pytest.mark.parametrize('content, reason', [
+    (b'not a checkpoint', r'not a PyTorch file: it starts with bytes 6e 6f 74 20 61 20 63 68, where torch.save '
+                          r'writes a zip archive \(50 4b 03 04\) or a pickle \(80\)\)$'),
+    (bytes([7]) + random.Random(0).randbytes(2000), r'not a PyTorch file: it starts with bytes 07 '),
+    (b'', r'the file is empty\)$'),
+    ('module', r'holds pickled Python objects \(torch.nn.modules.linear.Linear\), not only tensors: save '
+               r'model.state_dict\(\) instead\)$'),
+    ('truncated', r'RuntimeError: PytorchStreamReader failed'),
+])
+def test_unreadable_checkpoint_is_one_line(tmp_path, content, reason):
+    """Instead of torch's paragraphs of weights_only advice: what the file is, in one line."""
+    path = tmp_path / 'c.pth'
+    if content == 'module':
+        torch.save(nn.Linear(2, 2), path)
+    elif content == 'truncated':
+        torch.save({'w': torch.zeros(1000)}, path)
+        path.write_bytes(path.read_bytes()[:300])
+    else:
+        path.write_bytes(content)
+    for read in (checkpoint_num_class, lambda p: load_checkpoint(meta_model('resnet50_s1'), p)):
+        with pytest.raises(CheckpointError) as err:
+            read(path)
+        message = str(err.value)
+        assert '\n' not in message and message.startswith(f'checkpoint {path}: cannot be read as a PyTorch file (')
+        assert re.search(reason, message), message
+
+
+def test_non_finite_checkpoint_tensor_is_refused(tmp_path):
+    model = meta_model('resnet50_s1')
+    state = {k: torch.zeros(()).expand(v.shape) for k, v in original_state_dict(model).items()}
+    state['module.bottleneck.running_var'] = torch.tensor([1.0, float('nan'), float('inf'), 2.0]).repeat(512)
+    state['module.classifier.weight'] = torch.full((9, 2048), float('-inf'))
+    torch.save(state, tmp_path / 'nan.pth')
+    with pytest.raises(CheckpointError, match=r'nan.pth: tensor module.bottleneck.running_var holds 1024 NaN or '
+                                              r'infinite values of 2048 \(and 1 more tensors\); the run that wrote '
+                                              r'it diverged'):
+        load_checkpoint(model, tmp_path / 'nan.pth')
+    with pytest.raises(CheckpointError, match=r'pretrained.pth: tensor bn1.weight holds 64 NaN or infinite values of 64;'):
+        pretrained = {k[len('module.features.backbone.'):]: v for k, v in state.items() if 'backbone' in k}
+        pretrained['bn1.weight'] = torch.full((64,), float('nan'))
+        torch.save(pretrained, tmp_path / 'pretrained.pth')
+        build_model('resnet50_s1', 9, pretrained=str(tmp_path / 'pretrained.pth'))
+
+
+def _best_file(tmp_path, model, config, name='ckpt_best.pth'):
+    """ckpt_best.pth + ckpt_best.json as a training run writes them (tiny stride-0 tensors)."""
+    from util.checkpoint import save_best_weights
+    state = {k: torch.zeros(()).expand(v.shape) for k, v in original_state_dict(model).items()}
+    save_best_weights(tmp_path / name, state, config)
+    return tmp_path / name
+
+
+@pytest.mark.filterwarnings('ignore:for .*copying from a non-meta parameter')  # loading into shape-only models
+def test_best_weights_keep_the_original_format_and_carry_their_configuration(tmp_path):
+    nl = meta_model('resnet50_NL_stripe', non_layers=(1, 2, 3, 0))
+    config = dict(nl.config, S=4, height=32, width=16, num_class=9)
+    path = _best_file(tmp_path, nl, config)
+    state = torch.load(path)  # what the original code does: a plain 'module.' state dict
+    assert isinstance(state, dict) and list(state) == list(original_state_dict(nl))
+    record = json.loads((tmp_path / 'ckpt_best.json').read_text())
+    assert {k: record[k] for k in config} == json.loads(json.dumps(config))
+    assert record['weights'] == 'ckpt_best.pth' and len(record['weights_sha256']) == 64
+
+    assert load_checkpoint(nl, path) == []
+    assert load_checkpoint(nl, path, inputs={'S': 4, 'height': 32, 'width': 16, 'lr': 1}) == []
+    assert load_checkpoint(nl, path, inputs={'S': 8, 'height': 64, 'width': 16}) == [
+        f'note: {path} was trained with --S 4 --height 32 --width 16; this run uses --S 8 --height 64 --width 16']
+    # weights alone fit every non-local type with the same non_layers; the recorded configuration does not
+    for model_type, differ in [('resnet50_NL_hr', '--model_type (file resnet50_NL_stripe, model resnet50_NL_hr)'),
+                               ('resnet50_NL_stripe_hr', '--model_type (file resnet50_NL_stripe, model '
+                                                         'resnet50_NL_stripe_hr)')]:
+        other = meta_model(model_type, non_layers=(1, 2, 3, 0))
+        with pytest.raises(CheckpointError, match=re.escape(f'its configuration (in ckpt_best.json) differs in '
+                                                            f'{differ}; the file was saved by --model_type '
+                                                            'resnet50_NL_stripe --non_layers 1 2 3 0 --stripes 16 16 '
+                                                            '16 16 --temporal Done, 9 classes')):
+            load_checkpoint(other, path)
+    with torch.device('meta'):
+        striped = build_model('resnet50_NL_stripe', 9, non_layers=(1, 2, 3, 0), stripes=(8, 8, 8, 8),
+                              pretrained='none')
+    with pytest.raises(CheckpointError, match=r'differs in --stripes \(file 16 16 16 16, model 8 8 8 8\);'):
+        load_checkpoint(striped, path)
+
+    # the baseline: --temporal and --stride have no parameters either
+    s1 = meta_model('resnet50_s1')
+    path = _best_file(tmp_path, s1, dict(s1.config, S=4, height=32, width=16, num_class=9), 's1.pth')
+    with torch.device('meta'):
+        pooled_max = build_model('resnet50_s1', 9, temporal='max', stride=2, pretrained='none')
+    with pytest.raises(CheckpointError, match=r"differs in --temporal \(file mean, model max\), --stride \(file 1, "
+                                              r"model 2\); the file was saved by --model_type resnet50_s1 "
+                                              r"--temporal mean, 9 classes$"):
+        load_checkpoint(pooled_max, path)
+
+    # a .json that does not describe the weights beside it is not used, and says so
+    torch.save(original_state_dict(s1), tmp_path / 's1.pth')
+    assert load_checkpoint(pooled_max, tmp_path / 's1.pth') == [
+        f'note: {tmp_path / "s1.json"} describes other weights than {tmp_path / "s1.pth"} (checksum differs); '
+        'the configuration is not checked']
+    (tmp_path / 's1.json').write_text('{"format": "something else"}')
+    assert 'is not readable' in load_checkpoint(pooled_max, tmp_path / 's1.pth')[0]
+
+
+def test_load_ckpt_of_another_training_set_reinitialises_the_classifier(tmp_path):
+    src = small_model('resnet50_NL', num_class=7)
+    wake_blocks(src)
+    path = tmp_path / 'src.pth'
+    torch.save(original_state_dict(src), path)
+    dst = small_model('resnet50_NL', num_class=5)
+    with torch.no_grad():
+        dst.classifier.weight.fill_(1.0)
+    with pytest.raises(CheckpointError, match=r'classifier.weight \(7, 2048\) vs \(5, 2048\)'):
+        load_checkpoint(dst, path)  # evaluate.py: any mismatch is an error
+    torch.manual_seed(0)
+    notes = load_checkpoint(dst, path, new_classifier=True)
+    assert notes == [f'note: {path} has a classifier of 7 classes, this training set 5: classifier '
+                     're-initialised, every other weight loaded']
+    for k, v in src.state_dict().items():
+        if k != 'classifier.weight':
+            assert torch.equal(dst.state_dict()[k], v), k
+    weight = dst.classifier.weight
+    assert weight.shape == (5, 2048) and abs(weight.std().item() - 0.001) < 1e-4 and abs(weight.mean().item()) < 1e-4
+    torch.manual_seed(0)
+    assert torch.equal(nn.init.normal_(torch.empty(5, 2048), std=0.001), weight)  # as build_model draws it
+
+    # any other mismatch stays an error
+    other = small_model('resnet50_NL', non_layers=(0, 2, 3, 0), num_class=5)
+    with pytest.raises(CheckpointError, match=r'unexpected keys'):
+        load_checkpoint(other, path, new_classifier=True)
+    torch.save({'model': original_state_dict(src), 'config': dict(src.config, num_class=7)}, path)
+    assert len(load_checkpoint(dst, path, new_classifier=True)) == 1
+    with pytest.raises(CheckpointError, match=r'classes \(file 7, model 5\)'):
+        load_checkpoint(dst, path)
 
 
 # ------------------------------------------------------------------ configuration errors

@@ -23,7 +23,7 @@ ADDED_DEFAULTS = {
     'amp': 'none', 'channels_last': False, 'compile': False, 'decode_on_device': False,
     'resize_on_device': False, 'gallery_info': None, 'test_sampling': 'chunks',
 }
-TRAIN_DEFAULTS = {'eval_every': 10, 'resume': None}
+TRAIN_DEFAULTS = {'eval_every': 10, 'resume': None, 'overwrite': False}
 EVAL_DEFAULTS = {'save_features': None, 'features': None, 'visualize_ranks': None, 'num_queries': 10, 'topk': 10,
                  'results': None, 'cmc_plot': None, 'chance_level': False, 'rerank': False, 'rerank_k1': 20,
                  'rerank_k2': 6, 'rerank_lambda': 0.3}
@@ -101,6 +101,24 @@ def _error(script, argv, capsys):
     ('evaluate', ['--model_type', 'resnet50_s1', '--test_txt', 'a', '--test_info', 'b', '--query_info', 'c'],
      '--load_ckpt is required'),
     ('evaluate', ['--features', 'f.npz', '--save_features', 'g.npz'], '--save_features has nothing new'),
+    ('baseline', DB + ['--ckpt', 'c', '--model_type', 'resnet50_s1', '--track_per_class', '1'],
+     '--track_per_class must be at least 2: the triplet loss needs a positive'),
+    ('baseline', DB + ['--ckpt', 'c', '--model_type', 'resnet50_s1', '--lr', '-1'],
+     '--lr must be a finite number above 0, got -1.0'),
+    ('baseline', DB + ['--ckpt', 'c', '--model_type', 'resnet50_s1', '--lr', '0'],
+     '--lr must be a finite number above 0, got 0.0'),
+    ('NL', DB + ['--ckpt', 'c', '--model_type', 'resnet50_NL', '--temporal', 'Done', '--lr', 'nan'],
+     '--lr must be a finite number above 0, got nan'),
+    ('NL', DB + ['--ckpt', 'c', '--model_type', 'resnet50_NL', '--temporal', 'Done', '--lr', 'inf'],
+     '--lr must be a finite number above 0, got inf'),
+    ('baseline', DB + ['--ckpt', 'c', '--model_type', 'resnet50_s1', '--width', '8'],
+     '--width 8: frames must be at least 32 x 16 pixels'),
+    ('baseline', DB + ['--ckpt', 'c', '--model_type', 'resnet50_s1', '--height', '16'],
+     '--height 16: frames must be at least 32 x 16 pixels'),
+    ('evaluate', ['--model_type', 'resnet50_s1', '--width', '0', '--load_ckpt', 'c.pth'],
+     '--width 0: frames must be at least 32 x 16 pixels'),
+    ('baseline', DB + ['--ckpt', 'c', '--model_type', 'resnet50_s1', '--resume', 'c', '--overwrite'],
+     '--overwrite starts a new run and --resume continues one'),
 ])
 def test_inconsistent_flags_are_refused(script, argv, message, capsys):
     assert message in _error(script, argv, capsys)
@@ -109,6 +127,9 @@ def test_inconsistent_flags_are_refused(script, argv, message, capsys):
 def test_valid_command_lines_pass():
     args = parse_args('baseline', DB + ['--ckpt', 'c', '--model_type', 'resnet50_s1', '--temporal', 'max'])
     assert args.script == 'baseline' and args.temporal == 'max'
+    args = parse_args('baseline', DB + ['--ckpt', 'c', '--model_type', 'resnet50_s1', '--height', '32', '--width',
+                                        '16', '--track_per_class', '2', '--lr', '1e-9', '--overwrite'])
+    assert (args.height, args.width, args.track_per_class, args.overwrite) == (32, 16, 2, True)
     args = parse_args('evaluate', ['--features', 'f.npz'])  # re-scoring needs neither a model nor images
     assert args.features == 'f.npz'
 
@@ -184,3 +205,39 @@ def test_run_evaluate_sh_blocks(tmp_path):
     ste = _parse_script(tmp_path, 'evaluate.py', 'evaluate', _uncomment_block(text, 'STE-NVAN'))
     assert (ste.model_type, ste.stripes, ste.batch_size, ste.load_ckpt) == \
         ('resnet50_NL_stripe_hr', [16] * 4, 128, './ckpt/STE_NVAN.pth')
+
+
+def test_model_types_are_the_networks():
+    import models.network
+    import util.options
+    assert util.options.MODEL_TYPES is models.network.MODEL_TYPES
+
+
+def test_run_main_turns_file_system_faults_into_one_line(capsys):
+    import errno
+
+    from util.errors import OutputError
+    from util.options import run_main
+
+    def full_disk(argv):
+        raise OSError(errno.ENOSPC, 'No space left on device', '/data/ckpt/metrics.csv')
+
+    def read_only(argv):
+        raise OSError(errno.EROFS, 'Read-only file system')
+
+    def output_error(argv):
+        raise OutputError('--ckpt c: is not writable')
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    assert run_main(full_disk) == 2
+    assert capsys.readouterr().err == 'error: /data/ckpt/metrics.csv: No space left on device\n'
+    assert run_main(read_only) == 2 and capsys.readouterr().err == 'error: Read-only file system\n'
+    assert run_main(output_error) == 2 and capsys.readouterr().err == 'error: --ckpt c: is not writable\n'
+    assert run_main(interrupted) == 130 and capsys.readouterr().err == 'error: interrupted\n'
+
+    def bug(argv):  # anything else is a bug of ours and keeps its traceback
+        raise FileNotFoundError(errno.ENOENT, 'No such file or directory', 'x')
+    with pytest.raises(FileNotFoundError):
+        run_main(bug)

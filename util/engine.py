@@ -3,14 +3,21 @@
 One epoch = one pass of the identity-balanced sampler (every training identity once, P identities x K
 tracklets per batch). Per batch: triplet loss on the clip features (resnet50_s1: the S frame features pooled
 with --temporal), plus the optional ID losses. After every --eval_every epochs and after the last one the
-model is scored on the test split; the best rank-1 weights go to ckpt_best.pth (original key names), and the
-full state goes to last.pth after every epoch so that --resume continues exactly.
+model is scored on the test split; the best rank-1 weights go to ckpt_best.pth (original key names, with the
+run configuration in ckpt_best.json), and the full state goes to last.pth after every epoch so that --resume
+continues exactly.
+
+A run owns its --ckpt directory: it holds the directory's lock for its whole length, and refuses a directory
+holding another run unless told --resume or --overwrite. Everything it writes there is written atomically or,
+for the log, cut back on resume to what the resumed epoch had written, so a kill at any point loses at most
+the epoch in progress.
 
 Under torchrun every process takes P / world_size identities of the same global batch. BatchNorm is
 synchronised, and the triplet loss is mined over the global batch gathered with gradients, so the
 gradients equal those of one process holding the whole batch (see `compute_losses`).
 """
 import csv
+import io
 import math
 import os
 import random
@@ -23,13 +30,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from models import build_model, load_checkpoint, original_state_dict, to_channels_last
-from util.checkpoint import (atomic_save, changed_args, load_resume_state, resolve_resume_path,
-                             save_resume_state, set_rng_state)
+from models import build_model, load_checkpoint, load_state, original_state_dict, to_channels_last
+from models.network import DEFAULT_NON_LAYERS, DEFAULT_STRIPES
+from util.checkpoint import (LOCK_NAME, RUN_OUTPUTS, RunLock, changed_args, check_writable, existing_run_files,
+                             load_resume_state, remove_stale_temporaries, resolve_resume_path, save_best_weights,
+                             save_resume_state, set_rng_state, write_text)
 from util.data import make_train_loader, read_database
-from util.distributed import (all_gather_with_grad, barrier, cleanup, gather_tensors, init_distributed,
-                              unwrap_model, wrap_model)
-from util.errors import ReIDError
+from util.distributed import (all_gather_with_grad, barrier, broadcast_object, cleanup, gather_tensors,
+                              init_distributed, unwrap_model, wrap_model)
+from util.errors import CheckpointError, OutputError, ReIDError
 from util.evaluation import (autocast, decoder_choice, extract_features, gather_features, make_eval_loader,
                              prepare_clips, score)
 from util.losses import batch_hard_triplet_soft, temporal_pool
@@ -136,32 +145,34 @@ def _fmt(value, spec='.6f'):
     return '' if value is None else format(value, spec)
 
 
+def _csv_lines(rows):
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue()
+
+
 def write_metrics_row(path, row):
-    new = not os.path.exists(path)
-    with open(path, 'a', newline='') as f:
-        writer = csv.writer(f)
-        if new:
-            writer.writerow(METRICS_COLUMNS)
-        writer.writerow([row.get(c, '') for c in METRICS_COLUMNS])
+    header = [] if os.path.exists(path) else [METRICS_COLUMNS]
+    write_text(path, _csv_lines(header + [[row.get(c, '') for c in METRICS_COLUMNS]]), append=True)
 
 
 def reset_metrics(path, keep_epochs):
-    """Start metrics.csv afresh, keeping the rows of the first `keep_epochs` epochs (on --resume, rows of
-    epochs after the resumed state were written by the interrupted run and will be written again)."""
+    """Start metrics.csv afresh (atomically), keeping the rows of the first `keep_epochs` epochs (on
+    --resume, rows of epochs after the resumed state were written by the interrupted run and will be
+    written again)."""
     rows = []
     if keep_epochs > 0 and os.path.exists(path):
         with open(path, newline='') as f:
             rows = [r for r in csv.DictReader(f) if r.get('epoch', '').isdigit() and int(r['epoch']) <= keep_epochs]
-    with open(path, 'w', newline='') as f:
-        writer = csv.writer(f)
-        writer.writerow(METRICS_COLUMNS)
-        for r in rows:
-            writer.writerow([r.get(c, '') for c in METRICS_COLUMNS])
+    write_text(path, _csv_lines([METRICS_COLUMNS] + [[r.get(c, '') for c in METRICS_COLUMNS] for r in rows]))
 
 
 def append_log(path, lines):
-    with open(path, 'a') as f:
-        f.write(''.join(line + '\n' for line in lines))
+    write_text(path, ''.join(line + '\n' for line in lines), append=True)
+
+
+def _file_size(path):
+    return os.path.getsize(path) if os.path.exists(path) else 0
 
 
 # -- the loop ------------------------------------------------------------------------------------------------
@@ -172,6 +183,31 @@ class Trainer:
     def __init__(self, args, ctx):
         self.args, self.ctx, self.device = args, ctx, ctx.device
         self.log = print if ctx.is_main else (lambda *a, **k: None)
+        self.lock = None
+        self.log_file = os.path.join(args.ckpt, args.log_path)
+        self.metrics_file = os.path.join(args.ckpt, 'metrics.csv')
+        self.last_file = os.path.join(args.ckpt, 'last.pth')
+        self.best_file = os.path.join(args.ckpt, 'ckpt_best.pth')
+        self.resume_path = resolve_resume_path(args.resume) if args.resume else None
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        """Release the --ckpt directory."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def _setup(self):
+        args, ctx = self.args, self.ctx
+        # before any work: the outputs writable, the directory ours, the resumed run's flags unchanged
+        self._on_main_first(self._claim_directory)
+        resumed = load_resume_state(self.resume_path) if self.resume_path else None
+        if resumed is not None:
+            self._check_resumed_flags(resumed)
         seed_everything(args.seed)
         if self.device.type == 'cuda':
             torch.backends.cudnn.benchmark = True
@@ -187,17 +223,19 @@ class Trainer:
         n_id = self.train_loader.dataset.n_id
 
         # model: build, load, move, wrap (SyncBatchNorm + DDP), compile; the optimiser sees the final modules
-        self.resume_path = resolve_resume_path(args.resume) if args.resume else None
         model = build_model(args.model_type, n_id, non_layers=args.non_layers, stripes=args.stripes,
                             temporal=args.temporal, stride=args.stride,
                             pretrained='none' if self.resume_path else args.pretrained,
                             height=args.height, S=args.S)
         self.frame_level = model.frame_level
         self.dtype = next(model.parameters()).dtype  # of the input too (float32 unless built in float64)
-        if self.resume_path:
-            load_checkpoint(model, self.resume_path)
+        # what ckpt_best.json and last.pth record, and evaluate.py / --load_ckpt check
+        self.run_config = dict(model.config, S=args.S, height=args.height, width=args.width, num_class=n_id)
+        if resumed is not None:
+            load_state(model, resumed['model'], resumed.get('config'), self.resume_path)
         elif args.load_ckpt is not None:
-            load_checkpoint(model, args.load_ckpt)
+            for note in load_checkpoint(model, args.load_ckpt, inputs=vars(args), new_classifier=True):
+                self.log(note)
             self.log(f'Loaded weights from {args.load_ckpt}')
         model.to(self.device)
         if args.channels_last:
@@ -212,27 +250,87 @@ class Trainer:
 
         self.start_epoch, self.best_rank1, self.rng_state = 0, 0.0, None
         self.pending = {name: [] for name in LOSS_NAMES}  # per-epoch loss strings for the next log entry
-        self.log_file = os.path.join(args.ckpt, args.log_path)
-        self.metrics_file = os.path.join(args.ckpt, 'metrics.csv')
-        self.last_file = os.path.join(args.ckpt, 'last.pth')
-        self.best_file = os.path.join(args.ckpt, 'ckpt_best.pth')
-        if self.resume_path:
-            self._restore(load_resume_state(self.resume_path))
+        if resumed is not None:
+            self._restore(resumed)
         if ctx.is_main:
-            os.makedirs(args.ckpt, exist_ok=True)
-            reset_metrics(self.metrics_file, self.start_epoch)
-            open(self.log_file, 'a').close()
+            self._prepare_outputs(resumed)
         self.log(f'{args.model_type}: {n_id} training identities, {len(train_db.info)} training tracklets, '
                  f'{len(self.train_loader)} iterations per epoch (P={args.class_per_batch}, '
                  f'K={args.track_per_class}, S={args.S}); {len(self.test_db.info)} test tracklets; '
                  f'device {self.device}' + (f' x {ctx.world_size} processes' if ctx.world_size > 1 else ''))
 
-    def _restore(self, state):
+    def _on_main_first(self, step):
+        """Run `step` on the main process only; a ReIDError there stops every process (the others would
+        otherwise wait for it forever)."""
+        error = None
+        if self.ctx.is_main:
+            try:
+                step()
+            except ReIDError as err:
+                error = err
+        message = broadcast_object(None if error is None else str(error), self.ctx)
+        if error is not None:
+            raise error
+        if message is not None:
+            raise ReIDError(message)
+
+    def _claim_directory(self):
+        """--ckpt and --log_path writable, the directory locked for this run, and no other run in it."""
         args = self.args
-        diff = changed_args(state.get('args', {}), args)
+        check_writable(args.ckpt, '--ckpt', directory=True)
+        check_writable(self.log_file, '--log_path')
+        self.lock = RunLock(args.ckpt).acquire()
+        remove_stale_temporaries(args.ckpt, RUN_OUTPUTS + (LOCK_NAME,))
+        remove_stale_temporaries(os.path.dirname(os.path.abspath(self.log_file)), (os.path.basename(self.log_file),))
+        found = existing_run_files(args.ckpt)
+        if found and not self._resuming_here() and not args.overwrite:
+            raise OutputError(f'--ckpt {args.ckpt} already holds a training run ({", ".join(found)}): pass '
+                              f'--resume {args.ckpt} to continue it, another --ckpt, or --overwrite to replace it')
+
+    def _resuming_here(self):
+        return self.resume_path is not None and os.path.samefile(os.path.dirname(os.path.abspath(self.resume_path)),
+                                                                  self.args.ckpt)
+
+    def _check_resumed_flags(self, state):
+        """Refuse flags that the resumed state would silently override."""
+        args = self.args
+        diff = changed_args(state.get('args', {}), args,
+                            defaults={'non_layers': DEFAULT_NON_LAYERS, 'stripes': DEFAULT_STRIPES})
         if diff:
-            self.log('warning: --resume with arguments that differ from the interrupted run: ' +
-                     ', '.join(f'{k} {old!r} -> {new!r}' for k, (old, new) in diff.items()))
+            raise CheckpointError(
+                f'--resume {self.resume_path}: the run was started with other flags, which its saved state would '
+                'override: ' + ', '.join(f'--{k} {_flag_text(old)} (now {_flag_text(new)})'
+                                         for k, (old, new) in diff.items()) +
+                "; resume with the run's own flags (--n_epochs may grow), or start a new run from its weights "
+                'with --load_ckpt')
+        if args.n_epochs < int(state['epoch']):
+            raise CheckpointError(f"--resume {self.resume_path}: the run has already completed {state['epoch']} "
+                                  f'epochs, more than --n_epochs {args.n_epochs}')
+
+    def _prepare_outputs(self, resumed):
+        """Main process, once everything is built: the log and metrics.csv as the resumed epoch left them (or
+        new ones), and with --overwrite the previous run's files removed."""
+        args = self.args
+        if args.overwrite:
+            for name in RUN_OUTPUTS:
+                path = os.path.join(args.ckpt, name)
+                if os.path.exists(path):
+                    os.remove(path)
+        if resumed is None:
+            write_text(self.log_file, '')  # a new run starts a new log
+        elif self._resuming_here() and resumed['args'].get('log_path') == args.log_path:
+            # an interrupted epoch may have written its log lines before dying: cut back to the resumed epoch
+            size = resumed.get('log_size')
+            if size is not None and _file_size(self.log_file) > size:
+                try:
+                    os.truncate(self.log_file, size)
+                except OSError as err:
+                    raise OutputError(f'cannot write {self.log_file}: {err.strerror or err}') from None
+        elif not os.path.exists(self.log_file):
+            write_text(self.log_file, '')
+        reset_metrics(self.metrics_file, self.start_epoch)
+
+    def _restore(self, state):
         self.optimizer.load_state_dict(state['optimizer'])
         if self.scheduler is not None and state.get('scheduler') is not None:
             self.scheduler.load_state_dict(state['scheduler'])
@@ -303,7 +401,7 @@ class Trainer:
         lines.append(f"Trip Loss : {self.pending['trip_loss']!r}")
         self.pending = {name: [] for name in LOSS_NAMES}
         if rank1 >= self.best_rank1:
-            atomic_save(original_state_dict(self.net), self.best_file)
+            save_best_weights(self.best_file, original_state_dict(self.net), self.run_config)
             self.best_rank1 = rank1
             lines.append('best')
         append_log(self.log_file, lines)
@@ -350,14 +448,19 @@ class Trainer:
                                 if k <= len(result.cmc)})
                     row['mAP'] = _fmt(float(result.mAP))
                 write_metrics_row(self.metrics_file, row)
-                save_resume_state(self.last_file, model_state=original_state_dict(self.net), config=self.net.config,
+                save_resume_state(self.last_file, model_state=original_state_dict(self.net), config=self.run_config,
                                   optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
-                                  epoch=done, best_rank1=self.best_rank1, pending=self.pending, args=args)
+                                  epoch=done, best_rank1=self.best_rank1, pending=self.pending,
+                                  log_size=_file_size(self.log_file), args=args)
             barrier(ctx)
         self.log(f'Done: best rank-1 {self.best_rank1:.4f}; weights in {self.best_file}')
         if ctx.is_main:
             from util.visualize import plot_training_curves  # matplotlib is only needed here
-            self.log(f'Training curves: {plot_training_curves(self.metrics_file)}')
+            try:
+                self.log(f'Training curves: {plot_training_curves(self.metrics_file)}')
+            except OSError as err:
+                raise OutputError(f'cannot write the training curves beside {self.metrics_file}: '
+                                  f'{err.strerror or err}') from None
         return self.best_rank1
 
 
@@ -365,7 +468,15 @@ def train(args):
     """Entry point of train_baseline.py and train_NL.py (args from util.options.parse_args)."""
     ctx = init_distributed(args.device)
     try:
-        Trainer(args, ctx).fit()
+        trainer = Trainer(args, ctx)
+        try:
+            trainer.fit()
+        finally:
+            trainer.close()
     finally:
         cleanup(ctx)
     return 0
+
+
+def _flag_text(value):
+    return ' '.join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)

@@ -322,7 +322,8 @@ def _evaluate_checkpoint(args, ctx):
     # Every weight comes from the checkpoint, so the backbone needs no ImageNet initialisation.
     model = build_model(args.model_type, num_class, non_layers=args.non_layers, stripes=args.stripes,
                         temporal=args.temporal, stride=args.stride, pretrained='none', height=args.height, S=args.S)
-    load_checkpoint(model, args.load_ckpt)
+    for note in load_checkpoint(model, args.load_ckpt, inputs=vars(args)):  # e.g. another S than in training
+        log(note)
     model.to(ctx.device)
     if args.channels_last:
         to_channels_last(model)

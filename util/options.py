@@ -6,13 +6,15 @@ uses) plus the flags this project adds. Every original flag is accepted by every
 shared one parser; the added flags are script specific where they only make sense there.
 """
 import argparse
+import errno
+import math
 import sys
 
+from models.network import MIN_HEIGHT, MIN_WIDTH, MODEL_TYPES
 from util.errors import ReIDError
 from util.sampling import TEST_SAMPLING_MODES
 
 SCRIPTS = ('baseline', 'NL', 'evaluate')
-MODEL_TYPES = ('resnet50_s1', 'resnet50_NL', 'resnet50_NL_stripe', 'resnet50_NL_hr', 'resnet50_NL_stripe_hr')
 
 _DESCRIPTIONS = {
     'baseline': 'Train the video re-ID baseline (ResNet-50 + frame-level pooling, FPL).',
@@ -101,8 +103,8 @@ def _add_common_flags(parser):
     run.add_argument('--seed', type=int, default=0,
                      help='seeds python, numpy and torch, the batch sampler and the clip sampling; runs with '
                           'the same seed on the CPU are identical')
-    run.add_argument('--height', type=int, default=256, help='frame height after resizing')
-    run.add_argument('--width', type=int, default=128, help='frame width after resizing')
+    run.add_argument('--height', type=int, default=256, help=f'frame height after resizing (at least {MIN_HEIGHT})')
+    run.add_argument('--width', type=int, default=128, help=f'frame width after resizing (at least {MIN_WIDTH})')
     run.add_argument('--pretrained', default='imagenet', metavar='{imagenet,none,PATH}',
                      help="backbone initialisation: torchvision's ImageNet ResNet-50 weights, none (random), or "
                           'a ResNet-50 state dict file')
@@ -135,7 +137,10 @@ def _add_train_flags(parser):
                        help='validate after every N epochs and after the last one; 0: after the last only')
     train.add_argument('--resume', default=None, metavar='PATH',
                        help='continue an interrupted run exactly from its last.pth (or a --ckpt directory '
-                            'holding one)')
+                            'holding one), with the flags it was started with (--n_epochs may grow)')
+    train.add_argument('--overwrite', action='store_true',
+                       help='start afresh in a --ckpt directory that holds another run, deleting its checkpoints, '
+                            'log and metrics (without it such a directory is refused)')
 
 
 def _add_evaluate_flags(parser):
@@ -210,9 +215,13 @@ def _check(parser, args):
                 parser.error(f'--{name} takes one number per ResNet stage (4), got {len(value)}')
         if args.latent_dim != 2048:
             parser.error(f'--latent_dim {args.latent_dim}: the ResNet-50 models produce 2048-d features')
-        for name in ('S', 'batch_size', 'height', 'width'):
+        for name in ('S', 'batch_size'):
             if getattr(args, name) < 1:
                 parser.error(f'--{name} must be at least 1')
+        for name, least in (('height', MIN_HEIGHT), ('width', MIN_WIDTH)):
+            if getattr(args, name) < least:
+                parser.error(f'--{name} {getattr(args, name)}: frames must be at least {MIN_HEIGHT} x {MIN_WIDTH} '
+                             'pixels (height x width)')
         if args.num_workers < 0:
             parser.error('--num_workers must be 0 or more')
     if args.rank_size < 0:
@@ -238,6 +247,13 @@ def _check(parser, args):
             parser.error(f'--{name} must be at least 1')
     if args.class_per_batch < 2:
         parser.error('--class_per_batch must be at least 2: the triplet loss needs negatives')
+    if args.track_per_class < 2:
+        parser.error('--track_per_class must be at least 2: the triplet loss needs a positive (another tracklet '
+                     'of the same identity) for every anchor')
+    if not math.isfinite(args.lr) or args.lr <= 0:
+        parser.error(f'--lr must be a finite number above 0, got {args.lr}')
+    if args.overwrite and args.resume is not None:
+        parser.error('--overwrite starts a new run and --resume continues one: pass one of them')
     if args.lr_step_size < 0 or args.eval_every < 0:
         parser.error('--lr_step_size and --eval_every must be 0 or more')
 
@@ -250,12 +266,24 @@ def parse_args(script, argv=None):
     return args
 
 
+# File-system faults that are the machine's state, not a bug: reported in one line like a ReIDError.
+_FILE_SYSTEM_FAULTS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
+                       errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.EMFILE, errno.ENFILE}
+
+
 def run_main(main, argv=None):
-    """Run a script's main(argv); a ReIDError becomes one `error: ...` line on stderr and exit status 2."""
+    """Run a script's main(argv); a ReIDError (or a file-system fault such as a full disk) becomes one
+    `error: ...` line on stderr and exit status 2; Ctrl-C one `error: interrupted` line and status 130."""
     try:
         return main(argv) or 0
     except ReIDError as err:
         print(f'error: {err}', file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in _FILE_SYSTEM_FAULTS:
+            raise
+        where = f'{err.filename}: ' if err.filename else ''
+        print(f'error: {where}{err.strerror or err}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print('error: interrupted', file=sys.stderr)
