@@ -160,6 +160,7 @@ def test_mars_like_split_matches_the_reference_and_its_scores(k1, k2, lambda_val
         assert not np.array_equal(ours.ap, plain.ap)  # re-ranking did change the ranking
     # every loop over blocks of rows, pairs and sums taken in many small blocks gives the same numbers
     monkeypatch.setattr(rerank, '_BLOCK_ELEMENTS', 300)
+    monkeypatch.setattr(rerank, '_PAIR_ELEMENTS', 300)
     assert torch.equal(k_reciprocal_distance(probe, feats, k1, k2, lambda_value), got)
 
 

@@ -36,7 +36,8 @@ import torch
 
 __all__ = ['k_reciprocal_distance', 'pairwise_distance', 'rerank_distance', 'rerank_reference']
 
-_BLOCK_ELEMENTS = 1 << 23  # bound on the elements of the temporaries of one block of rows
+_BLOCK_ELEMENTS = 1 << 23  # bound on the elements of the dense temporaries of one block of rows
+_PAIR_ELEMENTS = 1 << 21  # and on the entries of the sparse products' index arrays (int64) of one block
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -259,7 +260,7 @@ def _query_expansion(rows, cols, vals, nearest):
     n, k2 = nearest.shape
     count = torch.bincount(rows, minlength=n)
     start = torch.cumsum(count, 0) - count
-    block = max(1, _BLOCK_ELEMENTS // (k2 * max(1, int(count.max()))))
+    block = max(1, _PAIR_ELEMENTS // (k2 * max(1, int(count.max()))))
     out = []
     for s in range(0, n, block):
         owner, pos = _entries(start, count, nearest[s:s + block].flatten())  # in (i, m, column) order
@@ -292,12 +293,12 @@ def _jaccard_blend(dist, rows, cols, vals, num_query, lambda_value):
     row_end = torch.cumsum(torch.bincount(p_rows, minlength=q), 0)
     pairs = torch.cumsum(torch.zeros(q, dtype=torch.int64, device=device)
                          .index_add_(0, p_rows, col_count.index_select(0, p_cols)), 0)
-    # blocks of whole probe rows of about _BLOCK_ELEMENTS pairs and at most that many (rows, G) sums
-    max_rows = max(1, _BLOCK_ELEMENTS // g)
+    # blocks of whole probe rows of about _PAIR_ELEMENTS pairs and at most that many (rows, G) sums
+    max_rows = max(1, _PAIR_ELEMENTS // g)
     bounds = [0]
     while bounds[-1] < q:
         a = bounds[-1]
-        fits = int(torch.searchsorted(pairs, (pairs[a - 1] if a else 0) + _BLOCK_ELEMENTS, right=True))
+        fits = int(torch.searchsorted(pairs, (pairs[a - 1] if a else 0) + _PAIR_ELEMENTS, right=True))
         bounds.append(min(max(fits, a + 1), a + max_rows, q))
     row_end = row_end.tolist()
     out = torch.empty(q, g, dtype=torch.float32, device=device)
