@@ -14,17 +14,21 @@ The released algorithm, on the N = Q + G probe+gallery items (probe rows first):
 4. Jaccard distance of probe i to item j: 1 - m / (2 - m), m = sum over c of min(V[i, c], V[j, c]);
    final = (1 - lambda) * Jaccard + lambda * original, the (Q, G) probe-gallery block.
 
-Here every step works on all items at once: the nearest lists come from ``torch.topk`` on blocks of rows,
-the reciprocal tests are gathers of those lists, V is a sparse matrix of at most (k1 + 1)(k1/2 + 2) items
-per row, and the Jaccard sums run only over the nonzero entries of V, as the released code's inverted
-index does, in the same order (so on the CPU the float32 sums are the released code's, term for term).
+Here every step works on all items at once: the nearest lists come from ``torch.topk`` on blocks of rows
+(no full sort), the reciprocal tests are gathers of those lists, V is a sparse matrix (at most
+(k1 + 1)(k1/2 + 2) items per row before the query expansion), and the Jaccard sums run only over pairs of
+nonzero entries of V sharing a column, as the released code's inverted index does. On the CPU the query
+expansion's and the Jaccard's float32 sums add the same terms in the released code's order; only exp and
+the weights' sums round differently (a few 1e-7 in the result).
 
 Ties: the released code's ``np.argsort`` leaves the order of equal distances to numpy's sort algorithm. They
 are common in MARS, where every query is also in the gallery, so each query has an exact twin. Here equal
-distances are ordered by item index, as a stable sort does (and as ``rerank_reference`` does). Where a run
-of equal distances crosses the k-th place this decides which items are among the k nearest; elsewhere
-the order inside the list does not matter. The distance matrix itself is made exactly symmetric, with 0
-between identical features, so identical items have identical rows, as the authors' ``cdist`` gives.
+distances are ordered by item index, as a stable sort does (and as ``rerank_reference`` does): topk takes
+k + 1 items; where the k-th and the next distance differ, its first k are the stable sort's k, put in
+(distance, index) order; rows where they are equal (a run of equal distances crosses the k-th place, and
+which items are among the k nearest depends on the order) are ranked by exact (distance bits, index)
+int64 keys. The distance matrix itself is made exactly symmetric, with 0 between identical features, so
+identical items have identical rows, as the authors' ``cdist`` gives.
 
 ``rerank_reference`` at the end is the plain restatement of the released loops in float32 numpy, for tests
 and benchmarks; it shares no code with the fast path.
@@ -323,8 +327,10 @@ def rerank_reference(dist, num_query, k1=20, k2=6, lambda_value=0.3, sort_kind='
     """The released algorithm as plain float32 numpy loops, step by step, for tests and benchmarks.
 
     dist: (N, N) original distance (before normalisation), probe rows first; returns the (Q, N - Q)
-    re-ranked distance. sort_kind: the kind of the one full argsort of the distance rows; 'stable' puts
-    equal distances in index order (the fast path's order), None is numpy's default, as released.
+    re-ranked distance. The released float32 version squares the Euclidean distances it is given; this
+    takes the squared distance (SPEC 10's 2 - 2 cos) itself. sort_kind: the kind of the one full argsort of
+    the distance rows; 'stable' puts equal distances in index order (the fast path's order), None is
+    numpy's default, as released.
     """
     original = np.asarray(dist, dtype=np.float32)
     original = (original / np.max(original, axis=0)).T  # columns divided by their maximum, transposed
