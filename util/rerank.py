@@ -72,8 +72,11 @@ def pairwise_distance(probe, gallery, block=2048):
     """
     _check_features(probe, gallery)
     feats = torch.cat([probe, gallery]).float()  # (N, D)
+    n = len(feats)
+    # groups of identical features, found before the (N, N) matrix exists to keep the peak memory down
+    _, group = torch.unique(feats, dim=0, return_inverse=True)
     unit = torch.nn.functional.normalize(feats, dim=1)
-    n = len(unit)
+    del feats
     dist = torch.empty(n, n, dtype=torch.float32, device=unit.device)
     for a in range(0, n, block):
         for b in range(a, n, block):
@@ -84,10 +87,10 @@ def pairwise_distance(probe, gallery, block=2048):
             else:
                 dist[b:b + block, a:a + block] = d.T
             dist[a:a + block, b:b + block] = d
+    del unit
     # identical features: copy the first one's row and column, so twins tie exactly everywhere
-    _, group = torch.unique(feats, dim=0, return_inverse=True)
-    index = torch.arange(n, device=unit.device)
-    first = torch.full((int(group.max()) + 1,), n, device=unit.device).scatter_reduce_(0, group, index, 'amin')
+    index = torch.arange(n, device=dist.device)
+    first = torch.full((int(group.max()) + 1,), n, device=dist.device).scatter_reduce_(0, group, index, 'amin')
     dup = torch.nonzero(first[group] != index)[:, 0]
     if len(dup):
         source = first[group[dup]]
