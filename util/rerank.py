@@ -52,7 +52,8 @@ def k_reciprocal_distance(probe, gallery, k1=20, k2=6, lambda_value=0.3):
     """Re-ranked probe-to-gallery distances.
 
     probe (Q, D), gallery (G, D): float features on one device (CPU or CUDA), L2-normalised here.
-    Returns the (Q, G) float32 re-ranked distance on that device (smaller = closer).
+    Returns the (Q, G) float32 re-ranked distance on that device (smaller = closer). On the CPU the result
+    is deterministic; on CUDA the sums use atomic adds, so their last bits may differ between runs.
     Raises ValueError for k1 < 1, k2 < 1, k1 >= Q + G, k2 > Q + G, lambda outside [0, 1], or
     mismatched shapes / devices.
     """
