@@ -238,7 +238,7 @@ def _encoding(dist, near, keep, near_half, keep_half):
         common = (in_r & cand_keep).sum(dim=2).double()  # |R'(c) & R(i)|: (B, k1 + 1)
         size = cand_keep.sum(dim=2).double()
         adds = rk & (common > 2. / 3 * size)  # the released code's float64 test
-        c = torch.cat([r, cand.flatten(1)], dim=1)  # (B, (k1 + 1)(kh + 1))
+        c = torch.cat([r, cand.flatten(1)], dim=1)  # (B, (k1 + 1)(kh + 2)): R(i), then every R'(c)
         valid = torch.cat([rk, (cand_keep & adds[..., None]).flatten(1)], dim=1)
         c = torch.where(valid, c, n).sort(dim=1).values
         valid = c < n
