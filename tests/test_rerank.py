@@ -160,6 +160,7 @@ def test_mars_like_split_matches_the_reference_and_its_scores(k1, k2, lambda_val
         assert not np.array_equal(ours.ap, plain.ap)  # re-ranking did change the ranking
     # every loop over blocks of rows, pairs and sums taken in many small blocks gives the same numbers
     monkeypatch.setattr(rerank, '_BLOCK_ELEMENTS', 300)
+    monkeypatch.setattr(rerank, '_PAIR_ELEMENTS', 300)
     assert torch.equal(k_reciprocal_distance(probe, feats, k1, k2, lambda_value), got)
 
 
@@ -180,14 +181,18 @@ def test_twins_follow_the_stable_order():
 
 
 def test_nearest_lists_break_ties_by_index(monkeypatch):
-    """topk with exact keys where equal distances cross the k-th place: the stable argsort's lists."""
+    """topk, with exact keys where equal distances cross the k-th place: the stable argsort's lists of the
+    normalised rows, on blocks of a few rows."""
     gen = torch.Generator().manual_seed(0)
     dist = torch.randint(0, 6, (50, 50), generator=gen).float() / 8  # many equal values
     dist[3] = 0.25  # a row of one value
     monkeypatch.setattr(rerank, '_BLOCK_ELEMENTS', 200)
     for k in (1, 5, 21, 50):
-        expected = np.argsort(dist.numpy(), axis=1, kind='stable')[:, :k]
-        np.testing.assert_array_equal(rerank._nearest(dist, k).numpy(), expected)
+        out = torch.empty_like(dist)
+        nearest = rerank._normalise_and_rank(dist, out, k)
+        assert torch.equal(out, dist / dist.amax(dim=1, keepdim=True))
+        expected = np.argsort(out.numpy(), axis=1, kind='stable')[:, :k]
+        np.testing.assert_array_equal(nearest.numpy(), expected)
 
 
 def test_rerank_distance_takes_the_matrix():

@@ -14,17 +14,21 @@ The released algorithm, on the N = Q + G probe+gallery items (probe rows first):
 4. Jaccard distance of probe i to item j: 1 - m / (2 - m), m = sum over c of min(V[i, c], V[j, c]);
    final = (1 - lambda) * Jaccard + lambda * original, the (Q, G) probe-gallery block.
 
-Here every step works on all items at once: the nearest lists come from ``torch.topk`` on blocks of rows,
-the reciprocal tests are gathers of those lists, V is a sparse matrix of at most (k1 + 1)(k1/2 + 2) items
-per row, and the Jaccard sums run only over the nonzero entries of V, as the released code's inverted
-index does, in the same order (so on the CPU the float32 sums are the released code's, term for term).
+Here every step works on all items at once: the nearest lists come from ``torch.topk`` on blocks of rows
+(no full sort), the reciprocal tests are gathers of those lists, V is a sparse matrix (at most
+(k1 + 1)(k1/2 + 2) items per row before the query expansion), and the Jaccard sums run only over pairs of
+nonzero entries of V sharing a column, as the released code's inverted index does. On the CPU the query
+expansion's and the Jaccard's float32 sums add the same terms in the released code's order; only exp and
+the weights' sums round differently (a few 1e-7 in the result).
 
 Ties: the released code's ``np.argsort`` leaves the order of equal distances to numpy's sort algorithm. They
 are common in MARS, where every query is also in the gallery, so each query has an exact twin. Here equal
-distances are ordered by item index, as a stable sort does (and as ``rerank_reference`` does). Where a run
-of equal distances crosses the k-th place this decides which items are among the k nearest; elsewhere
-the order inside the list does not matter. The distance matrix itself is made exactly symmetric, with 0
-between identical features, so identical items have identical rows, as the authors' ``cdist`` gives.
+distances are ordered by item index, as a stable sort does (and as ``rerank_reference`` does): topk takes
+k + 1 items; where the k-th and the next distance differ, its first k are the stable sort's k, put in
+(distance, index) order; rows where they are equal (a run of equal distances crosses the k-th place, and
+which items are among the k nearest depends on the order) are ranked by exact (distance bits, index)
+int64 keys. The distance matrix itself is made exactly symmetric, with 0 between identical features, so
+identical items have identical rows, as the authors' ``cdist`` gives.
 
 ``rerank_reference`` at the end is the plain restatement of the released loops in float32 numpy, for tests
 and benchmarks; it shares no code with the fast path.
@@ -36,7 +40,8 @@ import torch
 
 __all__ = ['k_reciprocal_distance', 'pairwise_distance', 'rerank_distance', 'rerank_reference']
 
-_BLOCK_ELEMENTS = 1 << 23  # bound on the elements of the (rows, N) temporaries of one block
+_BLOCK_ELEMENTS = 1 << 23  # bound on the elements of the dense temporaries of one block of rows
+_PAIR_ELEMENTS = 1 << 21  # and on the entries of the sparse products' index arrays (int64) of one block
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -47,16 +52,16 @@ def k_reciprocal_distance(probe, gallery, k1=20, k2=6, lambda_value=0.3):
     """Re-ranked probe-to-gallery distances.
 
     probe (Q, D), gallery (G, D): float features on one device (CPU or CUDA), L2-normalised here.
-    Returns the (Q, G) float32 re-ranked distance on that device (smaller = closer).
+    Returns the (Q, G) float32 re-ranked distance on that device (smaller = closer). On the CPU the result
+    is deterministic; on CUDA the sums use atomic adds, so their last bits may differ between runs.
     Raises ValueError for k1 < 1, k2 < 1, k1 >= Q + G, k2 > Q + G, lambda outside [0, 1], or
     mismatched shapes / devices.
     """
     _check_features(probe, gallery)
     n = len(probe) + len(gallery)
     _check_parameters(n, k1, k2, lambda_value)
-    dist = pairwise_distance(probe, gallery)  # (N, N), symmetric: ours to overwrite
-    dist.div_(dist.amax(dim=0)[:, None])  # column maxima, applied to rows: the released code's transpose
-    return _rerank(dist, len(probe), k1, k2, lambda_value)
+    dist = pairwise_distance(probe, gallery)  # (N, N), symmetric: ours to normalise in place
+    return _rerank(dist, dist, len(probe), k1, k2, lambda_value)
 
 
 def pairwise_distance(probe, gallery, block=2048):
@@ -68,8 +73,11 @@ def pairwise_distance(probe, gallery, block=2048):
     """
     _check_features(probe, gallery)
     feats = torch.cat([probe, gallery]).float()  # (N, D)
+    n = len(feats)
+    # groups of identical features, found before the (N, N) matrix exists to keep the peak memory down
+    _, group = torch.unique(feats, dim=0, return_inverse=True)
     unit = torch.nn.functional.normalize(feats, dim=1)
-    n = len(unit)
+    del feats
     dist = torch.empty(n, n, dtype=torch.float32, device=unit.device)
     for a in range(0, n, block):
         for b in range(a, n, block):
@@ -80,10 +88,10 @@ def pairwise_distance(probe, gallery, block=2048):
             else:
                 dist[b:b + block, a:a + block] = d.T
             dist[a:a + block, b:b + block] = d
+    del unit
     # identical features: copy the first one's row and column, so twins tie exactly everywhere
-    _, group = torch.unique(feats, dim=0, return_inverse=True)
-    index = torch.arange(n, device=unit.device)
-    first = torch.full((int(group.max()) + 1,), n, device=unit.device).scatter_reduce_(0, group, index, 'amin')
+    index = torch.arange(n, device=dist.device)
+    first = torch.full((int(group.max()) + 1,), n, device=dist.device).scatter_reduce_(0, group, index, 'amin')
     dup = torch.nonzero(first[group] != index)[:, 0]
     if len(dup):
         source = first[group[dup]]
@@ -109,8 +117,9 @@ def rerank_distance(dist, num_query, k1=20, k2=6, lambda_value=0.3):
     rows = torch.linspace(0, n - 1, min(n, 16), device=dist.device).long()  # a cheap look at the symmetry
     if not torch.equal(dist[rows], dist[:, rows].T):
         raise ValueError('dist: expected a symmetric matrix (distances of one set to itself)')
-    dist = dist.float()
-    return _rerank(dist / dist.amax(dim=0)[:, None], num_query, k1, k2, lambda_value)
+    source = dist.float()
+    out = source if source is not dist else torch.empty_like(source)  # a float32 copy is ours to overwrite
+    return _rerank(source, out, num_query, k1, k2, lambda_value)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -149,50 +158,59 @@ def _check_parameters(n, k1, k2, lambda_value):
 # fast path
 
 
-def _rerank(dist, num_query, k1, k2, lambda_value):
-    """dist: (N, N) float32 original distance, normalised as the released code (row i = its column i
-    divided by that column's maximum). Returns the (Q, N - Q) re-ranked distance."""
-    if not bool((dist >= 0).all()):  # also catches NaN
-        raise ValueError('distance matrix: expected finite non-negative distances (are the features finite?)')
+def _rerank(dist, out, num_query, k1, k2, lambda_value):
+    """dist: (N, N) symmetric original distance; out: (N, N) float32 for its normalised rows (dist itself
+    to normalise in place). Returns the (Q, N - Q) re-ranked distance."""
     n = dist.shape[0]
     k_half = int(round(k1 / 2))  # half to even, as np.around
-    nearest = _nearest(dist, max(k1 + 1, k2))  # (N, K) in (distance, index) order
+    nearest = _normalise_and_rank(dist, out, max(k1 + 1, k2))  # (N, K) in (distance, index) order
+    dist = out
     near, near_half = nearest[:, :k1 + 1], nearest[:, :k_half + 1]
     keep, keep_half = _reciprocal(near), _reciprocal(near_half)  # (N, k1 + 1), (N, k_half + 1) bool
-    cols, vals = _encoding(dist, near, keep, near_half, keep_half)  # V: (N, W), padded with n / 0
+    rows, cols, vals = _encoding(dist, near, keep, near_half, keep_half)  # V's nonzeros, row-major
     if k2 != 1:
-        rows, cols, vals = _query_expansion(cols, vals, nearest[:, :k2])
-    else:
-        valid = cols < n
-        rows = torch.arange(n, device=dist.device)[:, None].expand_as(cols)[valid]
-        cols, vals = cols[valid], vals[valid]
+        rows, cols, vals = _query_expansion(rows, cols, vals, nearest[:, :k2])
     return _jaccard_blend(dist, rows, cols, vals, num_query, lambda_value)
 
 
-def _nearest(dist, k):
-    """(N, N) distances -> (N, k) int64 indices of each row's k smallest, ordered by (distance, index)."""
+def _normalise_and_rank(dist, out, k):
+    """Each row of dist divided by its maximum into out (for a symmetric matrix, the released code's
+    columns divided by their maxima and transposed), and each row's k nearest: (N, k) int64 indices in
+    (distance, index) order, on blocks of rows."""
     n = dist.shape[1]
     block = max(1, _BLOCK_ELEMENTS // n)
-    out = []
+    bad = torch.zeros((), dtype=torch.bool, device=dist.device)
+    nearest = []
     for s in range(0, n, block):
         d = dist[s:s + block]  # (B, N)
-        # one more than needed: where the k-th and the next distance differ, topk's k are the stable sort's
-        vals, idx = d.topk(min(k + 1, n), dim=1, largest=False, sorted=True)
-        # a run of equal distances crosses the k-th place where the k-th and the next distance are equal
-        tie = torch.nonzero(vals[:, k - 1] == vals[:, k])[:, 0] if k < n else idx[:0, 0]
-        idx, vals = idx[:, :k], vals[:, :k]
-        # order the k by (distance, index): sort by index, then a stable sort by distance
-        idx, perm = idx.sort(dim=1)
-        vals = vals.gather(1, perm)
-        vals, perm = vals.sort(dim=1, stable=True)
-        idx = idx.gather(1, perm)
-        if len(tie):  # rank these rows by exact keys
-            idx[tie] = _nearest_exact(d[tie], k)
-        out.append(idx)
-    return torch.cat(out)
+        top = d.amax(dim=1, keepdim=True)  # NaN if the row has one
+        bad |= ~(top.isfinite() & (top > 0)).all() | (d.amin() < 0)
+        nearest.append(_smallest(torch.div(d, top, out=out[s:s + block]), k))
+    if bad:
+        raise ValueError('distance matrix: expected finite non-negative distances, not all 0 in any row '
+                         '(are the features finite and not all equal?)')
+    return torch.cat(nearest)
 
 
-def _nearest_exact(d, k):
+def _smallest(d, k):
+    """(B, N) distances -> (B, k) int64 indices of each row's k smallest, ordered by (distance, index)."""
+    n = d.shape[1]
+    # one more than needed: where the k-th and the next distance differ, topk's k are the stable sort's
+    vals, idx = d.topk(min(k + 1, n), dim=1, largest=False, sorted=True)
+    # a run of equal distances crosses the k-th place where the k-th and the next distance are equal
+    tie = torch.nonzero(vals[:, k - 1] == vals[:, k])[:, 0] if k < n else idx[:0, 0]
+    idx, vals = idx[:, :k], vals[:, :k]
+    # order the k by (distance, index): sort by index, then a stable sort by distance
+    idx, perm = idx.sort(dim=1)
+    vals = vals.gather(1, perm)
+    vals, perm = vals.sort(dim=1, stable=True)
+    idx = idx.gather(1, perm)
+    if len(tie):  # rank these rows by exact keys
+        idx[tie] = _smallest_exact(d[tie], k)
+    return idx
+
+
+def _smallest_exact(d, k):
     """(R, N) non-negative distances -> (R, k) indices of the k smallest in (distance, index) order, from
     int64 keys (the float32 bit pattern, monotone for non-negative floats, above the index)."""
     bits = (d.contiguous().view(torch.int32) & 0x7FFFFFFF).to(torch.int64)  # -0.0 -> +0.0
@@ -207,12 +225,12 @@ def _reciprocal(near):
 
 
 def _encoding(dist, near, keep, near_half, keep_half):
-    """V, the k-reciprocal feature of every item, as padded rows: cols (N, W) ascending, padded with N,
-    and vals (N, W) float32 weights exp(-d) / sum, 0 in the padding. W = (k1 + 1)(k_half + 2)."""
+    """V, the k-reciprocal feature of every item: weights exp(-d) / sum over its expanded k-reciprocal
+    set. Returns its nonzeros (rows, cols, vals) in row-major order, columns ascending."""
     n, k = near.shape
     kh = near_half.shape[1]
     block = max(1, _BLOCK_ELEMENTS // (k * k * kh))
-    cols, vals = [], []
+    rows, cols, vals = [], [], []
     for s in range(0, n, block):
         r, rk = near[s:s + block], keep[s:s + block]  # R(i): (B, k1 + 1) items, which are reciprocal
         cand, cand_keep = near_half[r], keep_half[r]  # R'(c) of each c in the list: (B, k1 + 1, kh)
@@ -220,34 +238,46 @@ def _encoding(dist, near, keep, near_half, keep_half):
         common = (in_r & cand_keep).sum(dim=2).double()  # |R'(c) & R(i)|: (B, k1 + 1)
         size = cand_keep.sum(dim=2).double()
         adds = rk & (common > 2. / 3 * size)  # the released code's float64 test
-        c = torch.cat([r, cand.flatten(1)], dim=1)  # (B, W)
+        c = torch.cat([r, cand.flatten(1)], dim=1)  # (B, (k1 + 1)(kh + 2)): R(i), then every R'(c)
         valid = torch.cat([rk, (cand_keep & adds[..., None]).flatten(1)], dim=1)
         c = torch.where(valid, c, n).sort(dim=1).values
         valid = c < n
         valid[:, 1:] &= c[:, 1:] != c[:, :-1]  # a set: drop repeats
-        c = torch.where(valid, c, n)
         w = torch.where(valid, torch.exp(-dist[s:s + block].gather(1, c.clamp(max=n - 1))), 0.)
-        vals.append(w / w.sum(dim=1, keepdim=True).clamp(min=torch.finfo(w.dtype).tiny))  # no 0 / 0 padding
-        cols.append(c)
-    return torch.cat(cols), torch.cat(vals)
+        w = w / w.sum(dim=1, keepdim=True)
+        i, m = torch.nonzero(valid, as_tuple=True)
+        rows.append(i + s)
+        cols.append(c[i, m])
+        vals.append(w[i, m])
+    return torch.cat(rows), torch.cat(cols), torch.cat(vals)
 
 
-def _query_expansion(cols, vals, nearest):
-    """V[i] = mean of V over i's k2 nearest (nearest (N, k2)). In: padded V rows; out: the nonzeros of
-    the expanded V as (rows, cols, vals), in row-major order."""
+def _entries(start, count, select):
+    """Sparse rows given by start (R,), count (R,) -> (owner, pos) of the entries of the rows select (M,),
+    in order: pos indexes the entry arrays, owner the position in select. (index_select throughout: on
+    the CPU it is several times faster than indexing with a tensor.)"""
+    c = count.index_select(0, select)
+    owner = torch.repeat_interleave(c)
+    shift = start.index_select(0, select) - (torch.cumsum(c, 0) - c)  # first entry less the run's start
+    return owner, torch.arange(len(owner), device=select.device) + shift.index_select(0, owner)
+
+
+def _query_expansion(rows, cols, vals, nearest):
+    """V[i] = mean of V over i's k2 nearest (nearest (N, k2)), on V's nonzeros (rows, cols, vals) in
+    row-major order; returns the expanded V's the same way."""
     n, k2 = nearest.shape
-    block = max(1, _BLOCK_ELEMENTS // n)
+    count = torch.bincount(rows, minlength=n)
+    start = torch.cumsum(count, 0) - count
+    block = max(1, _PAIR_ELEMENTS // (k2 * max(1, int(count.max()))))
     out = []
     for s in range(0, n, block):
-        src = nearest[s:s + block]  # (B, k2)
-        c, v = cols[src], vals[src]  # (B, k2, W), summed in the order of the k2 nearest, as np.mean
-        local = torch.arange(len(src), device=c.device)[:, None, None].expand_as(c)
-        valid = c < n
-        dense = torch.zeros(len(src) * n, dtype=torch.float32, device=c.device)
-        dense.index_add_(0, (local * n + c)[valid], v[valid])
-        dense = dense.view(len(src), n) / k2  # (B, N)
-        r, cc = torch.nonzero(dense, as_tuple=True)
-        out.append((r + s, cc, dense[r, cc]))
+        owner, pos = _entries(start, count, nearest[s:s + block].flatten())  # in (i, m, column) order
+        key = (owner.div(k2, rounding_mode='floor') + s) * n + cols.index_select(0, pos)  # row, column
+        key, order = torch.sort(key, stable=True)  # equal keys keep the order of the k2 nearest
+        key, slot = torch.unique_consecutive(key, return_inverse=True)
+        total = torch.zeros(len(key), dtype=torch.float32, device=key.device)
+        total.index_add_(0, slot, vals.index_select(0, pos.index_select(0, order)))  # in that order, as np.mean
+        out.append((key.div(n, rounding_mode='floor'), key.remainder(n), total / k2))
     return tuple(torch.cat(x) for x in zip(*out))
 
 
@@ -258,41 +288,39 @@ def _jaccard_blend(dist, rows, cols, vals, num_query, lambda_value):
     n, q = dist.shape[0], num_query
     g = n - q
     device = dist.device
-    # the gallery rows of each column (the released code's inverted index): CSC of V[Q:]
-    in_gallery = rows >= q
-    g_cols = cols[in_gallery]
-    order = torch.sort(g_cols, stable=True).indices  # by column, rows ascending within
-    col_rows, col_vals = rows[in_gallery][order] - q, vals[in_gallery][order]
+    # the gallery rows of each column (the released code's inverted index): V[Q:] by column
+    n_probe = int(torch.searchsorted(rows, q))  # rows are sorted: probe rows' nonzeros come first
+    g_cols = cols[n_probe:]
+    order = torch.sort(g_cols, stable=True).indices + n_probe  # by column, rows ascending within
+    col_rows, col_vals = rows.index_select(0, order) - q, vals.index_select(0, order)
     col_count = torch.bincount(g_cols, minlength=n)
     col_start = torch.cumsum(col_count, 0) - col_count
 
-    # the probe rows' nonzeros, and the number of (probe nonzero, gallery nonzero) pairs each one makes
-    n_probe = int((rows < q).sum())
+    # the probe rows' nonzeros, and how many (probe nonzero, gallery nonzero) pairs each makes
     p_rows, p_cols, p_vals = rows[:n_probe], cols[:n_probe], vals[:n_probe]
-    pairs = col_count[p_cols]
-    # blocks of whole probe rows with about _BLOCK_ELEMENTS pairs each
-    row_pairs = torch.zeros(q, dtype=torch.int64, device=device).index_add_(0, p_rows, pairs)
-    row_end = torch.cumsum(torch.bincount(p_rows, minlength=q), 0).tolist()
-    cum = torch.cumsum(row_pairs, 0)
-    max_rows = max(1, _BLOCK_ELEMENTS // g)  # and at most that many elements of the (rows, G) sums
+    row_end = torch.cumsum(torch.bincount(p_rows, minlength=q), 0)
+    pairs = torch.cumsum(torch.zeros(q, dtype=torch.int64, device=device)
+                         .index_add_(0, p_rows, col_count.index_select(0, p_cols)), 0)
+    # blocks of whole probe rows of about _PAIR_ELEMENTS pairs and at most that many (rows, G) sums
+    max_rows = max(1, _PAIR_ELEMENTS // g)
     bounds = [0]
     while bounds[-1] < q:
         a = bounds[-1]
-        fits = int(torch.searchsorted(cum, (cum[a - 1] if a else 0) + _BLOCK_ELEMENTS, right=True))
+        fits = int(torch.searchsorted(pairs, (pairs[a - 1] if a else 0) + _PAIR_ELEMENTS, right=True))
         bounds.append(min(max(fits, a + 1), a + max_rows, q))
-    out = []
+    row_end = row_end.tolist()
+    out = torch.empty(q, g, dtype=torch.float32, device=device)
     for a, b in zip(bounds[:-1], bounds[1:]):
         e0, e1 = (row_end[a - 1] if a else 0), row_end[b - 1]
-        count = pairs[e0:e1]
-        entry = torch.repeat_interleave(torch.arange(e0, e1, device=device), count)  # (T,)
-        offset = torch.arange(len(entry), device=device) - (torch.cumsum(count, 0) - count).repeat_interleave(count)
-        at = col_start[p_cols[entry]] + offset
-        m = torch.zeros((b - a) * g, dtype=torch.float32, device=device)
-        m.index_add_(0, (p_rows[entry] - a) * g + col_rows[at], torch.minimum(p_vals[entry], col_vals[at]))
+        owner, at = _entries(col_start, col_count, p_cols[e0:e1])  # (T,) pairs of nonzeros
+        target = ((p_rows[e0:e1] - a) * g).index_select(0, owner) + col_rows.index_select(0, at)
+        term = torch.minimum(p_vals[e0:e1].index_select(0, owner), col_vals.index_select(0, at))
+        m = torch.zeros((b - a) * g, dtype=torch.float32, device=device).index_add_(0, target, term)
         m = m.view(b - a, g)
-        jaccard = 1 - m / (2. - m)
-        out.append(jaccard * (1 - lambda_value) + dist[a:b, q:] * lambda_value)
-    return torch.cat(out)
+        # in place, with the released code's roundings: 1 - m / (2 - m), then (1 - lambda) J + lambda d
+        jaccard = m.div_(torch.sub(2., m)).neg_().add_(1)
+        torch.mul(dist[a:b, q:], lambda_value, out=out[a:b]).add_(jaccard.mul_(1 - lambda_value))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -303,8 +331,10 @@ def rerank_reference(dist, num_query, k1=20, k2=6, lambda_value=0.3, sort_kind='
     """The released algorithm as plain float32 numpy loops, step by step, for tests and benchmarks.
 
     dist: (N, N) original distance (before normalisation), probe rows first; returns the (Q, N - Q)
-    re-ranked distance. sort_kind: the kind of the one full argsort of the distance rows; 'stable' puts
-    equal distances in index order (the fast path's order), None is numpy's default, as released.
+    re-ranked distance. The released float32 version squares the Euclidean distances it is given; this
+    takes the squared distance (SPEC 10's 2 - 2 cos) itself. sort_kind: the kind of the one full argsort of
+    the distance rows; 'stable' puts equal distances in index order (the fast path's order), None is
+    numpy's default, as released.
     """
     original = np.asarray(dist, dtype=np.float32)
     original = (original / np.max(original, axis=0)).T  # columns divided by their maximum, transposed
