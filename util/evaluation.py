@@ -140,11 +140,12 @@ def chance_level(labels, cams, query_idx, rank_size=10000, draws=100, seed=0):
 
 # -- saved features ------------------------------------------------------------------------------------------
 
-def save_features(path, features, labels, cams, query_idx):
+def save_features(path, features, labels, cams, query_idx, **extra):
     """Write the .npz of --save_features atomically (features float32 (N,D); labels, cams (N,), query_idx (Q,)
-    int64, 0-based)."""
+    int64, 0-based; ``extra`` arrays, e.g. extract_features.py's tracklet paths, are stored as given)."""
     arrays = dict(features=np.asarray(features, dtype=np.float32), labels=np.asarray(labels, dtype=np.int64),
-                  cams=np.asarray(cams, dtype=np.int64), query_idx=np.asarray(query_idx, dtype=np.int64).reshape(-1))
+                  cams=np.asarray(cams, dtype=np.int64), query_idx=np.asarray(query_idx, dtype=np.int64).reshape(-1),
+                  **{k: np.asarray(v) for k, v in extra.items()})
     atomic_save(arrays, path, write=lambda obj, f: np.savez(f, **obj))
 
 

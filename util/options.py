@@ -1,4 +1,5 @@
-"""Command-line options of train_baseline.py, train_NL.py and evaluate.py.
+"""Command-line options of train_baseline.py, train_NL.py, evaluate.py and the tools that use a trained model
+(extract_features.py, search.py, export_onnx.py).
 
 One argparse definition for the three scripts, so that they accept the same flags as the original release
 (same names, same defaults, including the ``--stripe`` abbreviation of ``--stripes`` that the original README
@@ -6,18 +7,26 @@ uses) plus the flags this project adds. Every original flag is accepted by every
 shared one parser; the added flags are script specific where they only make sense there.
 """
 import argparse
+import os
 import sys
 
 from util.errors import ReIDError
 
-SCRIPTS = ('baseline', 'NL', 'evaluate')
+SCRIPTS = ('baseline', 'NL', 'evaluate', 'extract', 'search', 'export')
+TOOLS = ('extract', 'search', 'export')  # a trained model outside the benchmark: no database files
 MODEL_TYPES = ('resnet50_s1', 'resnet50_NL', 'resnet50_NL_stripe', 'resnet50_NL_hr', 'resnet50_NL_stripe_hr')
 
 _DESCRIPTIONS = {
     'baseline': 'Train the video re-ID baseline (ResNet-50 + frame-level pooling, FPL).',
     'NL': 'Train NVAN / STE-NVAN (ResNet-50 with non-local attention).',
     'evaluate': 'Score a trained model on the MARS test split (CMC and mAP).',
+    'extract': 'Embed your own tracklets (folders of frames) with a trained model: one feature per tracklet.',
+    'search': 'Rank gallery tracklets by cosine similarity to query tracklets (folders or feature files).',
+    'export': 'Export a trained model to ONNX: uint8 RGB clips (B, S, 3, H, W) in, (B, 2048) features out.',
 }
+TEST_SAMPLING_HELP = ("test-time clips of a tracklet: chunks (one clip, the first frame of each of S chunks, the "
+                      "paper's protocol), first (the first S frames), all_sampled / all_continuous (every clip "
+                      "of the chunks, features averaged)")
 
 
 def str2bool(value):
@@ -141,8 +150,52 @@ def _add_evaluate_flags(parser):
     ev.add_argument('--topk', type=int, default=10, help='ranked gallery tracklets per query in --visualize_ranks')
 
 
+def _add_test_sampling_flag(group):
+    from util.sampling import TEST_SAMPLING_MODES
+    group.add_argument('--test_sampling', default='chunks', choices=TEST_SAMPLING_MODES, help=TEST_SAMPLING_HELP)
+
+
+def _add_extract_flags(parser):
+    tool = parser.add_argument_group('extract_features.py')
+    tool.add_argument('--tracklets', nargs='+', metavar='DIR',
+                      help='tracklet folders of frames, or roots whose folders holding images are the tracklets')
+    tool.add_argument('--out', metavar='F.npz',
+                      help='features file: features, paths (the tracklet folders), labels, cams and query_idx, '
+                           'which evaluate.py --features scores and search.py reads')
+    _add_test_sampling_flag(tool)
+
+
+def _add_search_flags(parser):
+    tool = parser.add_argument_group('search.py')
+    tool.add_argument('--query', metavar='Q',
+                      help='query tracklets: a tracklet folder, a root of tracklet folders, or a features file')
+    tool.add_argument('--gallery', metavar='G', help='gallery tracklets: a folder as --query, or a features file')
+    tool.add_argument('--topk', type=int, default=10, help='ranked gallery tracklets printed per query')
+    tool.add_argument('--visualize', metavar='OUT.png',
+                      help='draw the query frames over its ranked gallery (one PNG; OUT_q<k>.png per query '
+                           'when there are several)')
+    tool.add_argument('--chunk', type=int, default=16384,
+                      help='gallery tracklets scored at once (memory is about chunk x (queries + 2048) floats)')
+    tool.add_argument('--rerank', action='store_true',
+                      help='k-reciprocal re-ranking (Zhong et al. 2017) of the whole gallery (needs the '
+                           '(Q+N)^2 distances in memory)')
+    tool.add_argument('--k1', type=int, default=20, help='re-ranking: k-reciprocal neighbours')
+    tool.add_argument('--k2', type=int, default=6, help='re-ranking: neighbours of the query expansion')
+    tool.add_argument('--lambda_value', type=float, default=0.3,
+                      help='re-ranking: weight of the original distance')
+    _add_test_sampling_flag(tool)
+
+
+def _add_export_flags(parser):
+    tool = parser.add_argument_group('export_onnx.py')
+    tool.add_argument('--out', metavar='model.onnx', help='the ONNX file to write')
+    tool.add_argument('--opset', type=int, default=17, help='ONNX opset version')
+    tool.add_argument('--no_check', action='store_true',
+                      help='skip the check that onnxruntime on the CPU gives PyTorch\'s features')
+
+
 def build_parser(script):
-    """The argument parser of one script: 'baseline', 'NL' or 'evaluate'."""
+    """The argument parser of one script: 'baseline', 'NL', 'evaluate', 'extract', 'search' or 'export'."""
     if script not in SCRIPTS:
         raise ValueError(f'script must be one of {SCRIPTS}, got {script!r}')
     parser = argparse.ArgumentParser(description=_DESCRIPTIONS[script], allow_abbrev=True,
@@ -152,6 +205,8 @@ def build_parser(script):
     _add_common_flags(parser)
     if script == 'evaluate':
         _add_evaluate_flags(parser)
+    elif script in TOOLS:
+        {'extract': _add_extract_flags, 'search': _add_search_flags, 'export': _add_export_flags}[script](parser)
     else:
         _add_train_flags(parser)
     return parser
@@ -165,8 +220,11 @@ def _check(parser, args):
             parser.error('missing ' + ', '.join(missing))
 
     rescoring = args.script == 'evaluate' and args.features is not None
+    if args.script == 'search':  # feature files alone need no model
+        need('query', 'gallery')
+        rescoring = not any(os.path.isdir(p) for p in (args.query, args.gallery))
     if rescoring:
-        if args.save_features is not None:
+        if args.script == 'evaluate' and args.save_features is not None:
             parser.error('--features re-scores saved features; --save_features has nothing new to save')
     else:
         if args.model_type not in MODEL_TYPES:
@@ -191,6 +249,9 @@ def _check(parser, args):
     if args.rank_size < 0:
         parser.error('--rank_size must be 0 (whole gallery) or positive')
 
+    if args.script in TOOLS:
+        _check_tool(parser, args, need, needs_model=not rescoring)
+        return
     if args.script == 'evaluate':
         if not rescoring:
             need('test_txt', 'test_info', 'query_info')
@@ -205,6 +266,18 @@ def _check(parser, args):
         parser.error('--class_per_batch must be at least 2: the triplet loss needs negatives')
     if args.lr_step_size < 0 or args.eval_every < 0:
         parser.error('--lr_step_size and --eval_every must be 0 or more')
+
+
+def _check_tool(parser, args, need, needs_model):
+    if needs_model and args.load_ckpt is None:
+        parser.error('--load_ckpt is required (the trained weights)'
+                     + (', or feature files for both --query and --gallery' if args.script == 'search' else ''))
+    if args.script == 'extract':
+        need('tracklets', 'out')
+    elif args.script == 'export':
+        need('out')
+    elif args.topk < 1 or args.chunk < 1:
+        parser.error('--topk and --chunk must be at least 1')
 
 
 def parse_args(script, argv=None):
