@@ -41,9 +41,6 @@ def describe(side, i):
 
 
 def picture(out, args, query, q, gallery, rows, scores, score_name):
-    if query['paths'] is None or gallery['paths'] is None:
-        raise DataError('--visualize needs the tracklet folders: use folders or files of extract_features.py '
-                        '(files of evaluate.py --save_features hold no paths)')
     frames = list_frames(str(query['paths'][q]))
     q_frames = [frames[i] for i in test_frame_indices(0, len(frames) - 1, args.S)]
     labels = np.concatenate([query['labels'][q:q + 1], gallery['labels'][rows]])
@@ -63,6 +60,9 @@ def main(argv=None):
     query = load_tracklets(args.query, '--query', args, embedder)
     gallery = load_tracklets(args.gallery, '--gallery', args, embedder)
     check_dimensions(query['features'], gallery['features'], args.query, args.gallery)
+    if args.visualize is not None and (query['paths'] is None or gallery['paths'] is None):
+        raise DataError('--visualize needs the tracklet folders: use folders or files of extract_features.py '
+                        '(files of evaluate.py --save_features hold no paths)')
     if args.rerank:
         rows, scores = reranked_topk(query['features'], gallery['features'], args.topk, args.k1, args.k2,
                                      args.lambda_value)

@@ -21,7 +21,8 @@ class ClipEmbedder(nn.Module):
 
     def __init__(self, model):
         super().__init__()
-        self.net = unwrap_model(model).eval()
+        self.net = unwrap_model(model)
+        self.eval()  # the exporter restores the wrapper's mode (recursively) after tracing
 
     def forward(self, clips):
         x = normalize_clip(clips)                                   # float32 (B, S, 3, H, W)

@@ -24,10 +24,10 @@ CLIP = ['--S', str(S), '--height', str(H), '--width', str(W), '--num_workers', '
         '--batch_size', '5']
 
 
-def random_checkpoint(path, model_type='resnet50_s1', num_class=3, seed=0, **kw):
+def random_checkpoint(path, model_type='resnet50_s1', num_class=3, seed=0, height=H, **kw):
     """A random-init model with non-trivial BatchNorm statistics, saved as the original's state dict."""
     torch.manual_seed(seed)
-    model = build_model(model_type, num_class, pretrained='none', height=H, **kw)
+    model = build_model(model_type, num_class, pretrained='none', height=height, **kw)
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.running_mean.uniform_(-0.2, 0.2)
