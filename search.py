@@ -34,8 +34,9 @@ def load_tracklets(path, flag, args, embedder):
                 paths=np.asarray(tracklets, dtype=str))
 
 
-def describe(side, i):
-    name = str(side['paths'][i]) if side['paths'] is not None else f'row {i}'
+def describe(side, i, short=False):
+    name = f'row {i}' if side['paths'] is None else str(side['paths'][i])
+    name = os.path.basename(name) if short else name
     pid, cam = int(side['labels'][i]), int(side['cams'][i])
     return name + (f' (id {pid}, cam {cam})' if pid != -1 else '')
 
@@ -49,7 +50,7 @@ def picture(out, args, query, q, gallery, rows, scores, score_name):
                (f'#{k + 1} {s:.3f}', f'id {gallery["labels"][r]} c{gallery["cams"][r]}' if labels[0] != -1 else ''),
                kind if labels[0] != -1 else None)
               for k, (r, s, kind) in enumerate(zip(rows, scores, kinds))]
-    draw_search(out, q_frames, f'Query {describe(query, q)}; {score_name}', ranked, args.S)
+    draw_search(out, q_frames, f'Query {describe(query, q, short=True)}', ranked, args.S)
 
 
 def main(argv=None):

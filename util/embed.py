@@ -13,6 +13,7 @@ frames and flags, in every ``--test_sampling`` mode::
 pid and camera come from the frame names when they follow MARS (``0001C1T0001F001.jpg``) or DukeV
 (``0001_C6_F0099_X30823.jpg``) naming, else they are -1.
 """
+import inspect
 import os
 import re
 from argparse import Namespace
@@ -23,7 +24,8 @@ from models import build_model, checkpoint_num_class, load_checkpoint, to_channe
 from util.data import Database
 from util.database import is_image_file, parse_dukev_names, parse_mars_names
 from util.distributed import DistContext, _select_device
-from util.errors import DataError
+from util.data import make_test_loader
+from util.errors import DataError, ModelConfigError
 from util.evaluation import extract_features, make_eval_loader
 
 _DIGITS = re.compile(r'(\d+)')
@@ -122,6 +124,9 @@ class TrackletEmbedder:
                  stride=1, channels_last=False):
         if temporal is None:
             temporal = 'mean' if model_type == 'resnet50_s1' else 'Done'
+        if test_sampling != 'chunks' and 'test_sampling' not in inspect.signature(make_test_loader).parameters:
+            # a test loader without the sampling modes would silently give 'chunks' features
+            raise ModelConfigError(f'--test_sampling {test_sampling}: this installation evaluates with chunks only')
         self.args = Namespace(load_ckpt=os.fspath(load_ckpt), model_type=model_type, non_layers=non_layers,
                               stripes=stripes, temporal=temporal, S=int(S), height=int(height), width=int(width),
                               test_sampling=test_sampling, batch_size=int(batch_size),

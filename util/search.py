@@ -167,7 +167,6 @@ def draw_search(path, query_frames, query_title, ranked, S, height=128, width=64
                  [(f'f{s}',) for s in range(S)])
     colours = [KIND_COLOURS.get(kind, (60, 60, 60)) for *_, kind in ranked]
     known = any(kind is not None for *_, kind in ranked)
-    header = ('Ranked gallery: green same identity, red another, grey same identity and camera' if known
-              else 'Ranked gallery (cosine similarity)')
+    header = 'Ranked: green same id, red other, grey same camera' if known else 'Ranked gallery'
     canvas.strip(1, header, (60, 60, 60), [load(p) for p, *_ in ranked], colours, [lines for _, lines, _ in ranked])
     atomic_save(canvas.image, path, write=lambda image, f: image.save(f, format='PNG'))
