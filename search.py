@@ -29,7 +29,7 @@ def load_tracklets(path, flag, args, embedder):
     db = tracklet_database(tracklets)
     if embedder[0] is None:
         embedder[0] = embedder_from_args(args)
-    print(f'{flag}: embedding {len(tracklets)} tracklets of {path}')
+    print(f'{flag}: embedding {len(tracklets)} tracklet(s) of {path}')
     return dict(features=embedder[0].embed_database(db, progress=True), labels=db.info[:, 2], cams=db.info[:, 3],
                 paths=np.asarray(tracklets, dtype=str))
 

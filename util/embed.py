@@ -21,10 +21,9 @@ from argparse import Namespace
 import numpy as np
 
 from models import build_model, checkpoint_num_class, load_checkpoint, to_channels_last
-from util.data import Database
+from util.data import Database, make_test_loader
 from util.database import is_image_file, parse_dukev_names, parse_mars_names
 from util.distributed import DistContext, _select_device
-from util.data import make_test_loader
 from util.errors import DataError, ModelConfigError
 from util.evaluation import extract_features, make_eval_loader
 
@@ -121,7 +120,7 @@ class TrackletEmbedder:
 
     def __init__(self, load_ckpt, model_type, non_layers=None, stripes=None, temporal=None, S=8, height=256,
                  width=128, test_sampling='chunks', batch_size=32, num_workers=0, device='auto', amp='none',
-                 stride=1, channels_last=False):
+                 stride=1, channels_last=False, resize_on_device=False, decode_on_device=False):
         if temporal is None:
             temporal = 'mean' if model_type == 'resnet50_s1' else 'Done'
         if test_sampling != 'chunks' and 'test_sampling' not in inspect.signature(make_test_loader).parameters:
@@ -130,7 +129,8 @@ class TrackletEmbedder:
         self.args = Namespace(load_ckpt=os.fspath(load_ckpt), model_type=model_type, non_layers=non_layers,
                               stripes=stripes, temporal=temporal, S=int(S), height=int(height), width=int(width),
                               test_sampling=test_sampling, batch_size=int(batch_size),
-                              num_workers=int(num_workers), amp=amp, stride=stride, channels_last=channels_last)
+                              num_workers=int(num_workers), amp=amp, stride=stride, channels_last=channels_last,
+                              resize_on_device=resize_on_device, decode_on_device=decode_on_device)
         self.ctx = DistContext(rank=0, world_size=1, local_rank=0, device=_select_device(device, 0), is_main=True)
         self.model = build_model(model_type, checkpoint_num_class(load_ckpt), non_layers=non_layers,
                                  stripes=stripes, temporal=temporal, stride=stride, pretrained='none',
@@ -164,5 +164,7 @@ def embedder_from_args(args):
                             temporal=args.temporal, S=args.S, height=args.height, width=args.width,
                             test_sampling=getattr(args, 'test_sampling', 'chunks'), batch_size=args.batch_size,
                             num_workers=args.num_workers, device=args.device, amp=args.amp, stride=args.stride,
-                            channels_last=getattr(args, 'channels_last', False))
+                            channels_last=getattr(args, 'channels_last', False),
+                            resize_on_device=getattr(args, 'resize_on_device', False),
+                            decode_on_device=getattr(args, 'decode_on_device', False))
 
