@@ -97,6 +97,8 @@ def tracklet_database(tracklets):
     """A Database over tracklets given as folders or as lists of frame paths, in the given order.
 
     Rows ``[start, end, pid, cam]`` index the concatenated frame list, as a benchmark split's test info."""
+    if isinstance(tracklets, (str, os.PathLike)):  # one folder
+        tracklets = [tracklets]
     if not len(tracklets):
         raise DataError('no tracklets to embed')
     frames = [list_frames(t) if isinstance(t, (str, os.PathLike)) else [os.fspath(p) for p in t]
