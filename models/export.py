@@ -40,14 +40,15 @@ def export_onnx(model, f, S, height, width, opset=ONNX_OPSET):
     (batch, S, 3, height, width), output ``features`` float32 (batch, 2048), the batch axis dynamic.
 
     torch.onnx's TorchScript exporter traces one forward pass; S, height and width are fixed in the graph
-    (the tracer's warnings about them are expected and silenced)."""
+    (the tracer's warnings about them are expected and silenced). The exporter's constant folding is off: it
+    takes most of the export time and onnxruntime folds the same constants when it loads the file."""
     embedder = ClipEmbedder(model).cpu()
     example = torch.zeros((2, S, 3, height, width), dtype=torch.uint8)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # TracerWarning on the shape checks, the exporter's deprecation notice
         torch.onnx.export(embedder, (example,), f, input_names=['clips'], output_names=['features'],
                           dynamic_axes={'clips': {0: 'batch'}, 'features': {0: 'batch'}}, opset_version=opset,
-                          dynamo=False)
+                          dynamo=False, do_constant_folding=False)
     return embedder
 
 

@@ -176,3 +176,14 @@ def test_bad_input_is_one_line_and_exit_2(mars, tmp_path, capsys):
     err = run_extract(mars, tmp_path, capsys, [mars / 'tracks'], model=['--model_type', 'resnet50_NL',
                                                                           '--temporal', 'Done'])
     assert 'does not fit resnet50_NL' in err and 'looks like --model_type resnet50_s1' in err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_embedding_on_the_gpu_matches_the_cpu(mars):
+    """--device cuda gives the CPU's features up to kernel rounding (fp32), and close ones under --amp bf16."""
+    folders = find_tracklets([mars / 'tracks'])
+    kw = dict(S=S, height=H, width=W, batch_size=4)
+    cpu = TrackletEmbedder(mars / 'ckpt.pth', 'resnet50_s1', device='cpu', **kw).embed(folders)
+    for amp, tol in (('none', 1e-3), ('bf16', 5e-2)):
+        gpu = TrackletEmbedder(mars / 'ckpt.pth', 'resnet50_s1', device='cuda', amp=amp, **kw).embed(folders)
+        assert gpu.dtype == np.float32 and np.linalg.norm(gpu - cpu) / np.linalg.norm(cpu) < tol, amp

@@ -15,7 +15,7 @@ from test_embed import random_checkpoint
 from util.evaluation import clip_features, prepare_clips
 from util.options import run_main
 
-S, H, W = 4, 64, 32
+S, H, W = 4, 32, 16
 NL = dict(non_layers=(1, 1, 1, 0), stripes=(2, 2, 2, 2))  # small, and valid for S=4 in every type
 
 
@@ -55,9 +55,7 @@ def test_onnxruntime_equals_pytorch(model_type):
         assert out.shape == (batch, 2048) and out.dtype == np.float32
         assert relative_difference(out, ref) < 1e-4
         np.testing.assert_allclose(ClipEmbedder(model)(clips).detach().numpy(), ref, rtol=0, atol=1e-5)
-    other = small_model(model_type)
-    torch.nn.init.normal_(next(other.parameters()))  # a different network gives different outputs
-    assert relative_difference(out, eval_features(other, clips)) > 1e-2
+    assert relative_difference(out[1:], out[:1]) > 1e-3  # the features depend on the clip
 
 
 def test_max_pooling_baseline_exports_its_temporal_mode():

@@ -40,8 +40,11 @@ def _member_memmap(path, name):
         local = f.read(30)  # the local file header: name and extra-field lengths at bytes 26..29
         f.seek(info.header_offset + 30 + int.from_bytes(local[26:28], 'little')
                + int.from_bytes(local[28:30], 'little'))
-        version = np.lib.format.read_magic(f)
-        shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(np.lib.format.read_magic(f))
+        if read_header is None:
+            return None
+        shape, fortran, dtype = read_header(f)
         offset = f.tell()
     if dtype.hasobject:
         return None
