@@ -174,8 +174,9 @@ def _add_search_flags(parser):
     tool.add_argument('--visualize', metavar='OUT.png',
                       help='draw the query frames over its ranked gallery (one PNG; OUT_q<k>.png per query '
                            'when there are several)')
-    tool.add_argument('--chunk', type=int, default=16384,
-                      help='gallery tracklets scored at once (memory is about chunk x (queries + 2048) floats)')
+    tool.add_argument('--chunk', type=int, default=4096,
+                      help='gallery tracklets scored at once: memory is about 2 x chunk x 2048 floats (64 MiB) '
+                           'plus chunk x queries similarities, whatever the gallery size')
     tool.add_argument('--rerank', action='store_true',
                       help='k-reciprocal re-ranking (Zhong et al. 2017) of the whole gallery (needs the '
                            '(Q+N)^2 distances in memory)')

@@ -12,7 +12,7 @@ import numpy as np
 
 from util.errors import DataError
 
-SEARCH_CHUNK = 16384  # gallery rows scored at once: (Q, chunk) similarities, (chunk, D) features
+SEARCH_CHUNK = 4096  # gallery rows scored at once: (Q, chunk) similarities, (chunk, D) features
 
 
 # -- the tracklet features file ------------------------------------------------------------------------------
