@@ -6,10 +6,11 @@
                                                          # paper's batch (P=8 K=4 S=8, 256x128)
     python benchmarks/run_all.py --only train metric --out results.md
 
-Benchmarks: scan (MARS database builder), metric (MARS evaluation), input (JPEG pipeline per worker),
-models (parameters, GFLOPs, attention cost; `python -m models.summary`), train (training and evaluation
-throughput per model type and precision). Their own output goes to stderr while they run; the summary
-(machine, an overview table, then each benchmark's output) goes to stdout, and to --out if given.
+Benchmarks: scan (MARS database builder), metric (MARS evaluation), rerank (k-reciprocal re-ranking),
+input (JPEG pipeline per worker), models (parameters, GFLOPs, attention cost; `python -m models.summary`),
+train (training and evaluation throughput per model type and precision). Their own output goes to stderr
+while they run; the summary (machine, an overview table, then each benchmark's output) goes to stdout, and
+to --out if given.
 """
 import argparse
 import datetime
@@ -31,10 +32,11 @@ import torch  # noqa: E402
 
 from bench_train import machine_info, worker_env  # noqa: E402
 
-NAMES = ('scan', 'metric', 'input', 'models', 'train')
+NAMES = ('scan', 'metric', 'rerank', 'input', 'models', 'train')
 WHAT = {
     'scan': 'MARS database builder vs os.listdir listing, tree of empty frame files',
     'metric': 'MARS metric, MARS-sized input: vectorised vs per-query loops',
+    'rerank': 'k-reciprocal re-ranking, MARS-sized input: vectorised torch vs the released loops',
     'input': 'JPEG -> clip tensors per DataLoader worker vs original PIL pipeline',
     'models': 'params, GFLOPs, eval latency, train step sdpa vs explicit attention',
     'train': 'train / eval clips/s and peak memory per model type and precision',
@@ -49,6 +51,8 @@ def benchmark_args(name, args, json_path):
         return [] if args.full or args.scan_full else ['--frames', str(args.scan_frames)]
     if name == 'metric':
         return [] if args.full else ['--loop_queries', '100', '--repeat', '2']
+    if name == 'rerank':
+        return ([] if args.full else ['--scale', '0.3']) + ['--device', args.device, '--json', json_path]
     if name == 'input':
         return ([] if args.full else ['--frames', '400', '--repeats', '2']) + ['--device', args.device]
     if name == 'models':
@@ -117,6 +121,14 @@ def headline(name, out, json_path):
                              f'loop {orig[5]} our time ({orig[6]} without the shared distance matrix), '
                              f'agree {orig[7]}')
             return '; '.join(parts)
+        if name == 'rerank':
+            with open(json_path) as f:
+                r = json.load(f)
+            ours, ref = r['ours']['rerank'], r['reference']['rerank']
+            return (f'N={r["n"]:,}: after the distance matrix ours {ours["wall"]:.2f} s, the released loops '
+                    f'{ref["wall"]:.1f} s ({ref["wall"] / ours["wall"]:.0f}x), peak {ours["peak"] / 2**20:,.0f} vs '
+                    f'{ref["peak"] / 2**20:,.0f} MiB; max difference {r["max_abs_diff"]:.1e}, CMC and mAP '
+                    f'{"equal" if r["scores_equal"] else "DIFFERENT"}')
         if name == 'input':
             best = {}
             for line in out.splitlines():
