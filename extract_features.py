@@ -25,7 +25,7 @@ def main(argv=None):
           f'--test_sampling {args.test_sampling}, device {embedder.device}')
     features = embedder.embed_database(db, progress=True)
     labels, cams = db.info[:, 2], db.info[:, 3]
-    save_tracklet_features(args.out, features, tracklets, labels, cams)
+    save_tracklet_features(args.out, features, tracklets, labels, cams, args.test_sampling)
     print(f'Saved {features.shape[0]} x {features.shape[1]} features to {args.out} '
           f'({int((labels != -1).sum())} tracklets with identities from their frame names)')
     return 0

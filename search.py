@@ -66,8 +66,8 @@ def main(argv=None):
         raise DataError('--visualize needs the tracklet folders: use folders or files of extract_features.py '
                         '(files of evaluate.py --save_features hold no paths)')
     if args.rerank:
-        rows, scores = reranked_topk(query['features'], gallery['features'], args.topk, args.k1, args.k2,
-                                     args.lambda_value)
+        rows, scores = reranked_topk(query['features'], gallery['features'], args.topk, args.rerank_k1,
+                                     args.rerank_k2, args.rerank_lambda)
         score_name = 're-ranked distance'
     else:
         rows, scores = cosine_topk(query['features'], gallery['features'], args.topk, args.chunk)

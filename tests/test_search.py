@@ -2,9 +2,6 @@
 ranking, the picture, re-ranking wiring, and one-line errors."""
 import os
 import re
-import sys
-import types
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -99,22 +96,25 @@ def test_search_folders_and_picture(mars, tmp_path, capsys):  # noqa: F811
     assert Image.open(tmp_path / 'ranked.png').size == ranked_image_size(4, 4, 128, 64)
 
 
-def test_rerank_ranks_by_the_reranked_distance(tmp_path, capsys, monkeypatch):
-    """--rerank calls util.rerank.k_reciprocal_distance(probe, gallery, k1, k2, lambda) and ranks by it."""
-    calls = []
-
-    def k_reciprocal_distance(probe, gallery, k1, k2, lambda_value):
-        calls.append((probe.shape, gallery.shape, k1, k2, lambda_value))
-        return np.tile(np.arange(len(gallery), 0, -1, dtype=np.float32), (len(probe), 1))  # reversed order
-
-    monkeypatch.setitem(sys.modules, 'util.rerank', types.SimpleNamespace(k_reciprocal_distance=k_reciprocal_distance))
-    write_side(tmp_path / 'g.npz', features(30))
-    write_side(tmp_path / 'q.npz', features(1, seed=2))
-    assert search.main(['--query', str(tmp_path / 'q.npz'), '--gallery', str(tmp_path / 'g.npz'), '--topk', '3',
-                        '--rerank', '--k1', '5', '--k2', '2', '--lambda_value', '0.5']) == 0
-    rows = ROW.findall(capsys.readouterr().out)
-    assert [p for *_, p in rows] == ['x/t029', 'x/t028', 'x/t027'] and [float(s) for _, s, _ in rows] == [1, 2, 3]
-    assert calls == [((1, 24), (30, 24), 5, 2, 0.5)]
+def test_rerank_ranks_by_the_reranked_distance(tmp_path, capsys):
+    """--rerank ranks the gallery by util.rerank.k_reciprocal_distance(probe, gallery, k1, k2, lambda)."""
+    import torch
+    from util.rerank import k_reciprocal_distance
+    gallery, query = features(40), features(2, seed=2)
+    gallery[:20] += 2 * query[0]  # a neighbourhood for the k-reciprocal sets
+    write_side(tmp_path / 'g.npz', gallery)
+    write_side(tmp_path / 'q.npz', query)
+    assert search.main(['--query', str(tmp_path / 'q.npz'), '--gallery', str(tmp_path / 'g.npz'), '--topk', '5',
+                        '--rerank', '--rerank_k1', '6', '--rerank_k2', '3', '--rerank_lambda', '0.5']) == 0
+    out = capsys.readouterr().out
+    rows = ROW.findall(out)
+    dist = k_reciprocal_distance(torch.from_numpy(query), torch.from_numpy(gallery), 6, 3, 0.5).numpy()
+    order = np.argsort(dist, axis=1, kind='stable')[:, :5]
+    assert [p for *_, p in rows] == [f'x/t{r:03d}' for r in order.reshape(-1)]
+    np.testing.assert_allclose([float(d) for _, d, _ in rows], np.take_along_axis(dist, order, 1).reshape(-1),
+                               atol=6e-5)
+    assert 're-ranked distance' in out
+    assert not np.array_equal(order, full_ranking(query, gallery, 5)[0])  # re-ranking changed the order
 
 
 def search_error(capsys, argv):
@@ -138,3 +138,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     err = search_error(capsys, ['--query', str(tmp_path / 'eval.npz'), '--gallery', str(tmp_path / 'g.npz'),
                                 '--visualize', str(tmp_path / 'x.png'), '--topk', '2'])
     assert '--visualize needs the tracklet folders' in err
+    write_side(tmp_path / 'g2.npz', features(5, d=16))
+    err = search_error(capsys, ['--query', str(tmp_path / 'q.npz'), '--gallery', str(tmp_path / 'g2.npz'), '--rerank',
+                                '--rerank_k1', '20'])
+    assert err.startswith('error: --rerank: ') and 'k1' in err

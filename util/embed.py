@@ -125,7 +125,7 @@ class TrackletEmbedder:
                  stride=1, channels_last=False, resize_on_device=False, decode_on_device=False):
         if temporal is None:
             temporal = 'mean' if model_type == 'resnet50_s1' else 'Done'
-        if test_sampling != 'chunks' and 'test_sampling' not in inspect.signature(make_test_loader).parameters:
+        if test_sampling != 'chunks' and 'sampling' not in inspect.signature(make_test_loader).parameters:
             # a test loader without the sampling modes would silently give 'chunks' features
             raise ModelConfigError(f'--test_sampling {test_sampling}: this installation evaluates with chunks only')
         self.args = Namespace(load_ckpt=os.fspath(load_ckpt), model_type=model_type, non_layers=non_layers,

@@ -150,7 +150,9 @@ def _add_evaluate_flags(parser):
     ev.add_argument('--topk', type=int, default=10, help='ranked gallery tracklets per query in --visualize_ranks')
 
 
-def _add_test_sampling_flag(group):
+def _add_test_sampling_flag(parser, group):
+    if '--test_sampling' in parser._option_string_actions:  # already a flag of every script
+        return
     from util.sampling import TEST_SAMPLING_MODES
     group.add_argument('--test_sampling', default='chunks', choices=TEST_SAMPLING_MODES, help=TEST_SAMPLING_HELP)
 
@@ -162,7 +164,7 @@ def _add_extract_flags(parser):
     tool.add_argument('--out', metavar='F.npz',
                       help='features file: features, paths (the tracklet folders), labels, cams and query_idx, '
                            'which evaluate.py --features scores and search.py reads')
-    _add_test_sampling_flag(tool)
+    _add_test_sampling_flag(parser, tool)
 
 
 def _add_search_flags(parser):
@@ -178,13 +180,13 @@ def _add_search_flags(parser):
                       help='gallery tracklets scored at once: memory is about 2 x chunk x 2048 floats (64 MiB) '
                            'plus chunk x queries similarities, whatever the gallery size')
     tool.add_argument('--rerank', action='store_true',
-                      help='k-reciprocal re-ranking (Zhong et al. 2017) of the whole gallery (needs the '
-                           '(Q+N)^2 distances in memory)')
-    tool.add_argument('--k1', type=int, default=20, help='re-ranking: k-reciprocal neighbours')
-    tool.add_argument('--k2', type=int, default=6, help='re-ranking: neighbours of the query expansion')
-    tool.add_argument('--lambda_value', type=float, default=0.3,
-                      help='re-ranking: weight of the original distance')
-    _add_test_sampling_flag(tool)
+                      help='rank by k-reciprocal re-ranking (Zhong et al., CVPR 2017) of the whole gallery instead '
+                           '(needs the (Q+N)^2 distances in memory)')
+    tool.add_argument('--rerank_k1', type=int, default=20, help='k1: size of the k-reciprocal neighbourhoods')
+    tool.add_argument('--rerank_k2', type=int, default=6, help='k2: neighbours averaged in the query expansion')
+    tool.add_argument('--rerank_lambda', type=float, default=0.3,
+                      help='weight of the original distance against the Jaccard distance, in [0, 1]')
+    _add_test_sampling_flag(parser, tool)
 
 
 def _add_export_flags(parser):
@@ -277,8 +279,13 @@ def _check_tool(parser, args, need, needs_model):
         need('tracklets', 'out')
     elif args.script == 'export':
         need('out')
-    elif args.topk < 1 or args.chunk < 1:
-        parser.error('--topk and --chunk must be at least 1')
+    else:
+        if args.topk < 1 or args.chunk < 1:
+            parser.error('--topk and --chunk must be at least 1')
+        if args.rerank_k1 < 1 or args.rerank_k2 < 1:
+            parser.error(f'--rerank_k1 and --rerank_k2 must be at least 1, got {args.rerank_k1} and {args.rerank_k2}')
+        if not 0 <= args.rerank_lambda <= 1:  # also refuses nan
+            parser.error(f'--rerank_lambda must lie in [0, 1], got {args.rerank_lambda}')
 
 
 def parse_args(script, argv=None):

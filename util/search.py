@@ -17,7 +17,7 @@ SEARCH_CHUNK = 4096  # gallery rows scored at once: (Q, chunk) similarities, (ch
 
 # -- the tracklet features file ------------------------------------------------------------------------------
 
-def save_tracklet_features(path, features, paths, labels, cams):
+def save_tracklet_features(path, features, paths, labels, cams, test_sampling='chunks'):
     """Write extract_features.py's file through evaluate.py's writer, so `evaluate.py --features` scores it.
 
     query_idx: every tracklet with a real identity (pid > 0; -1 is unknown or junk, 0 MARS's distractors),
@@ -25,7 +25,7 @@ def save_tracklet_features(path, features, paths, labels, cams):
     ranks a query against the whole test split."""
     from util.evaluation import save_features
     labels = np.asarray(labels, dtype=np.int64)
-    save_features(path, features, labels, cams, np.flatnonzero(labels > 0),
+    save_features(path, features, labels, cams, np.flatnonzero(labels > 0), test_sampling=test_sampling,
                   paths=np.asarray([os.fspath(p) for p in paths], dtype=str))
 
 
@@ -135,16 +135,16 @@ def check_dimensions(query, gallery, query_name, gallery_name):
                         f'{query.shape[1]}-d features (embed both with the same model)')
 
 
-def reranked_topk(query, gallery, k, k1=20, k2=6, lambda_value=0.3):
-    """k-reciprocal re-ranking (util.rerank) of the whole gallery: (Q, k) rows by re-ranked distance
-    ascending, and their (Q, k) distances. Needs the (Q + N)^2 distance matrix in memory."""
+def reranked_topk(query, gallery, k, k1=20, k2=6, lambda_value=0.3, device='cpu'):
+    """k-reciprocal re-ranking (util.rerank, SPEC 10) of the whole gallery: (Q, k) rows by re-ranked distance
+    ascending (ties by gallery row), and their (Q, k) distances. Needs the (Q + N)^2 distances in memory."""
+    import torch
+    from util.rerank import k_reciprocal_distance
+    probe, items = (torch.tensor(np.asarray(x, dtype=np.float32), device=device) for x in (query, gallery))
     try:
-        from util.rerank import k_reciprocal_distance
-    except ImportError:
-        raise DataError('--rerank: k-reciprocal re-ranking (util/rerank.py) is not part of this installation') \
-            from None
-    dist = np.asarray(k_reciprocal_distance(np.asarray(query, np.float32), np.asarray(gallery, np.float32),
-                                            k1, k2, lambda_value))     # (Q, N)
+        dist = k_reciprocal_distance(probe, items, k1, k2, lambda_value).cpu().numpy()      # (Q, N)
+    except ValueError as err:  # k1 / k2 too large for this probe + gallery, lambda out of range
+        raise DataError(f'--rerank: {err}') from None
     order = np.argsort(dist, axis=1, kind='stable')[:, :min(int(k), dist.shape[1])]
     return order, np.take_along_axis(dist, order, 1)
 
