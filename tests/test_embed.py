@@ -92,7 +92,7 @@ def test_features_file_is_scored_by_evaluate(mars, tmp_path, capsys):
     out = tmp_path / 'own.npz'
     assert extract_features.main(['--load_ckpt', str(mars / 'ckpt.pth')] + MODEL + CLIP
                                  + ['--tracklets', str(mars / 'tracks'), '--out', str(out)]) == 0
-    assert sorted(load_features(out)) == ['cams', 'features', 'labels', 'query_idx']
+    assert {'cams', 'features', 'labels', 'query_idx'} <= set(load_features(out))
     capsys.readouterr()
     assert evaluate.main(['--features', str(out)]) == 0
     assert 'CMC : ' in capsys.readouterr().out
