@@ -151,11 +151,11 @@ def reranked_topk(query, gallery, k, k1=20, k2=6, lambda_value=0.3, device='cpu'
 
 # -- the picture ---------------------------------------------------------------------------------------------
 
-def draw_search(path, query_frames, query_title, ranked, S, height=128, width=64):
+def draw_search(path, query_frames, query_title, ranked, S, height=128, width=64, query_labels=None):
     """One PNG in the layout of util.visualize's ranked results: the query's S test frames over the first
     test frame of each ranked gallery tracklet.
 
-    query_frames: the S frame paths. ranked: [(first frame path, caption lines, kind)] in ranked order, kind
+    query_frames: the S frame paths (query_labels: a caption each, default f0..). ranked: [(first frame path, caption lines, kind)] in ranked order, kind
     'good' / 'wrong' / 'junk' when the identities are known, else None (a neutral border)."""
     from util.checkpoint import atomic_save
     from util.data import load_frame
@@ -167,7 +167,7 @@ def draw_search(path, query_frames, query_title, ranked, S, height=128, width=64
 
     canvas = _Canvas(ranked_image_size(S, len(ranked), height, width), height, width, (_font(13), _font(11)))
     canvas.strip(0, query_title, QUERY_COLOUR, [load(p) for p in query_frames], [QUERY_COLOUR] * S,
-                 [(f'f{s}',) for s in range(S)])
+                 [(text,) for text in (query_labels or [f'f{s}' for s in range(S)])])
     colours = [KIND_COLOURS.get(kind, (60, 60, 60)) for *_, kind in ranked]
     known = any(kind is not None for *_, kind in ranked)
     header = 'Ranked: green same id, red other, grey same camera' if known else 'Ranked gallery'
