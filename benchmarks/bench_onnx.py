@@ -15,7 +15,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 import torch
 
 from machine import cpu_name  # benchmarks/machine.py; the script directory is on sys.path

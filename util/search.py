@@ -155,8 +155,9 @@ def draw_search(path, query_frames, query_title, ranked, S, height=128, width=64
     """One PNG in the layout of util.visualize's ranked results: the query's S test frames over the first
     test frame of each ranked gallery tracklet.
 
-    query_frames: the S frame paths (query_labels: a caption each, default f0..). ranked: [(first frame path, caption lines, kind)] in ranked order, kind
-    'good' / 'wrong' / 'junk' when the identities are known, else None (a neutral border)."""
+    query_frames: the S frame paths (query_labels: a caption each, default f0..). ranked: [(first frame path,
+    caption lines, kind)] in ranked order, kind 'good' / 'wrong' / 'junk' when the identities are known, else
+    None (a neutral border)."""
     from util.checkpoint import atomic_save
     from util.data import load_frame
     from util.visualize import KIND_COLOURS, QUERY_COLOUR, _Canvas, _font, ranked_image_size
