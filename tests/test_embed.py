@@ -187,3 +187,13 @@ def test_embedding_on_the_gpu_matches_the_cpu(mars):
     for amp, tol in (('none', 1e-3), ('bf16', 5e-2)):
         gpu = TrackletEmbedder(mars / 'ckpt.pth', 'resnet50_s1', device='cuda', amp=amp, **kw).embed(folders)
         assert gpu.dtype == np.float32 and np.linalg.norm(gpu - cpu) / np.linalg.norm(cpu) < tol, amp
+
+
+def test_a_sampling_mode_the_loader_lacks_is_refused(mars):
+    import inspect
+    from util.data import make_test_loader
+    from util.errors import ModelConfigError
+    if 'sampling' in inspect.signature(make_test_loader).parameters:
+        pytest.skip('the loader has the test-time sampling modes (test_extract_features_equal_evaluate)')
+    with pytest.raises(ModelConfigError, match='--test_sampling first: this installation evaluates with chunks'):
+        TrackletEmbedder(mars / 'ckpt.pth', 'resnet50_s1', S=S, height=H, width=W, test_sampling='first')
