@@ -29,7 +29,7 @@ sys.path.insert(0, HERE)
 
 from machine import machine_info, resolve_device, worker_env  # noqa: E402
 
-NAMES = ('scan', 'metric', 'rerank', 'input', 'models', 'train')
+NAMES = ('scan', 'metric', 'rerank', 'input', 'models', 'train', 'onnx')
 WHAT = {
     'scan': 'MARS database builder vs os.listdir listing, tree of empty frame files',
     'metric': 'MARS metric, MARS-sized input: vectorised vs per-query loops',
@@ -37,6 +37,7 @@ WHAT = {
     'input': 'JPEG -> clip tensors per DataLoader worker vs original PIL pipeline',
     'models': 'params, GFLOPs, eval latency, train step sdpa vs explicit attention',
     'train': 'train / eval clips/s and peak memory per model type and precision',
+    'onnx': 'exported ONNX models: onnxruntime CPU clips/s vs PyTorch CPU eval',
 }
 QUICK_SCAN_FRAMES = 200_000
 
@@ -57,6 +58,8 @@ def benchmark_args(name, args, json_path):
         return size + ['--device', args.device]
     if name == 'train':
         return ([] if args.full or gpu else ['--quick']) + ['--device', args.device, '--json', json_path]
+    if name == 'onnx':
+        return [] if args.full else ['--quick']
     raise ValueError(name)
 
 
@@ -154,6 +157,9 @@ def headline(name, out, json_path):
                         cells.append(f'{config} {r["train_clips_per_s"] / base["train_clips_per_s"]:.2f}x{mem}')
                 parts.append(f'{model_type}: ' + ', '.join(cells))
             return 'train clips/s / peak memory vs fp32-explicit: ' + '; '.join(parts) if parts else ''
+        if name == 'onnx':
+            rows = [_row(out, t) for t in ('resnet50_s1', 'resnet50_NL_stripe_hr')]
+            return ', '.join(f'{r[0]} onnxruntime {r[3]} PyTorch, max rel. diff {r[4]}' for r in rows if r)
     except (TypeError, IndexError, KeyError, OSError, ValueError, ZeroDivisionError):
         pass
     return ''

@@ -188,15 +188,17 @@ def chance_level(labels, cams, query_idx, rank_size=10000, draws=100, seed=0, ga
 
 # -- saved features ------------------------------------------------------------------------------------------
 
-def save_features(path, features, labels, cams, query_idx, gallery_idx=None, test_sampling='chunks'):
+def save_features(path, features, labels, cams, query_idx, gallery_idx=None, test_sampling='chunks', **extra):
     """Write the .npz of --save_features atomically: features float32 (N,D); labels, cams (N,), query_idx (Q,)
     int64, 0-based; gallery_idx (G,) int64 only when the database names a gallery; test_sampling: the
-    --test_sampling mode of the features (a 0-d string)."""
+    --test_sampling mode of the features (a 0-d string); ``extra`` arrays (extract_features.py's tracklet
+    paths) are stored as given."""
     arrays = dict(features=np.asarray(features, dtype=np.float32), labels=np.asarray(labels, dtype=np.int64),
                   cams=np.asarray(cams, dtype=np.int64), query_idx=np.asarray(query_idx, dtype=np.int64).reshape(-1))
     if gallery_idx is not None:
         arrays['gallery_idx'] = np.asarray(gallery_idx, dtype=np.int64).reshape(-1)
     arrays['test_sampling'] = np.array(str(test_sampling))
+    arrays.update({k: np.asarray(v) for k, v in extra.items()})
     atomic_save(arrays, path, write=lambda obj, f: np.savez(f, **obj))
 
 

@@ -1,4 +1,5 @@
-"""Command-line options of train_baseline.py, train_NL.py and evaluate.py.
+"""Command-line options of train_baseline.py, train_NL.py, evaluate.py and the tools that use a trained model
+(extract_features.py, search.py, export_onnx.py).
 
 One argparse definition for the three scripts, so that they accept the same flags as the original release
 (same names, same defaults, including the ``--stripe`` abbreviation of ``--stripes`` that the original README
@@ -8,19 +9,27 @@ shared one parser; the added flags are script specific where they only make sens
 import argparse
 import errno
 import math
+import os
 import sys
 
 from models.network import MIN_HEIGHT, MIN_WIDTH, MODEL_TYPES
 from util.errors import ReIDError
 from util.sampling import TEST_SAMPLING_MODES
 
-SCRIPTS = ('baseline', 'NL', 'evaluate')
+SCRIPTS = ('baseline', 'NL', 'evaluate', 'extract', 'search', 'export')
+TOOLS = ('extract', 'search', 'export')  # a trained model outside the benchmark: no database files
 
 _DESCRIPTIONS = {
     'baseline': 'Train the video re-ID baseline (ResNet-50 + frame-level pooling, FPL).',
     'NL': 'Train NVAN / STE-NVAN (ResNet-50 with non-local attention).',
     'evaluate': 'Score a trained model on the MARS test split (CMC and mAP).',
+    'extract': 'Embed your own tracklets (folders of frames) with a trained model: one feature per tracklet.',
+    'search': 'Rank gallery tracklets by cosine similarity to query tracklets (folders or feature files).',
+    'export': 'Export a trained model to ONNX: uint8 RGB clips (B, S, 3, H, W) in, (B, 2048) features out.',
 }
+TEST_SAMPLING_HELP = ("test-time clips of a tracklet: chunks (one clip, the first frame of each of S chunks, the "
+                      "paper's protocol), first (the first S frames), all_sampled / all_continuous (every clip "
+                      "of the chunks, features averaged)")
 
 
 def str2bool(value):
@@ -163,18 +172,54 @@ def _add_evaluate_flags(parser):
     ev.add_argument('--chance_level', action='store_true',
                     help='also print what random rankings score on this test split (expected rank-1, and '
                          'rank-1 / mAP of random features)')
+    _add_rerank_flags(parser, 'also score with k-reciprocal re-ranking (probe = queries, gallery = the evaluation '
+                              'gallery) and print both tables')
+
+
+def _add_rerank_flags(parser, what):
     rr = parser.add_argument_group('k-reciprocal re-ranking (added; Zhong et al., CVPR 2017)')
-    rr.add_argument('--rerank', action='store_true',
-                    help='also score with k-reciprocal re-ranking (probe = queries, gallery = the evaluation '
-                         'gallery) and print both tables')
+    rr.add_argument('--rerank', action='store_true', help=what)
     rr.add_argument('--rerank_k1', type=int, default=20, help='k1: size of the k-reciprocal neighbourhoods')
     rr.add_argument('--rerank_k2', type=int, default=6, help='k2: neighbours averaged in the query expansion')
     rr.add_argument('--rerank_lambda', type=float, default=0.3,
                     help='weight of the original distance against the Jaccard distance, in [0, 1]')
 
 
+def _add_extract_flags(parser):
+    tool = parser.add_argument_group('extract_features.py')
+    tool.add_argument('--tracklets', nargs='+', metavar='DIR',
+                      help='tracklet folders of frames, or roots whose folders holding images are the tracklets')
+    tool.add_argument('--out', metavar='F.npz',
+                      help='features file: features, paths (the tracklet folders), labels, cams and query_idx, '
+                           'which evaluate.py --features scores and search.py reads')
+
+
+def _add_search_flags(parser):
+    tool = parser.add_argument_group('search.py')
+    tool.add_argument('--query', metavar='Q',
+                      help='query tracklets: a tracklet folder, a root of tracklet folders, or a features file')
+    tool.add_argument('--gallery', metavar='G', help='gallery tracklets: a folder as --query, or a features file')
+    tool.add_argument('--topk', type=int, default=10, help='ranked gallery tracklets printed per query')
+    tool.add_argument('--visualize', metavar='OUT.png',
+                      help='draw the query frames over its ranked gallery (one PNG; OUT_q<k>.png per query '
+                           'when there are several)')
+    tool.add_argument('--chunk', type=int, default=4096,
+                      help='gallery tracklets scored at once: memory is about 2 x chunk x 2048 floats (64 MiB) '
+                           'plus chunk x queries similarities, whatever the gallery size')
+    _add_rerank_flags(parser, 'rank by k-reciprocal re-ranking of the whole gallery instead (needs the (Q+N)^2 '
+                              'distances in memory)')
+
+
+def _add_export_flags(parser):
+    tool = parser.add_argument_group('export_onnx.py')
+    tool.add_argument('--out', metavar='model.onnx', help='the ONNX file to write')
+    tool.add_argument('--opset', type=int, default=17, help='ONNX opset version')
+    tool.add_argument('--no_check', action='store_true',
+                      help='skip the check that onnxruntime on the CPU gives PyTorch\'s features')
+
+
 def build_parser(script):
-    """The argument parser of one script: 'baseline', 'NL' or 'evaluate'."""
+    """The argument parser of one script: 'baseline', 'NL', 'evaluate', 'extract', 'search' or 'export'."""
     if script not in SCRIPTS:
         raise ValueError(f'script must be one of {SCRIPTS}, got {script!r}')
     parser = argparse.ArgumentParser(description=_DESCRIPTIONS[script], allow_abbrev=True,
@@ -184,6 +229,8 @@ def build_parser(script):
     _add_common_flags(parser)
     if script == 'evaluate':
         _add_evaluate_flags(parser)
+    elif script in TOOLS:
+        {'extract': _add_extract_flags, 'search': _add_search_flags, 'export': _add_export_flags}[script](parser)
     else:
         _add_train_flags(parser)
     return parser
@@ -197,8 +244,11 @@ def _check(parser, args):
             parser.error('missing ' + ', '.join(missing))
 
     rescoring = args.script == 'evaluate' and args.features is not None
+    if args.script == 'search':  # feature files alone need no model
+        need('query', 'gallery')
+        rescoring = not any(os.path.isdir(p) for p in (args.query, args.gallery))
     if rescoring:
-        if args.save_features is not None:
+        if args.script == 'evaluate' and args.save_features is not None:
             parser.error('--features re-scores saved features; --save_features has nothing new to save')
     else:
         if args.model_type not in MODEL_TYPES:
@@ -229,12 +279,15 @@ def _check(parser, args):
     if args.test_sampling not in TEST_SAMPLING_MODES:
         parser.error(f'--test_sampling {args.test_sampling!r} is not a sampling mode; choose one of '
                      + ', '.join(TEST_SAMPLING_MODES))
-    if args.script == 'evaluate' and args.rerank:
+    if args.script in ('evaluate', 'search'):
         if args.rerank_k1 < 1 or args.rerank_k2 < 1:
             parser.error(f'--rerank_k1 and --rerank_k2 must be at least 1, got {args.rerank_k1} and {args.rerank_k2}')
         if not 0 <= args.rerank_lambda <= 1:  # also refuses nan
             parser.error(f'--rerank_lambda must lie in [0, 1], got {args.rerank_lambda}')
 
+    if args.script in TOOLS:
+        _check_tool(parser, args, need, needs_model=not rescoring)
+        return
     if args.script == 'evaluate':
         if not rescoring:
             need('test_txt', 'test_info', 'query_info')
@@ -256,6 +309,19 @@ def _check(parser, args):
         parser.error('--overwrite starts a new run and --resume continues one: pass one of them')
     if args.lr_step_size < 0 or args.eval_every < 0:
         parser.error('--lr_step_size and --eval_every must be 0 or more')
+
+
+def _check_tool(parser, args, need, needs_model):
+    if needs_model and args.load_ckpt is None:
+        parser.error('--load_ckpt is required (the trained weights)'
+                     + (', or feature files for both --query and --gallery' if args.script == 'search' else ''))
+    if args.script == 'extract':
+        need('tracklets', 'out')
+    elif args.script == 'export':
+        need('out')
+    else:
+        if args.topk < 1 or args.chunk < 1:
+            parser.error('--topk and --chunk must be at least 1')
 
 
 def parse_args(script, argv=None):

@@ -1,0 +1,35 @@
+"""Embed your own tracklets with a trained model: one 2048-d feature per folder of frames.
+
+    python extract_features.py --load_ckpt ckpt_best.pth --model_type resnet50_NL --temporal Done --S 8 \
+        --tracklets crops/ --out crops.npz
+
+Model, clip and loading flags have evaluate.py's names and meaning (`--help`). The file holds features, paths
+(the tracklet folders), labels and cams (from MARS / DukeV frame names, else -1) and query_idx (the tracklets
+with a known identity): search.py reads it, and evaluate.py --features scores it.
+"""
+import sys
+
+from util.checkpoint import check_writable
+from util.embed import embedder_from_args, find_tracklets, tracklet_database
+from util.options import parse_args, run_main
+from util.search import save_tracklet_features
+
+
+def main(argv=None):
+    args = parse_args('extract', argv)
+    check_writable(args.out, '--out')
+    tracklets = find_tracklets(args.tracklets)
+    db = tracklet_database(tracklets)
+    embedder = embedder_from_args(args)
+    print(f'Embedding {len(tracklets)} tracklets ({len(db.paths)} frames) with {args.model_type}, S={args.S}, '
+          f'--test_sampling {args.test_sampling}, device {embedder.device}')
+    features = embedder.embed_database(db, progress=True)
+    labels, cams = db.info[:, 2], db.info[:, 3]
+    save_tracklet_features(args.out, features, tracklets, labels, cams, args.test_sampling)
+    print(f'Saved {features.shape[0]} x {features.shape[1]} features to {args.out} '
+          f'({int((labels != -1).sum())} tracklets with identities from their frame names)')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(run_main(main))
