@@ -22,7 +22,7 @@ import numpy as np
 from models import build_model, checkpoint_num_class, load_checkpoint, to_channels_last
 from util.data import Database
 from util.database import is_image_file, parse_dukev_names, parse_mars_names
-from util.distributed import DistContext, _select_device
+from util.distributed import DistContext, select_device
 from util.errors import DataError
 from util.evaluation import extract_features, make_eval_loader
 
@@ -129,7 +129,7 @@ class TrackletEmbedder:
                               test_sampling=test_sampling, batch_size=int(batch_size),
                               num_workers=int(num_workers), amp=amp, stride=stride, channels_last=channels_last,
                               resize_on_device=resize_on_device, decode_on_device=decode_on_device)
-        self.ctx = DistContext(rank=0, world_size=1, local_rank=0, device=_select_device(device, 0), is_main=True)
+        self.ctx = DistContext(rank=0, world_size=1, local_rank=0, device=select_device(device, 0), is_main=True)
         self.model = build_model(model_type, checkpoint_num_class(load_ckpt), non_layers=non_layers,
                                  stripes=stripes, temporal=temporal, stride=stride, pretrained='none',
                                  height=int(height), S=int(S))
