@@ -80,7 +80,7 @@ def main(argv=None):
     print(f'{cpu_name()}, {os.cpu_count()} cores, threads: {args.threads}; torch {torch.__version__}, '
           f'onnxruntime {onnxruntime.__version__}')
     print(f'clips of S={args.S} frames at {args.height}x{args.width}, batch {args.batch}, best of {args.repeats}\n')
-    print(f'| model type | PyTorch CPU eval clips/s | onnxruntime CPU clips/s | ratio | max rel. diff | export s |')
+    print('| model type | PyTorch CPU eval clips/s | onnxruntime CPU clips/s | ratio | max rel. diff | export s |')
     print('|---|---:|---:|---:|---:|---:|')
     with tempfile.TemporaryDirectory(prefix='bench_onnx_') as tmp:
         for model_type in args.types:

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from util.distributed import (CPUSyncBatchNorm, DistContext, _convert_cpu_sync_batchnorm, all_gather_with_grad,
-                              barrier, cleanup, gather_tensors, init_distributed, unwrap_model, wrap_model)
+                              barrier, cleanup, gather_tensors, init_distributed, wrap_model)
+from models import unwrap_model
 from util.engine import train_step
 from util.errors import ReIDError
 

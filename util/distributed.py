@@ -35,7 +35,6 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
-from models.network import unwrap_model  # noqa: F401  (re-exported: the one definition lives with the models)
 from util.errors import ReIDError
 
 _TORCHRUN_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -106,6 +105,15 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier(device_ids=[ctx.device.index])
     else:
         dist.barrier()
+
+
+def broadcast_object(obj, ctx: DistContext, src: int = 0):
+    """Rank ``src``'s (picklable) ``obj`` on every rank (e.g. rank 0's verdict on the --ckpt lock)."""
+    if not ctx.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src, device=ctx.device if ctx.device.type == "cuda" else None)
+    return box[0]
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -30,14 +30,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from models import build_model, load_checkpoint, load_state, original_state_dict, to_channels_last
+from models import build_model, load_checkpoint, load_state, original_state_dict, to_channels_last, unwrap_model
 from models.network import DEFAULT_NON_LAYERS, DEFAULT_STRIPES
 from util.checkpoint import (LOCK_NAME, RUN_OUTPUTS, RunLock, changed_args, check_writable, existing_run_files,
                              load_resume_state, remove_stale_temporaries, resolve_resume_path, save_best_weights,
                              save_resume_state, set_rng_state, write_text)
 from util.data import make_train_loader, read_database
 from util.distributed import (all_gather_with_grad, barrier, broadcast_object, cleanup, gather_tensors,
-                              init_distributed, unwrap_model, wrap_model)
+                              init_distributed, wrap_model)
 from util.errors import CheckpointError, OutputError, ReIDError
 from util.evaluation import (autocast, decoder_choice, extract_features, gather_features, make_eval_loader,
                              prepare_clips, score)

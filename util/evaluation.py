@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models import build_model, checkpoint_num_class, load_checkpoint, to_channels_last
+from models import build_model, checkpoint_num_class, load_checkpoint, to_channels_last, unwrap_model
 from util.data import DeviceBatch, make_test_loader, normalize_clip, read_database, read_rows
-from util.distributed import cleanup, gather_tensors, init_distributed, unwrap_model
+from util.distributed import cleanup, gather_tensors, init_distributed
 from util.checkpoint import atomic_save, check_writable
 from util.errors import DataError, ReIDError
 from util.losses import temporal_pool
