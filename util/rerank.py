@@ -161,7 +161,6 @@ def _check_parameters(n, k1, k2, lambda_value):
 def _rerank(dist, out, num_query, k1, k2, lambda_value):
     """dist: (N, N) symmetric original distance; out: (N, N) float32 for its normalised rows (dist itself
     to normalise in place). Returns the (Q, N - Q) re-ranked distance."""
-    n = dist.shape[0]
     k_half = int(round(k1 / 2))  # half to even, as np.around
     nearest = _normalise_and_rank(dist, out, max(k1 + 1, k2))  # (N, K) in (distance, index) order
     dist = out
