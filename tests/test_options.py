@@ -40,12 +40,26 @@ def test_every_original_flag_with_its_default(script):
     assert args == expected
 
 
-@pytest.mark.parametrize('script', ['baseline', 'NL', 'evaluate'])
-def test_every_flag_has_help(script):
-    parser = build_parser(script)
-    for action in parser._actions:
-        assert action.help, action.option_strings
-    assert 'default: 0.001' in parser.format_help()  # ArgumentDefaultsHelpFormatter
+SCRIPT_MODULES = {'baseline': 'train_baseline', 'NL': 'train_NL', 'evaluate': 'evaluate',
+                  'extract': 'extract_features', 'search': 'search', 'export': 'export_onnx'}
+
+
+@pytest.mark.parametrize('script', sorted(SCRIPT_MODULES))
+def test_help_of_each_script_explains_every_flag(script, capsys):
+    """`python <script>.py --help` exits 0 and prints every flag with its explanation and default."""
+    import importlib
+    module = importlib.import_module(SCRIPT_MODULES[script])
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(['--help'])
+    assert exit_info.value.code == 0
+    text = ' '.join(capsys.readouterr().out.split())  # argparse wraps lines: compare word sequences
+    for action in build_parser(script)._actions:
+        flag = action.option_strings[-1]
+        assert flag in text, flag
+        explanation = ' '.join(action.help.split('%(default)s')[0].split())[:40]
+        assert action.help and explanation in text, flag
+        if action.default not in (None, False, '==SUPPRESS==') and action.help != '==SUPPRESS==':
+            assert f'(default: {action.default})' in text, flag
 
 
 def test_stripe_abbreviation_of_the_original_readme():

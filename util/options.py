@@ -22,7 +22,7 @@ TOOLS = ('extract', 'search', 'export')  # a trained model outside the benchmark
 _DESCRIPTIONS = {
     'baseline': 'Train the video re-ID baseline (ResNet-50 + frame-level pooling, FPL).',
     'NL': 'Train NVAN / STE-NVAN (ResNet-50 with non-local attention).',
-    'evaluate': 'Score a trained model on the MARS test split (CMC and mAP).',
+    'evaluate': 'Score a trained model (or saved features) on a test split: CMC and mAP, MARS protocol.',
     'extract': 'Embed your own tracklets (folders of frames) with a trained model: one feature per tracklet.',
     'search': 'Rank gallery tracklets by cosine similarity to query tracklets (folders or feature files).',
     'export': 'Export a trained model to ONNX: uint8 RGB clips (B, S, 3, H, W) in, (B, 2048) features out.',
