@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 
 import evaluate
-from util.data import Database, collate_clips, load_clip, make_test_loader, normalize_clip
+from util.data import Database, collate_clips, make_test_loader
 from util.evaluation import chance_level, extract_features, load_features, save_features, score
+from util.frames import load_clip, normalize_clip
 from util.sampling import TEST_SAMPLING_MODES, test_clip_indices, test_frame_indices
 from util.metrics import evaluate_mars
 from util.options import run_main

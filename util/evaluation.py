@@ -15,10 +15,11 @@ import torch
 from tqdm import tqdm
 
 from models import build_model, checkpoint_num_class, load_checkpoint, to_channels_last
-from util.data import DeviceBatch, make_test_loader, normalize_clip, read_database, read_rows
+from util.data import make_test_loader, read_database, read_rows
 from util.distributed import cleanup, gather_tensors, init_distributed, unwrap_model
 from util.checkpoint import atomic_save, check_writable
 from util.errors import DataError, ReIDError
+from util.frames import DeviceBatch, normalize_clip
 from util.losses import temporal_pool
 from util.metrics import evaluate_distances, evaluate_mars, format_result, match_masks
 

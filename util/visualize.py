@@ -266,7 +266,7 @@ class _FrameCache:
     """Frames loaded once per call (the same gallery tracklets recur across queries)."""
 
     def __init__(self, paths, height, width):
-        from util.data import load_frame
+        from util.frames import load_frame
         self.paths, self.height, self.width, self.load_frame = paths, height, width, load_frame
         self.cache = {}
 
@@ -376,7 +376,7 @@ def save_ranked_results(out_dir, features, labels, cams, query_idx, paths, info,
     metric skips: junk tiles are shown where they rank but carry no rank number.
     Returns the list of :class:`RankedQuery` drawn.
     """
-    from util.data import test_frame_indices
+    from util.sampling import test_frame_indices
 
     features, labels, cams, query_idx, info = (_numpy(a) for a in (features, labels, cams, query_idx, info))
     labels, cams, query_idx = labels.reshape(-1), cams.reshape(-1), query_idx.astype(np.int64).reshape(-1)
@@ -552,7 +552,7 @@ def query_attention(model, clip, query_frame=0, query_pos=None):
     ``query_pos`` (y, x) a pixel of it (default: the centre). Returns a list of :class:`AttentionMap`.
     """
     import torch
-    from util.data import normalize_clip
+    from util.frames import normalize_clip
 
     if clip.dim() != 4 or clip.shape[1] != 3 or clip.dtype != torch.uint8:
         raise ReIDError(f'clip: expected a uint8 (S, 3, H, W) tensor, got {clip.dtype} {tuple(clip.shape)}')
@@ -761,8 +761,10 @@ def _run_ranks(args):
 
 def _run_attention(args):
     from models import build_model, checkpoint_num_class, load_checkpoint
-    from util.data import load_clip, read_database, test_frame_indices
+    from util.data import read_database
     from util.distributed import select_device
+    from util.frames import load_clip
+    from util.sampling import test_frame_indices
 
     db = read_database(args.test_txt, args.test_info)
     if not 0 <= args.track < len(db.info):
