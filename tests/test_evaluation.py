@@ -15,7 +15,7 @@ from util.frames import load_clip, normalize_clip
 from util.sampling import TEST_SAMPLING_MODES, test_clip_indices, test_frame_indices
 from util.metrics import evaluate_mars
 from util.options import run_main
-from util.visualize import load_features_npz
+from util.pictures.ranks import load_features_npz
 
 
 def features_set(seed=0, n_ids=12, per_id=4, dim=8):

@@ -396,7 +396,7 @@ def report(args, features, labels, cams, query_idx, gallery_idx, db, settings, s
         write_results(args.results, result, settings, reranked)
         print(f'Results written to {args.results}')
     if args.cmc_plot is not None:
-        from util.visualize import plot_cmc  # matplotlib is only needed here
+        from util.pictures.curves import plot_cmc  # matplotlib is only needed here
         curves = {'cosine distance': result}
         if reranked is not None:
             curves['k-reciprocal re-ranking'] = reranked
@@ -407,7 +407,7 @@ def report(args, features, labels, cams, query_idx, gallery_idx, db, settings, s
 
 
 def visualize_ranks(args, features, labels, cams, query_idx, db, gallery_idx=None):
-    from util.visualize import save_ranked_results  # matplotlib is only needed here
+    from util.pictures.ranks import save_ranked_results  # matplotlib is only needed here
     drawn = save_ranked_results(args.visualize_ranks, features, labels, cams, query_idx, db.paths, db.info, args.S,
                                 num_queries=args.num_queries, topk=args.topk, gallery_idx=gallery_idx)
     print(f'Ranked results of {len(drawn)} queries in {args.visualize_ranks} (index.html)')
