@@ -16,7 +16,7 @@ from util.errors import DataError
 from util.options import parse_args, run_main
 from util.sampling import test_frame_indices
 from util.search import check_dimensions, cosine_topk, draw_search, open_features, reranked_topk
-from util.visualize import match_kinds
+from util.pictures.ranks import match_kinds
 
 
 def load_tracklets(path, flag, args, embedder):

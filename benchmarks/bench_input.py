@@ -8,7 +8,7 @@ evaluation loader (every frame decoded once) in a single process with one thread
   concatenated (what utils.Video_test_Dataset and its collate did);
 * ours (pil): util.data.TestClipDataset with Pillow decoding, uint8 clips collated;
 * ours (auto): the same with libjpeg-turbo through torchvision (the default);
-* the "+ normalize" column adds util.data.normalize_clip on the CPU, one op per batch (in training it
+* the "+ normalize" column adds util.frames.normalize_clip on the CPU, one op per batch (in training it
   runs on the GPU instead);
 * resize (--resize_on_device): what the worker does (decode each frame at its own size and pack the
   frames), and, on the next row, that plus the exact resize and normalisation of the batch on the CPU;
@@ -35,7 +35,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from machine import cpu_name, sync  # benchmarks/machine.py, which also makes models/ and util/ importable
-from util.data import Database, DeviceBatch, make_test_loader, normalize_clip
+from util.data import Database, make_test_loader
+from util.frames import DeviceBatch, normalize_clip
 
 
 def write_frames(directory, n, height, width, seed=0):

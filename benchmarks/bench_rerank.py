@@ -36,8 +36,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench_metric import mars_like_set  # noqa: E402  (benchmarks/ is the script directory)
-from bench_train import machine_info, worker_env  # noqa: E402
-from models.summary import _peak_rss_bytes, _reset_peak_rss, _rss_bytes  # noqa: E402
+from machine import machine_info, peak_rss_bytes, reset_peak_rss, rss_bytes, worker_env  # noqa: E402
 from util.metrics import evaluate_mars, score_distances  # noqa: E402
 from util.rerank import k_reciprocal_distance, pairwise_distance, rerank_distance, rerank_reference  # noqa: E402
 
@@ -57,14 +56,14 @@ def measure(fn, device):
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        reset = _reset_peak_rss()
-        base = _rss_bytes()
+        reset = reset_peak_rss()
+        base = rss_bytes()
     start, cpu = time.perf_counter(), time.process_time()
     out = fn()
     if device.type == 'cuda':
         torch.cuda.synchronize()
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    peak = (torch.cuda.max_memory_allocated() if device.type == 'cuda' else _peak_rss_bytes(reset)) - base
+    peak = (torch.cuda.max_memory_allocated() if device.type == 'cuda' else peak_rss_bytes(reset)) - base
     return dict(wall=wall, cpu=cpu, peak=peak, load=os.getloadavg()[0]), out
 
 

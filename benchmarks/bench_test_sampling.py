@@ -57,7 +57,7 @@ def time_mode(model, db, args, device, mode):
 @torch.no_grad()
 def time_per_tracklet(model, db, args, device):
     """all_continuous with one tracklet's clips per batch (the frames read in the main process)."""
-    from util.data import load_clip
+    from util.frames import load_clip
     _sync(device)
     start = time.perf_counter()
     out, frames = [], 0

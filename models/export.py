@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from util.data import normalize_clip
+from util.frames import normalize_clip
 from util.losses import temporal_pool
 from .network import unwrap_model
 

@@ -1,9 +1,5 @@
-"""Database reading, frame decoding, the clip datasets and their loaders."""
-import itertools
-import os
-import subprocess
-import sys
-
+"""util.data: database files, the clip datasets and their loaders, with every decoder (frame decoding itself
+is tested in tests/test_frames.py)."""
 import numpy as np
 import pytest
 import torch
@@ -11,9 +7,10 @@ from PIL import Image
 from torchvision import transforms as T
 
 from util import data
-from util.data import (Database, TestClipDataset, TrainClipDataset, load_clip, load_frame, make_test_loader,
-                       make_train_loader, normalize_clip, read_database)
+from util.data import (Database, TestClipDataset, TrainClipDataset, make_test_loader, make_train_loader,
+                       read_database)
 from util.errors import DataError
+from util.frames import DeviceBatch, load_clip, load_frame, normalize_clip
 from util.sampling import chunk_frames, test_clip_indices, train_frame_indices
 
 H, W = 16, 8
@@ -117,135 +114,13 @@ def test_read_database_errors(split, case, message):
     assert '\n' not in str(err.value)
 
 
-# ---- frames -------------------------------------------------------------------------------------------
+# ---- datasets -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize('decoder', ['auto', 'pil'])
-@pytest.mark.parametrize('size', [(H, W), (32, 16), (8, 4), (24, 10)])
-def test_load_frame_equals_torchvision_resize(split, decoder, size):
-    path = split / 'f05.jpg'
-    got = load_frame(str(path), *size, decoder=decoder)
-    assert got.dtype == torch.uint8 and got.shape == (3, *size)
-    assert torch.equal(got, reference_uint8(path, *size))
-
-
-def jpeg_variants():
-    rng = np.random.default_rng(3)
-    for (h, w), subsampling, progressive in itertools.product([(16, 8), (23, 11), (5, 7)], [0, 1, 2],
-                                                               [False, True]):
-        yield random_image(rng, h, w), dict(subsampling=subsampling, progressive=progressive, quality=85)
-    yield random_image(rng, 17, 9).convert('L'), dict(quality=90)
-
-
-def test_libjpeg_decoder_equals_pillow(tmp_path):
-    for i, (img, options) in enumerate(jpeg_variants()):
-        path = tmp_path / f'v{i}.jpg'
-        img.save(path, **options)
-        for size in [(img.height, img.width), (H, W)]:
-            fast = data.read_frame(str(path), *size, decoder='auto')
-            assert np.array_equal(fast, data.read_frame(str(path), *size, decoder='pil')), (i, options, size)
-            assert np.array_equal(fast, reference_uint8(path, *size).permute(1, 2, 0).numpy())
-
-
-def test_choose_decoder(split, tmp_path):
-    assert data.choose_decoder(str(split / 'f00.jpg'), H, W) == 'auto'       # JPEG at the output size
-    assert data.choose_decoder(str(split / 'f00.jpg'), 2 * H, 2 * W) == 'pil'  # resized anyway: Pillow
-    random_image(np.random.default_rng(0), 8, 8).save(tmp_path / 'x.png')
-    assert data.choose_decoder(str(tmp_path / 'x.png'), 8, 8) == 'auto'       # decided per frame
-    assert data.choose_decoder(str(tmp_path / 'missing.jpg'), H, W) == 'auto'
+def test_dataset_chooses_the_decoder(split):
     db = read_database(split / 'path.txt', split / 'info.npy')
     assert TestClipDataset(db, 4, H, W).decoder == 'auto'
     assert TestClipDataset(db, 4, 32, 16).decoder == 'pil'
     assert TestClipDataset(db, 4, H, W, decoder='pil').decoder == 'pil'
-
-
-# -- the fast decoder's fallbacks: expected failures go to Pillow with one warning, others surface
-
-def _fallback_warnings(record, text):
-    return [w for w in record if text in str(w.message)]
-
-
-def test_decode_corrupt_jpeg_falls_back_to_pillow_with_one_warning(split, tmp_path, monkeypatch):
-    monkeypatch.setattr(data, '_FALLBACKS_WARNED', set())
-    raw = (split / 'f00.jpg').read_bytes()
-    for i in range(2):  # truncated: libjpeg refuses, and so does Pillow, whose error names the file
-        (tmp_path / f'cut{i}.jpg').write_bytes(raw[:len(raw) - 10 - i])
-    with pytest.warns(UserWarning, match=r'torchvision cannot decode .*cut0\.jpg') as record:
-        for i in range(2):
-            with pytest.raises(DataError, match=rf'cannot read frame .*cut{i}\.jpg'):
-                data.read_frame(str(tmp_path / f'cut{i}.jpg'), H, W)
-    assert len(_fallback_warnings(record, 'torchvision cannot decode')) == 1
-
-    def refuse(*args, **kwargs):  # what torchvision raises for a JPEG it cannot decode
-        raise RuntimeError('decode_jpeg: Image is incomplete or truncated')
-
-    monkeypatch.setattr(data, 'decode_jpeg', refuse)
-    monkeypatch.setattr(data, '_FALLBACKS_WARNED', set())
-    with pytest.warns(UserWarning) as record:
-        for i in range(3):
-            path = str(split / f'f{i:02d}.jpg')
-            assert np.array_equal(data.read_frame(path, H, W), data.read_frame(path, H, W, decoder='pil'))
-    assert len(_fallback_warnings(record, 'torchvision cannot decode')) == 1
-
-
-def test_decode_with_a_broken_torchvision_is_not_hidden(split, monkeypatch):
-    def missing_operator(*args, **kwargs):  # torchvision whose image extension did not load
-        raise AttributeError("'_OpNamespace' 'image' object has no attribute 'decode_jpeg'")
-
-    monkeypatch.setattr(data, 'decode_jpeg', missing_operator)
-    with pytest.raises(AttributeError, match='no attribute'):
-        data.read_frame(str(split / 'f00.jpg'), H, W)
-
-
-def test_decode_without_torchvision_io_warns_and_uses_pillow():
-    code = ("import sys, warnings; sys.modules['torchvision.io'] = None; warnings.simplefilter('always')\n"
-            "import util.data as d; print(d.decode_jpeg)")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, '-c', code], cwd=root, capture_output=True, text=True)
-    assert proc.returncode == 0 and proc.stdout.strip() == 'None', proc.stderr
-    assert 'torchvision.io cannot be imported' in proc.stderr and 'decoded with Pillow' in proc.stderr
-
-
-def test_decoders_agree_warns_once_and_lets_unexpected_errors_through(split, monkeypatch):
-    monkeypatch.setattr(data, '_FALLBACKS_WARNED', set())
-    path = str(split / 'f00.jpg')
-    pixels = data.read_frame(path, H, W, decoder='pil')
-    assert data._decoders_agree(path, pixels)
-    with pytest.warns(UserWarning, match=r'different pixels for .*f00\.jpg') as record:
-        assert not data._decoders_agree(path, 255 - pixels)
-        assert not data._decoders_agree(str(split / 'f01.jpg'), pixels)
-    assert len(_fallback_warnings(record, 'different pixels')) == 1
-    (split / 'not_an_image.jpg').write_bytes(b'\xff\xd8\xff' + bytes(20))
-    assert data._decoders_agree(str(split / 'not_an_image.jpg'), pixels)  # Pillow cannot read it: no verdict
-
-    def broken_open(*args, **kwargs):
-        raise ImportError('cannot import name _imaging')
-
-    monkeypatch.setattr(data.Image, 'open', broken_open)
-    with pytest.raises(ImportError):
-        data._decoders_agree(path, pixels)
-
-
-def test_other_formats_go_through_pillow(tmp_path):
-    rng = np.random.default_rng(4)
-    img = random_image(rng, 12, 6).convert('P')
-    img.save(tmp_path / 'p.png')
-    (tmp_path / 'png_named.jpg').write_bytes((tmp_path / 'p.png').read_bytes())
-    for name in ['p.png', 'png_named.jpg']:
-        assert torch.equal(load_frame(str(tmp_path / name), H, W), reference_uint8(tmp_path / 'p.png', H, W))
-
-
-@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
-def test_normalize_clip_equals_totensor_normalize(split, dtype):
-    paths = [str(split / f'f{i:02d}.jpg') for i in (0, 4, 9)]
-    for size in [(H, W), (32, 16)]:
-        clip = load_clip(paths, *size)                                        # (3, 3, H, W) uint8
-        reference = torch.stack([reference_pipeline(p, *size) for p in paths])
-        got = normalize_clip(clip.unsqueeze(0), dtype=dtype)[0]
-        assert got.dtype == dtype
-        if dtype == torch.float32:
-            assert (got - reference).abs().max().item() < 1e-6
-        else:
-            assert torch.equal(got, reference.to(dtype))
 
 
 def test_corrupt_and_missing_frames_name_the_file(split):
@@ -265,8 +140,6 @@ def test_corrupt_and_missing_frames_name_the_file(split):
     with pytest.raises(DataError, match=r'^cannot read frame .*f07\.jpg: .*No such file'):
         load_frame(db.paths[7], H, W, decoder='pil')
 
-
-# ---- datasets -----------------------------------------------------------------------------------------
 
 def test_train_dataset_relabels_in_sorted_pid_order(split):
     db = read_database(split / 'path.txt', split / 'info.npy')
@@ -426,7 +299,7 @@ def test_device_decoding_gives_the_worker_clips(split, decoder, num_workers):
     short tracklets and the clip flips of training."""
     db = read_database(split / 'path.txt', split / 'info.npy', split / 'query.npy')
     test = [make_test_loader(db, 4, 3, num_workers, H, W, decoder=d) for d in (decoder, 'pil')]
-    assert isinstance(next(iter(test[0]))[0], data.DeviceBatch)
+    assert isinstance(next(iter(test[0]))[0], DeviceBatch)
     for (a, pa, ca), (b, pb, cb) in zip(decoded_batches(test[0]), test[1]):
         assert a.dtype == torch.uint8 and a.shape == b.shape and torch.equal(a, b)
         assert torch.equal(pa, pb) and torch.equal(ca, cb)
@@ -464,7 +337,7 @@ def test_device_resizing_of_frames_of_mixed_sizes(tmp_path, decoder):
     db = Database(paths, np.array([[0, 2, 1, 1], [3, 5, 2, 2]]))
     kwargs = dict(S=2, class_per_batch=2, track_per_class=2, seed=1, num_workers=0, height=H, width=W)
     for a, b in zip(*(make_train_loader(db, decoder=d, **kwargs) for d in (decoder, 'pil'))):
-        assert isinstance(a[0], data.DeviceBatch) and a[0].data.dtype == torch.uint8
+        assert isinstance(a[0], DeviceBatch) and a[0].data.dtype == torch.uint8
         assert torch.equal(a[0].decode('cpu'), b[0]) and torch.equal(a[1], b[1])
     (a, _, _), = decoded_batches(make_test_loader(db, 3, 2, 0, H, W, decoder=decoder))
     assert torch.equal(a, torch.stack([torch.stack([reference_uint8(paths[i], H, W) for i in rows])
@@ -484,27 +357,3 @@ def test_device_decoding_errors_name_the_file(split):
     with pytest.raises(DataError, match=r'^cannot read frame .*f09\.jpg: ') as err:
         batch[0].decode('cpu')
     assert '\n' not in str(err.value)
-
-
-def test_gpu_decoding_drains_the_stream_first(split, monkeypatch):
-    """nvJPEG may write its outputs before work queued on the caller's stream has finished with that memory:
-    the stream is synchronised before the decoder is called (the CUDA calls are recorded, not run)."""
-    calls = []
-
-    class Stream:
-        def synchronize(self):
-            calls.append('synchronize')
-
-    def fake_decode(files, mode, device):
-        calls.append(('decode', str(device), len(files)))
-        return [torch.zeros(3, H, W, dtype=torch.uint8) for _ in files]
-
-    monkeypatch.setattr(torch.cuda, 'current_stream', lambda device=None: Stream())
-    monkeypatch.setattr(data, 'decode_jpeg', fake_decode)
-    db = read_database(split / 'path.txt', split / 'info.npy')
-    batch, _, _ = next(iter(make_test_loader(db, 2, 2, 0, H, W, decoder='device')))
-    batch._decode_files(torch.device('cuda', 0))
-    assert calls == ['synchronize', ('decode', 'cuda:0', 4)]
-    calls.clear()
-    batch._decode_files(torch.device('cpu'))
-    assert calls == [('decode', 'cpu', 4)]

@@ -9,12 +9,13 @@ import torch
 from PIL import Image
 
 import evaluate
-from util.data import Database, collate_clips, load_clip, make_test_loader, normalize_clip
+from util.data import Database, collate_clips, make_test_loader
 from util.evaluation import chance_level, extract_features, load_features, save_features, score
+from util.frames import load_clip, normalize_clip
 from util.sampling import TEST_SAMPLING_MODES, test_clip_indices, test_frame_indices
 from util.metrics import evaluate_mars
 from util.options import run_main
-from util.visualize import load_features_npz
+from util.pictures.ranks import load_features_npz
 
 
 def features_set(seed=0, n_ids=12, per_id=4, dim=8):

@@ -10,7 +10,7 @@ import search
 from test_embed import CLIP, MODEL, mars  # noqa: F401  (the tiny MARS fixture)
 from util.options import run_main
 from util.search import cosine_topk, open_features, save_tracklet_features
-from util.visualize import ranked_image_size
+from util.pictures.ranks import ranked_image_size
 
 
 def full_ranking(query, gallery, k):

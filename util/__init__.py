@@ -1,1 +1,2 @@
-"""Data, sampling, losses, metrics, training loop, checkpoints and visualisation."""
+"""Database files and loaders, frames, sampling, losses, metrics, training loop, evaluation, checkpoints and
+pictures."""

@@ -1,52 +1,29 @@
-"""Database files, frame decoding, the tracklet datasets and their DataLoaders.
+"""Database files, the tracklet datasets and their DataLoaders.
 
-Input pipeline: DataLoader workers decode each sampled frame to a uint8 RGB array, resized with PIL's
-bilinear filter exactly as ``torchvision.transforms.Resize((H, W))`` does on a PIL image, and stack the S
-frames of a clip into a uint8 (S, 3, H, W) tensor. Conversion to float and the ImageNet normalisation
-happen on the training device, one batch at a time (:func:`normalize_clip`): a quarter of the bytes
-cross process boundaries and the PCIe bus, and nothing float is computed per frame on the CPU.
+* Database files: :func:`read_database` reads and cross-checks one split (frame path list, info rows,
+  query and gallery rows) into a :class:`Database`; :class:`PathTable` packs its paths for the workers.
+* Datasets: :class:`TrainClipDataset` (a clip and its relabelled id per (tracklet, seed)) and
+  :class:`TestClipDataset` (the clips of every tracklet under --test_sampling).
+* Loaders: :func:`make_train_loader` (identity-balanced batches), :func:`make_test_loader` (database order,
+  sharded by rank), :func:`collate_clips` and :class:`ClipLoader`.
 
-With ``decoder='auto'`` (the default), JPEG frames that need no resizing (MARS frames are already
-256x128) are decoded with torchvision's libjpeg-turbo binding, which produces the same pixels as Pillow's
-libjpeg-turbo (tests compare them on baseline, progressive, greyscale and every chroma subsampling) at
-lower cost per frame; other formats, frames to be resized, and any JPEG that binding cannot handle go
-through Pillow. ``decoder='pil'`` always uses Pillow.
-
-Two opt-in modes move work from the workers to where the network runs, for GPU machines whose CPU cores
-cannot keep up; the workers then hand over a :class:`DeviceBatch` and ``batch.decode(device)`` finishes it.
-``decoder='resize_on_device'`` (``--resize_on_device``): the workers decode each frame at its own size, as
-above, and the device resizes it with Pillow's own integer arithmetic (:mod:`util.resize`), so the clips
-equal the default pipeline's exactly; it saves the workers the resize of datasets whose frames are not
-already HxW (DukeV). ``decoder='device'`` (``--decode_on_device``): the workers only read the JPEG files,
-and each batch is decoded on the device, with nvJPEG in one batched call on a GPU, or with libjpeg-turbo in
-the main process on the CPU, then resized in the same exact way. On the CPU its clips equal the default
-pipeline's; on a GPU nvJPEG's pixels differ from libjpeg's (by about 2 grey levels on average; torchvision
-bounds only the mean difference), so it is not the default.
+The workers decode frames with :mod:`util.frames`, which documents the decoders (``decoder=``) and the
+device batches of --resize_on_device / --decode_on_device.
 """
 import os
-import warnings
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from util.errors import DataError, ReIDError
-from util.resize import pil_bilinear_resize
-from util.sampling import (TEST_SAMPLING_MODES, IdentityBatchSampler, chunk_frames, chunk_length,  # noqa: F401
-                           shard_bounds, test_clip_indices, test_frame_indices, train_frame_indices)
+from util.errors import DataError, ReIDError, one_line
+from util.frames import (DeviceBatch, DeviceClip, choose_decoder, libjpeg_agrees, load_clip, read_encoded_clip,
+                         read_source_clip)
+from util.sampling import (TEST_SAMPLING_MODES, IdentityBatchSampler, shard_bounds, test_clip_indices,
+                           test_frame_indices, train_frame_indices)
 
-try:
-    from torchvision.io import ImageReadMode, decode_jpeg
-except ImportError as err:  # Pillow decodes everything, slower: say so rather than hide a broken install
-    decode_jpeg = None
-    warnings.warn(f'torchvision.io cannot be imported ({err}); JPEG frames are decoded with Pillow (slower)')
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DECODERS = ('auto', 'pil', 'resize_on_device', 'device')
 
 
@@ -80,7 +57,7 @@ def _load_int_array(path, what):
     try:
         array = np.load(path, allow_pickle=False)
     except Exception as err:
-        raise DataError(f'{path}: not a readable .npy file ({_one_line(err)}); expected {what}') from None
+        raise DataError(f'{path}: not a readable .npy file ({one_line(err)}); expected {what}') from None
     if array.dtype.kind not in 'iuf' or (array.dtype.kind == 'f' and not np.all(np.isfinite(array)
                                                                                  & (array == np.round(array)))):
         raise DataError(f'{path}: expected integer values ({what}), got dtype {array.dtype}')
@@ -152,289 +129,6 @@ class PathTable:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Frames
-
-def _one_line(err):
-    return ' '.join(str(err).split()) or type(err).__name__
-
-
-_FALLBACKS_WARNED = set()  # reasons for the slow path already warned about in this process
-
-
-def _warn_fallback(reason, message):
-    """Warn the first time frames take Pillow's slower path for `reason` (once per process, not per frame)."""
-    if reason not in _FALLBACKS_WARNED:
-        _FALLBACKS_WARNED.add(reason)
-        warnings.warn(message + ' (warned once)', stacklevel=3)
-
-
-def _decode_libjpeg(path):
-    """(h, w, 3) uint8 RGB of a JPEG file, or None when it should go through Pillow instead.
-
-    Only what torchvision raises for a file it cannot decode (RuntimeError) sends it to Pillow, which then
-    decodes it or names the file in its error; anything else (a missing operator of a broken torchvision
-    install) propagates."""
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError:  # unreadable: Pillow's error names the file
-        return None
-    if data[:3].tolist() != [0xFF, 0xD8, 0xFF]:  # not a JPEG: Pillow's format
-        return None
-    try:
-        with warnings.catch_warnings():  # torchvision 0.29 flags its decoders as deprecated on every call
-            warnings.simplefilter('ignore', DeprecationWarning)
-            chw = decode_jpeg(torch.from_numpy(data), mode=ImageReadMode.UNCHANGED)
-    except RuntimeError as err:  # corrupt for libjpeg: Pillow decides (it accepts what libjpeg only warns about)
-        _warn_fallback('corrupt', f'torchvision cannot decode {path} ({_one_line(err)}); such frames are '
-                                  'decoded with Pillow (slower)')
-        return None
-    if chw.shape[0] == 1:  # greyscale: RGB copies of the grey level, as Pillow's convert('RGB')
-        chw = chw.expand(3, -1, -1)
-    elif chw.shape[0] != 3:  # CMYK / YCCK: Pillow has its own conversion
-        _warn_fallback('cmyk', f'{path} has {chw.shape[0]} colour channels (CMYK); such frames are decoded '
-                               'with Pillow (slower)')
-        return None
-    return chw.permute(1, 2, 0).contiguous().numpy()
-
-
-def _read_pil(path, height=None, width=None):
-    try:
-        with Image.open(path) as img:
-            img = img if img.mode == 'RGB' else img.convert('RGB')
-            return np.asarray(img) if height is None else _resize(img, height, width)
-    except Exception as err:
-        raise DataError(f'cannot read frame {path}: {_one_line(err)}') from None
-
-
-def _resize(img, height, width):
-    # torchvision's Resize((H, W)) on a PIL image is exactly this call (and a no-op copy at the same size)
-    if img.size != (width, height):
-        img = img.resize((width, height), Image.BILINEAR)
-    return np.asarray(img)
-
-
-def read_frame(path, height, width, decoder='auto'):
-    """(height, width, 3) uint8 RGB array: the frame resized with PIL bilinear as Resize((H, W)) does."""
-    array = _decode_libjpeg(path) if decoder == 'auto' and decode_jpeg is not None else None
-    if array is None:
-        return _read_pil(path, height, width)
-    if array.shape[:2] != (height, width):
-        array = _resize(Image.fromarray(array), height, width)
-    return array
-
-
-def choose_decoder(path, height, width):
-    """The faster exact decoder for frames like ``path``: 'auto' (libjpeg through torchvision) or 'pil'.
-
-    'pil' when the frame needs resizing (Pillow decodes straight into the image it resizes, the other path
-    copies into one) or when, on this installation, the two decoders disagree on it (with a warning).
-    """
-    fast = _decode_libjpeg(path) if decode_jpeg is not None else None
-    if fast is None:  # not a JPEG, or unreadable: keep the per-frame choice (errors surface when loading)
-        return 'auto' if decode_jpeg is not None else 'pil'
-    if not _decoders_agree(path, fast):
-        return 'pil'
-    return 'auto' if fast.shape[:2] == (height, width) else 'pil'
-
-
-def _decoders_agree(path, fast):
-    """Whether torchvision's pixels `fast` equal Pillow's for `path` (True where Pillow cannot read it)."""
-    try:
-        with Image.open(path) as img:
-            agrees = np.array_equal(fast, np.asarray(img.convert('RGB')))
-    except OSError:  # Pillow cannot read what torchvision decoded: nothing to compare with
-        return True
-    if not agrees:
-        _warn_fallback('disagree', f"torchvision's JPEG decoder and Pillow's give different pixels for {path}: "
-                                   'decoding with Pillow (slower)')
-    return agrees
-
-
-def read_source_frame(path, libjpeg=True):
-    """(h, w, 3) uint8 RGB array of the frame at its own size: Pillow's pixels (libjpeg-turbo's if allowed)."""
-    array = _decode_libjpeg(path) if libjpeg and decode_jpeg is not None else None
-    return _read_pil(path) if array is None else array
-
-
-def load_frame(path, height, width, decoder='auto'):
-    """uint8 (3, height, width) tensor of one frame (a channel-first view of the decoded array)."""
-    array = read_frame(path, height, width, decoder)
-    if not array.flags.writeable:  # np.asarray of a PIL image is read-only
-        array = array.copy()
-    return torch.from_numpy(array).permute(2, 0, 1)
-
-
-def load_clip(paths, height, width, flip=False, decoder='auto'):
-    """uint8 (S, 3, height, width) tensor of the frames in ``paths``, optionally flipped horizontally."""
-    clip = np.empty((len(paths), height, width, 3), dtype=np.uint8)      # (S, H, W, 3)
-    decoded = {}  # short tracklets repeat their last frame: decode it once
-    for s, path in enumerate(paths):
-        if path not in decoded:
-            decoded[path] = read_frame(path, height, width, decoder)
-        clip[s] = decoded[path][:, ::-1] if flip else decoded[path]
-    return torch.from_numpy(clip).permute(0, 3, 1, 2)                   # (S, 3, H, W) view
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Finishing clips on the device (decoder='resize_on_device' or 'device')
-
-def _jpeg_magic(data):
-    return data[:3].tolist() == [0xFF, 0xD8, 0xFF]
-
-
-@dataclass
-class DeviceClip:
-    """One clip's distinct frames, to be finished where the network runs. files: JPEG bytes (uint8 1-D
-    tensors) when ``encoded``, else decoded uint8 (h, w, 3) arrays at their own size; frames: (S,) index
-    into files for each clip frame (short tracklets repeat their last one)."""
-    files: list
-    frames: list
-    flip: bool
-    paths: list
-    height: int
-    width: int
-    encoded: bool = True
-
-
-def _distinct(paths):
-    distinct = list(dict.fromkeys(paths))
-    index = {p: i for i, p in enumerate(distinct)}
-    return distinct, [index[p] for p in paths]
-
-
-def read_encoded_clip(paths, height, width, flip=False):
-    """A DeviceClip of the JPEG files in ``paths``, read but not decoded (each distinct file once)."""
-    distinct, frames = _distinct(paths)
-    files = []
-    for path in distinct:
-        try:
-            data = np.fromfile(path, dtype=np.uint8)
-        except OSError as err:
-            raise DataError(f'cannot read frame {path}: {_one_line(err)}') from None
-        if not _jpeg_magic(data):
-            raise DataError(f'cannot read frame {path}: not a JPEG file (--decode_on_device decodes JPEG '
-                            f'frames only)')
-        files.append(torch.from_numpy(data))
-    return DeviceClip(files, frames, bool(flip), distinct, int(height), int(width))
-
-
-def read_source_clip(paths, height, width, flip=False, libjpeg=True):
-    """A DeviceClip of the frames in ``paths`` decoded at their own size (each distinct file once)."""
-    distinct, frames = _distinct(paths)
-    files = [read_source_frame(path, libjpeg) for path in distinct]
-    return DeviceClip(files, frames, bool(flip), distinct, int(height), int(width), encoded=False)
-
-
-class DeviceBatch:
-    """A batch of DeviceClips packed for the trip from a worker: one byte buffer and a few index tensors.
-
-    data: uint8 (bytes,) every file of the batch back to back (JPEG bytes, or decoded (h, w, 3) frames whose
-    sizes are in ``shapes``), offsets: int64 (F+1,) file boundaries, frames: int64 (B, S) file of each clip
-    frame, flips: bool (B,). ``decode(device)`` -> uint8 (B, S, 3, H, W) on ``device``, what the
-    worker-side pipeline returns.
-    """
-
-    def __init__(self, clips):
-        self.encoded = clips[0].encoded
-        files = [f for clip in clips for f in clip.files]
-        if self.encoded:
-            self.shapes = None
-            self.data = torch.cat(files)
-        else:
-            self.shapes = [f.shape[:2] for f in files]
-            self.data = torch.from_numpy(np.concatenate([f.reshape(-1) for f in files]))
-        sizes = torch.tensor([int(np.prod(f.shape)) for f in files], dtype=torch.int64)
-        self.offsets = torch.cat([torch.zeros(1, dtype=torch.int64), sizes.cumsum(0)])
-        first = np.cumsum([0] + [len(clip.files) for clip in clips[:-1]])
-        self.frames = torch.tensor([[int(b) + f for f in clip.frames] for b, clip in zip(first, clips)],
-                                   dtype=torch.int64)
-        self.flips = torch.tensor([clip.flip for clip in clips], dtype=torch.bool)
-        self.paths = [p for clip in clips for p in clip.paths]
-        self.height, self.width = clips[0].height, clips[0].width
-
-    def __len__(self):
-        return len(self.frames)
-
-    def pin_memory(self):
-        if not self.encoded:  # decode_jpeg reads its input from CPU memory on every device: pin frames only
-            self.data = self.data.pin_memory()
-        return self
-
-    def _decode_files(self, device):
-        bounds = self.offsets.tolist()
-        files = [self.data[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-        if device.type == 'cuda':
-            # nvJPEG's hardware decoder can write its outputs (blocks just freed to the caching allocator)
-            # before the work already queued on this stream has read them: drain the stream first
-            # (pytorch/vision#9606). The decoder waits for its own work before returning anyway.
-            torch.cuda.current_stream(device).synchronize()
-        with warnings.catch_warnings():  # torchvision 0.29 flags its decoders as deprecated on every call
-            warnings.simplefilter('ignore', DeprecationWarning)
-            try:
-                return decode_jpeg(files, mode=ImageReadMode.RGB, device=device)
-            except RuntimeError:
-                for f, path in zip(files, self.paths):  # find the culprit for the message
-                    try:
-                        decode_jpeg(f, mode=ImageReadMode.RGB, device=device)
-                    except RuntimeError as err:
-                        raise DataError(f'cannot read frame {path}: {_one_line(err)}') from None
-                raise
-
-    def _frames(self, device):
-        """F uint8 (3, h, w) frames on ``device`` at their own sizes."""
-        if self.encoded:
-            if decode_jpeg is None:
-                raise DataError('--decode_on_device needs torchvision built with its image extension')
-            return self._decode_files(device)
-        data = self.data.to(device, non_blocking=True)
-        bounds = self.offsets.tolist()
-        return [data[a:b].view(h, w, 3).permute(2, 0, 1)
-                for a, b, (h, w) in zip(bounds[:-1], bounds[1:], self.shapes)]
-
-    def decode(self, device):
-        """uint8 (B, S, 3, H, W) clips on ``device``."""
-        device = torch.device(device)
-        images = self._frames(device)                                        # F x (3, h, w)
-        h, w = self.height, self.width
-        decoded = torch.empty((len(images), 3, h, w), dtype=torch.uint8, device=device)
-        by_size = defaultdict(list)
-        for i, image in enumerate(images):
-            by_size[tuple(image.shape[1:])].append(i)
-        for size, idx in by_size.items():  # one resize per source size (MARS: none at all)
-            group = torch.stack([images[i] for i in idx])                    # (n, 3, h', w')
-            decoded[torch.tensor(idx, device=device)] = pil_bilinear_resize(group, h, w)
-        clips = decoded[self.frames.to(device)]                              # (B, S, 3, H, W)
-        flips = self.flips.to(device)
-        clips[flips] = clips[flips].flip(-1)
-        return clips
-
-
-def normalize_clip(x, device=None, dtype=torch.float32, non_blocking=True):
-    """uint8 (..., 3, H, W) -> ImageNet-normalised float on ``device``, in ``dtype``.
-
-    Computed in float32 with the operations of ToTensor (``/255``) and Normalize (``-mean``, ``/std``),
-    then cast, so the float32 result equals the original per-frame PIL -> ToTensor -> Normalize pipeline.
-    """
-    if x.dim() < 3 or x.shape[-3] != 3:
-        raise ValueError(f'normalize_clip expects (..., 3, H, W) images, got shape {tuple(x.shape)}')
-    if device is not None:
-        x = x.to(device, non_blocking=non_blocking)
-    mean, std = _mean_std(x.device)
-    y = x.to(torch.float32).div(255).sub_(mean).div_(std)
-    return y if dtype == torch.float32 else y.to(dtype)
-
-
-_MEAN_STD = {}
-
-
-def _mean_std(device):
-    if device not in _MEAN_STD:
-        _MEAN_STD[device] = tuple(torch.tensor(v, dtype=torch.float32, device=device).view(3, 1, 1)
-                                  for v in (IMAGENET_MEAN, IMAGENET_STD))
-    return _MEAN_STD[device]
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Datasets
 
 class _TrackletDataset(Dataset):
@@ -449,10 +143,8 @@ class _TrackletDataset(Dataset):
         if decoder == 'auto' and len(self.paths):
             decoder = choose_decoder(self.paths[0], self.height, self.width)
         self.decoder = decoder
-        self.libjpeg = True  # resize_on_device: decode with libjpeg-turbo unless it disagrees with Pillow
-        if decoder == 'resize_on_device' and len(self.paths) and decode_jpeg is not None:
-            fast = _decode_libjpeg(self.paths[0])
-            self.libjpeg = fast is None or _decoders_agree(self.paths[0], fast)
+        # resize_on_device: decode with libjpeg-turbo unless it disagrees with Pillow
+        self.libjpeg = decoder != 'resize_on_device' or not len(self.paths) or libjpeg_agrees(self.paths[0])
 
     def __len__(self):
         return len(self.starts)

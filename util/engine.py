@@ -455,7 +455,7 @@ class Trainer:
             barrier(ctx)
         self.log(f'Done: best rank-1 {self.best_rank1:.4f}; weights in {self.best_file}')
         if ctx.is_main:
-            from util.visualize import plot_training_curves  # matplotlib is only needed here
+            from util.pictures.curves import plot_training_curves  # matplotlib is only needed here
             try:
                 self.log(f'Training curves: {plot_training_curves(self.metrics_file)}')
             except OSError as err:

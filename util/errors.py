@@ -28,3 +28,8 @@ class CheckpointError(ReIDError):
 
 class OutputError(ReIDError):
     """An output path (checkpoint directory, log, features, pictures, results) that cannot be written."""
+
+
+def one_line(err):
+    """An exception's message on one line (its type name when it has none), for messages that quote it."""
+    return ' '.join(str(err).split()) or type(err).__name__

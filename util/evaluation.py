@@ -15,10 +15,11 @@ import torch
 from tqdm import tqdm
 
 from models import build_model, checkpoint_num_class, load_checkpoint, to_channels_last, unwrap_model
-from util.data import DeviceBatch, make_test_loader, normalize_clip, read_database, read_rows
+from util.data import make_test_loader, read_database, read_rows
 from util.distributed import cleanup, gather_tensors, init_distributed
 from util.checkpoint import atomic_save, check_writable
 from util.errors import DataError, ReIDError
+from util.frames import DeviceBatch, normalize_clip
 from util.losses import temporal_pool
 from util.metrics import evaluate_distances, evaluate_mars, format_result, match_masks
 
@@ -398,7 +399,7 @@ def report(args, features, labels, cams, query_idx, gallery_idx, db, settings, s
         write_results(args.results, result, settings, reranked)
         print(f'Results written to {args.results}')
     if args.cmc_plot is not None:
-        from util.visualize import plot_cmc  # matplotlib is only needed here
+        from util.pictures.curves import plot_cmc  # matplotlib is only needed here
         curves = {'cosine distance': result}
         if reranked is not None:
             curves['k-reciprocal re-ranking'] = reranked
@@ -409,7 +410,7 @@ def report(args, features, labels, cams, query_idx, gallery_idx, db, settings, s
 
 
 def visualize_ranks(args, features, labels, cams, query_idx, db, gallery_idx=None):
-    from util.visualize import save_ranked_results  # matplotlib is only needed here
+    from util.pictures.ranks import save_ranked_results  # matplotlib is only needed here
     drawn = save_ranked_results(args.visualize_ranks, features, labels, cams, query_idx, db.paths, db.info, args.S,
                                 num_queries=args.num_queries, topk=args.topk, gallery_idx=gallery_idx)
     print(f'Ranked results of {len(drawn)} queries in {args.visualize_ranks} (index.html)')

@@ -159,8 +159,8 @@ def draw_search(path, query_frames, query_title, ranked, S, height=128, width=64
     caption lines, kind)] in ranked order, kind 'good' / 'wrong' / 'junk' when the identities are known, else
     None (a neutral border)."""
     from util.checkpoint import atomic_save
-    from util.data import load_frame
-    from util.visualize import KIND_COLOURS, QUERY_COLOUR, _Canvas, _font, ranked_image_size
+    from util.frames import load_frame
+    from util.pictures.ranks import KIND_COLOURS, QUERY_COLOUR, _Canvas, _font, ranked_image_size
     from PIL import Image
 
     def load(p):
