@@ -3,13 +3,13 @@
     python create_DukeV_database.py --data_dir path/to/DukeMTMC-VideoReID
 
 Reads both frame-name styles (0001_C6_F0099_X30823.jpg and the older 0001C6F0099X30823.jpg). The files are
-byte-compatible with the original release's (there: creat_DukeV_database.py); see util/database.py.
+byte-compatible with the original release's (there: creat_DukeV_database.py); see util/datasets/dukev.py.
 """
 
 import argparse
 import sys
 
-from util.database import build_dukev_database
+from util.datasets.dukev import build_dukev_database
 from util.options import run_main
 
 

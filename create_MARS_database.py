@@ -2,13 +2,13 @@
 
     python create_MARS_database.py --data_dir path/to/MARS --info_dir path/to/MARS-evaluation/info
 
-The files are byte-compatible with the original release's; see util/database.py for their format.
+The files are byte-compatible with the original release's; see util/datasets/mars.py for their format.
 """
 
 import argparse
 import sys
 
-from util.database import build_mars_database
+from util.datasets.mars import build_mars_database
 from util.options import run_main
 
 

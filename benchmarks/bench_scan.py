@@ -5,9 +5,9 @@ tracklets of about 60 frames over 6 cameras) plus matching MARS-evaluation .mat 
 same run and on the same warm directory cache:
 
   reference scan   os.listdir + sorted + os.path.abspath per frame (the original's listing)
-  our scan         util.database.scan_mars_split for both splits, path-list text included
+  our scan         util.datasets.mars.scan_mars_split for both splits, path-list text included
   original build   the original script's whole job: the listing, np.savetxt, loadmat, np.save
-  our build        util.database.build_mars_database: listing, every consistency check, atomic write
+  our build        util.datasets.mars.build_mars_database: listing, every consistency check, atomic write
 
     python benchmarks/bench_scan.py                    # full size (the tree takes a few minutes to create)
     python benchmarks/bench_scan.py --frames 100000    # scaled down
@@ -28,7 +28,8 @@ import numpy as np
 import scipy.io
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from util.database import IMAGE_EXTENSIONS, build_mars_database, scan_mars_split  # noqa: E402
+from util.datasets.common import IMAGE_EXTENSIONS  # noqa: E402
+from util.datasets.mars import build_mars_database, scan_mars_split  # noqa: E402
 
 MARS_FRAMES = 509_914 + 681_089
 MARS_DIRS = 625 + 636

@@ -13,7 +13,7 @@ import torch
 
 from models.non_local import attend
 from util.data import make_test_loader, normalize_clip, read_database
-from util.database import build_mars_database
+from util.datasets.mars import build_mars_database
 from util.resize import pil_bilinear_resize
 from util.synthetic import make_mars
 

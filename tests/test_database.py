@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import scipy.io
 
-from util.database import build_dukev_database, build_mars_database, parse_dukev_names, parse_mars_names
+from util.datasets.dukev import build_dukev_database, parse_dukev_names
+from util.datasets.mars import build_mars_database, parse_mars_names
 from util.errors import DatabaseError
 from util.synthetic import make_dukev, make_mars
 
@@ -222,8 +223,32 @@ def test_mars_rows_must_cover_every_frame(mars):
     data_dir, info_dir, out = mars
     d = data_dir / 'bbox_train'
     last = sorted(os.listdir(d))[-1]
-    os.remove(d / last / sorted(os.listdir(d / last))[-1])
-    expect_error(lambda: build_mars(mars), r'the last row must end at frame \d+, the number of frames in', out)
+    frames = sorted(os.listdir(d / last))
+    os.remove(d / last / frames[-1])
+    msg = expect_error(lambda: build_mars(mars), rf'bbox_train/{last}: tracklet {frames[-1][:11]} has \d+ frames but '
+                                                 r'.*tracks_train_info\.mat row \d+ .* covers \d+: a frame is missing', out)
+    assert f'to {frames[-2]}, followed by the end of' in msg
+
+
+def test_mars_missing_or_extra_frame_names_the_directory_and_the_frames_around(mars):
+    data_dir, info_dir, out = mars
+    d = data_dir / 'bbox_train'
+    info = scipy.io.loadmat(info_dir / 'tracks_train_info.mat')['track_train_info']
+    r = int(np.argmax(info[:, 1] - info[:, 0] >= 3))  # a tracklet of 4 frames or more
+    names = [n for i in sorted(os.listdir(d)) for n in sorted(os.listdir(d / i))]
+    first = names[info[r, 0] - 1]
+    pid_dir = d / first[:4]
+    os.remove(pid_dir / names[info[r, 0]])  # its second frame
+    msg = expect_error(lambda: build_mars(mars), rf'{pid_dir}: tracklet {first[:11]} has {info[r, 1] - info[r, 0]} '
+                                                 rf'frames but .*row {r + 1} .* covers {info[r, 1] - info[r, 0] + 1}: '
+                                                 rf'a frame is missing', out)
+    assert f'frame numbers jump from {first} to {names[info[r, 0] + 1]}' in msg
+    shutil.copy(pid_dir / first, pid_dir / names[info[r, 0]])  # back, then one frame too many
+    extra = first[:12] + '999.jpg'
+    shutil.copy(pid_dir / first, pid_dir / extra)
+    last = names[info[r, 1] - 1]
+    msg = expect_error(lambda: build_mars(mars), rf'{pid_dir}: tracklet {first[:11]} has .*a frame is extra', out)
+    assert f'frame numbers jump from {last} to {extra}' in msg
 
 
 def test_mars_start_after_end(mars):
@@ -353,8 +378,10 @@ def test_dukev_both_namings_give_the_same_database(dukev_src, tmp_path):
 
 
 def test_parse_dukev_names():
-    pid, cam, ok = parse_dukev_names(['0001_C6_F0099_X30823.jpg', '0012C3F0001X00001.jpg', '0001_C6F0099_X3.jpg'])
-    assert pid[:2].tolist() == [1, 12] and cam[:2].tolist() == [6, 3] and ok.tolist() == [True, True, False]
+    pid, cam, frame, ok = parse_dukev_names(['0001_C6_F0099_X30823.jpg', '0012C3F0101X00001.jpg',
+                                             '0001_C6F0099_X3.jpg'])
+    assert pid[:2].tolist() == [1, 12] and cam[:2].tolist() == [6, 3] and frame[:2].tolist() == [99, 101]
+    assert ok.tolist() == [True, True, False]
 
 
 def _first_track(root):

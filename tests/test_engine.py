@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import train_baseline
 import util.engine as engine
 from util.checkpoint import atomic_save, load_resume_state, rng_state, set_rng_state
-from util.database import build_mars_database
+from util.datasets.mars import build_mars_database
 from util.engine import NonFiniteLossError, compute_losses
 from util.losses import batch_hard_triplet_soft
 from util.options import parse_args, run_main

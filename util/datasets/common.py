@@ -1,0 +1,308 @@
+"""What the dataset builders share: directory scanning, frame names, numeric frame order, .mat split files,
+and the write that replaces a database directory as a whole.
+
+Every error is one ``DatabaseError`` line naming the path and what was expected, raised before anything is
+written: builders collect their files in memory and hand them to ``write_database`` at the end.
+"""
+
+import os
+import secrets
+import shutil
+from contextlib import contextmanager
+from itertools import repeat
+
+import numpy as np
+import scipy.io
+from tqdm import tqdm
+
+from util.checkpoint import check_writable
+from util.errors import DatabaseError
+
+# The original's list: these extensions in lower or upper case.
+IMAGE_EXTENSIONS = ('.jpg', '.JPG', '.jpeg', '.JPEG', '.png', '.PNG', '.ppm', '.PPM', '.bmp', '.BMP')
+IMAGE_HINT = 'frame images (.jpg .jpeg .png .ppm .bmp)'
+
+
+def is_image_file(name):
+    return name.endswith(IMAGE_EXTENSIONS)
+
+
+def is_hidden(name):
+    """.DS_Store, AppleDouble ._0001.png and the like, which archives made on a Mac carry."""
+    return name.startswith('.')
+
+
+# ----------------------------------------------------------------------------------------------------
+# Directory listing
+# ----------------------------------------------------------------------------------------------------
+
+def scandir(path, what, skip_hidden=False):
+    """(sorted names of the files, sorted names of the sub-directories) of a directory, which must exist and
+    hold something (hidden entries do not count with skip_hidden)."""
+    if not os.path.isdir(path):
+        kind = 'is not a directory' if os.path.exists(path) else 'directory not found'
+        raise DatabaseError(f'{path}: {kind} (expected {what})')
+    try:
+        with os.scandir(path) as it:
+            entries = [e for e in it if not (skip_hidden and is_hidden(e.name))]
+    except OSError as e:
+        raise DatabaseError(f'{path}: cannot list directory ({e.strerror})') from None
+    if not entries:
+        raise DatabaseError(f'{path}: empty directory (expected {what})')
+    # d_type from the directory listing: no stat per frame.
+    files = [e.name for e in entries if not e.is_dir()]
+    dirs = [e.name for e in entries if e.is_dir()] if len(files) < len(entries) else []
+    return sorted(files), sorted(dirs)
+
+
+def list_subdirs(path, what, skip_hidden=False):
+    """Sorted names of the sub-directories of `path`, which must hold nothing else and not be empty."""
+    files, dirs = scandir(path, what, skip_hidden)
+    if files:
+        raise DatabaseError(f'{os.path.join(path, files[0])}: not a directory (expected only {what} in {path})')
+    return dirs
+
+
+def list_frames(path, skip_hidden=False):
+    """Sorted frame names of a frame directory, which must hold image files only and not be empty."""
+    names, dirs = scandir(path, IMAGE_HINT, skip_hidden)
+    if dirs or not all(map(str.endswith, names, repeat(IMAGE_EXTENSIONS))):
+        bad = dirs[0] if dirs else next(n for n in names if not n.endswith(IMAGE_EXTENSIONS))
+        raise DatabaseError(f'{os.path.join(path, bad)}: not an image file (expected only {IMAGE_HINT} '
+                            f'in {path})')
+    return names
+
+
+class FrameList:
+    """Frames of one split in database order, grouped by the directory that holds them."""
+
+    def __init__(self):
+        self.dirs = []      # absolute directory of each group
+        self.counts = []    # frames per group
+        self.names = []     # every frame name, in order
+        self._text = []     # path-list text, one chunk per group
+
+    def add(self, abs_dir, names):
+        prefix = abs_dir + os.sep
+        # One join per directory instead of an abspath per frame: listdir names are never '.' or '..',
+        # so abspath(join(root, id, name)) == abspath(root)/id/name.
+        self._text.append(prefix + ('\n' + prefix).join(names) + '\n')
+        self.dirs.append(abs_dir)
+        self.counts.append(len(names))
+        self.names.extend(names)
+
+    def __len__(self):
+        return len(self.names)
+
+    def group(self, i):
+        return int(np.searchsorted(np.cumsum(self.counts), i, side='right'))
+
+    def path(self, i):
+        return os.path.join(self.dirs[self.group(i)], self.names[i])
+
+    def path_text(self):
+        # np.savetxt(fmt='%s', delimiter='\n') writes every path followed by a newline; the encoding is the
+        # file system's, so every listed path opens again (ASCII paths are identical either way).
+        return os.fsencode(''.join(self._text))
+
+
+def progress(items, desc, enabled, unit='dir'):
+    return tqdm(items, desc=desc, unit=unit, disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Frame names (vectorised over all frames of a split)
+# ----------------------------------------------------------------------------------------------------
+
+def codes(names, width):
+    """(N, width) int32 code points of the first `width` characters of each name (0 past the end)."""
+    if not names:
+        return np.zeros((0, width), np.int32)
+    # Assigning to a fixed-width unicode array truncates: a C-speed way to cut every name at once.
+    return np.array(names, dtype=f'U{width}').view(np.uint32).reshape(len(names), width).astype(np.int32)
+
+
+def is_digit(c):
+    return (c >= ord('0')) & (c <= ord('9'))
+
+
+def number(c):
+    """Decimal value of digit columns (N, k) -> (N,)."""
+    weights = 10 ** np.arange(c.shape[1] - 1, -1, -1)
+    return (c - ord('0')) @ weights
+
+
+def has(c, col, char):
+    return c[:, col] == ord(char)
+
+
+def field_numbers(names, field, sep='_', chunk=1 << 18):
+    """Integer value of one `sep`-separated field of each name without its extension, and whether it is one.
+
+    field: index into ``stem.split(sep)``, negative counts from the end (``cam1_person001_00317.png``,
+    field -1: 317). Returns (N,) int64 values (0 where not a number) and (N,) bool.
+    """
+    values, ok = np.zeros(len(names), np.int64), np.zeros(len(names), bool)
+    for lo in range(0, len(names), chunk):
+        part = names[lo:lo + chunk]
+        c = codes(part, max(map(len, part)))                              # (n, W)
+        pos = np.arange(c.shape[1])
+        dot = np.where(c == ord('.'), pos, -1).max(1)
+        stem = pos < np.where(dot >= 0, dot, (c != 0).sum(1))[:, None]    # (n, W) inside the stem
+        is_sep = (c == ord(sep)) & stem
+        index = np.cumsum(is_sep, 1)                                      # field of each character
+        target = field if field >= 0 else is_sep.sum(1, keepdims=True) + 1 + field
+        mask = stem & ~is_sep & (index == target)                         # characters of the field
+        count = mask.sum(1)
+        good = (count > 0) & (count <= 18) & ~(mask & ~is_digit(c)).any(1)
+        power = np.where(mask, count[:, None] - np.cumsum(mask, 1), 0).clip(0, 18)
+        values[lo:lo + len(part)] = np.where(mask & good[:, None], (c - ord('0')) * 10 ** power, 0).sum(1)
+        ok[lo:lo + len(part)] = good
+    return values, ok
+
+
+def frame_order(numbers, counts):
+    """Permutation putting the frames of each group (consecutive runs of `counts`) in frame-number order.
+
+    Stable, so frames already in order (the usual case) keep their listing order exactly.
+    """
+    group = np.repeat(np.arange(len(counts)), counts)
+    return np.lexsort((numbers, group))
+
+
+def info_rows(counts, pids, cams):
+    """int64 (T, 4) rows [start, end, pid, cam], 0-based inclusive, of consecutive sequences."""
+    counts = np.asarray(counts, np.int64)
+    end = np.cumsum(counts) - 1
+    return np.stack([end - counts + 1, end, np.asarray(pids, np.int64), np.asarray(cams, np.int64)], axis=1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# .mat files
+# ----------------------------------------------------------------------------------------------------
+
+def load_mat(path, key, what):
+    """A numeric variable of a MATLAB file, v5 (scipy) or v7.3 (HDF5, read with h5py, shape as MATLAB's)."""
+    if not os.path.isfile(path):
+        raise DatabaseError(f'{path}: file not found (expected {what} with variable {key!r})')
+    try:
+        mat = scipy.io.loadmat(path)
+    except NotImplementedError:  # v7.3: scipy says 'use HDF reader'
+        mat = _load_hdf5_mat(path, key, what)
+    except Exception as e:  # scipy raises several types for a damaged file
+        raise DatabaseError(f'{path}: cannot read it as a MATLAB .mat file ({e})') from None
+    if key not in mat:
+        found = ', '.join(sorted(k for k in mat if not k.startswith('__'))) or 'none'
+        raise DatabaseError(f'{path}: no variable {key!r} (found: {found}); expected {what}')
+    value = mat[key]
+    if not (np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating)) \
+            or value.size == 0:
+        raise DatabaseError(f'{path}: variable {key!r} is a {value.dtype} array of shape {value.shape}; '
+                            f'expected {what}')
+    if np.issubdtype(value.dtype, np.floating) and not np.array_equal(value, np.round(value)):
+        raise DatabaseError(f'{path}: variable {key!r} holds non-integer values; expected {what}')
+    return value
+
+
+def _load_hdf5_mat(path, key, what):
+    import h5py
+    try:
+        with h5py.File(path, 'r') as f:
+            # h5py sees MATLAB's column-major arrays transposed.
+            return {k: np.asarray(f[k]).T for k in f if isinstance(f[k], h5py.Dataset)}
+    except OSError as e:
+        raise DatabaseError(f'{path}: cannot read it as a MATLAB .mat file ({e})') from None
+
+
+def load_ls_set(path, num_persons, names_what):
+    """``ls_set`` of a train/test split file: (10, num_persons) 1-based person indices, each row a
+    permutation. Returns int64 0-based indices; errors name the file and what was expected."""
+    what = f'a (10, {num_persons}) array of 1-based indices into {names_what}'
+    ls_set = load_mat(path, 'ls_set', what)
+    if ls_set.shape != (10, num_persons):
+        raise DatabaseError(f"{path}: variable 'ls_set' has shape {ls_set.shape}; expected {what}")
+    ls_set = ls_set.astype(np.int64)
+    bad = np.argwhere((ls_set < 1) | (ls_set > num_persons))
+    if bad.size:
+        r, k = bad[0]
+        raise DatabaseError(f"{path}: ls_set[{r}, {k}] is {ls_set[r, k]}; expected {what} (1..{num_persons})")
+    for r, row in enumerate(ls_set):
+        if len(np.unique(row)) != num_persons:
+            raise DatabaseError(f'{path}: ls_set row {r} names a person twice; expected {what}, each row a '
+                                f'permutation')
+    return ls_set - 1
+
+
+# ----------------------------------------------------------------------------------------------------
+# Output
+# ----------------------------------------------------------------------------------------------------
+
+def check_output_dir(output_dir):
+    """Refuse an output directory that cannot be written, before any scanning."""
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise DatabaseError(f'{os.path.abspath(output_dir)}: exists and is not a directory (expected an '
+                            f'output directory)')
+    check_writable(os.path.dirname(os.path.abspath(output_dir)), f'--output_dir {output_dir}: its parent',
+                   directory=True)
+
+
+@contextmanager
+def replacing_directory(target, what='the database', keep_others=True):
+    """Yield a new empty directory beside `target` to write into; on success it replaces `target` whole.
+
+    Until the final swap `target` is untouched, so a failure at any point leaves the old directory complete
+    (the new one is removed). The swap is two renames on one file system, the second undone if it fails.
+    With keep_others, entries of the old directory that the new one does not have (a user's own files) are
+    moved over afterwards. OSError becomes one DatabaseError line.
+    """
+    target = os.path.abspath(target)
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise DatabaseError(f'{target}: exists and is not a directory (expected an output directory)')
+    parent, base = os.path.split(target)
+    token = secrets.token_hex(4)
+    new = os.path.join(parent, f'.{base}.partial-{token}')
+    try:
+        os.makedirs(parent, exist_ok=True)
+        os.mkdir(new)  # honours the umask, as mkdir -p does
+    except OSError as e:
+        raise DatabaseError(f'{target}: cannot write {what} ({e.strerror or e})') from None
+    try:
+        yield new
+        _swap(new, target, os.path.join(parent, f'.{base}.old-{token}'), keep_others)
+    except OSError as e:
+        shutil.rmtree(new, ignore_errors=True)
+        raise DatabaseError(f'{target}: cannot write {what} ({e.strerror or e})') from None
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+
+
+def _swap(new, target, old, keep_others):
+    if not os.path.exists(target):
+        os.rename(new, target)
+        return
+    os.rename(target, old)
+    try:
+        os.rename(new, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    if keep_others:
+        for name in os.listdir(old):
+            if not os.path.lexists(os.path.join(target, name)):
+                os.rename(os.path.join(old, name), os.path.join(target, name))
+    shutil.rmtree(old)
+
+
+def write_database(output_dir, files):
+    """Write {relative path: bytes | ndarray (np.save)} as the new content of `output_dir`, replacing the
+    previous database as a whole (see replacing_directory)."""
+    with replacing_directory(output_dir) as root:
+        for name, content in files.items():
+            path = os.path.join(root, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, 'wb') as f:
+                if isinstance(content, np.ndarray):
+                    np.save(f, content)
+                else:
+                    f.write(content)
