@@ -5,7 +5,9 @@ Every error is one ``DatabaseError`` line naming the path and what was expected,
 written: builders collect their files in memory and hand them to ``write_database`` at the end.
 """
 
+import json
 import os
+import re
 import secrets
 import shutil
 from contextlib import contextmanager
@@ -178,6 +180,112 @@ def info_rows(counts, pids, cams):
 
 
 # ----------------------------------------------------------------------------------------------------
+# Two-camera sets with ten train/test splits (iLIDS-VID, PRID2011)
+# ----------------------------------------------------------------------------------------------------
+
+def person_number(name, where):
+    """pid of a person directory: the number its name ends with (person042, person_0042 -> 42)."""
+    match = re.fullmatch(r'\D*(\d+)', name)
+    if match is None:
+        raise DatabaseError(f'{os.path.join(where, name)}: person directory name does not end with a number '
+                            f'(expected e.g. person001 or person_0001)')
+    return int(match.group(1))
+
+
+def list_persons(cam_dir, what):
+    return list_subdirs(cam_dir, what, skip_hidden=True)
+
+
+def read_sequence(seq_dir, frame_field, example):
+    """Image names of one sequence directory in frame-number order (hidden files skipped)."""
+    names = list_frames(seq_dir, skip_hidden=True)
+    numbers, ok = field_numbers(names, frame_field)
+    if not ok.all():
+        bad = names[int(np.argmin(ok))]
+        raise DatabaseError(f'{os.path.join(seq_dir, bad)}: frame name does not parse (expected a frame number '
+                            f'in it, e.g. {example})')
+    return [names[i] for i in np.argsort(numbers, kind='stable')]
+
+
+def check_split_names(splits, known, split_file):
+    """Every split: disjoint non-empty train and test lists of person directories that exist in both
+    cameras (`known`: name -> None, or the directory where it is missing)."""
+    for k, split in enumerate(splits):
+        train, test = split['train'], split['test']
+        if not train or not test:
+            raise DatabaseError(f'{split_file}: split {k} has an empty train or test list (expected persons in '
+                                f'both)')
+        for name in train + test:
+            if name not in known:
+                raise DatabaseError(f'{split_file}: split {k} names person {name!r}, which is not a person '
+                                    f'directory of the data')
+            if known[name] is not None:
+                raise DatabaseError(f'{known[name]}: directory not found, but {split_file} (split {k}) needs '
+                                    f'person {name} in both cameras')
+        both = set(train) & set(test)
+        if both:
+            raise DatabaseError(f'{split_file}: split {k} has person {sorted(both)[0]!r} in both train and test '
+                                f'(expected disjoint lists)')
+
+
+def two_camera_database(splits, sequences, pids):
+    """Database files of every split: {'split_<k>/<file>': content}.
+
+    sequences[name] = ((dir of camera 1, frame names), (dir of camera 2, frame names)); pids[name] = pid.
+    Train: both cameras of each training person. Test: the camera-1 sequence of each test person (the
+    queries, rows 0..n-1), then their camera-2 sequences (the gallery, rows n..2n-1).
+    """
+    files = {}
+    for k, split in enumerate(splits):
+        train = [(name, cam) for name in split['train'] for cam in (1, 2)]
+        test = [(name, cam) for cam in (1, 2) for name in split['test']]
+        for part, seqs in (('train', train), ('test', test)):
+            frames = FrameList()
+            for name, cam in seqs:
+                frames.add(*sequences[name][cam - 1])
+            files[f'split_{k}/{part}_path.txt'] = frames.path_text()
+            files[f'split_{k}/{part}_info.npy'] = info_rows(frames.counts, [pids[n] for n, _ in seqs],
+                                                            [c for _, c in seqs])
+        n = len(split['test'])
+        files[f'split_{k}/query_IDX.npy'] = np.arange(n, dtype=np.int64)
+        files[f'split_{k}/gallery_IDX.npy'] = np.arange(n, 2 * n, dtype=np.int64)
+    # torchreid's splits file (json.dump with indent 4), so the splits can be cross-checked there.
+    files['splits.json'] = json.dumps(splits, indent=4, separators=(',', ': ')).encode()
+    return files
+
+
+def splits_from_ls_set(ls_set, names):
+    """The Wang et al. ECCV 2014 rule: row k's first half are the test persons, the rest the training ones.
+    ls_set: 0-based (10, N) indices into `names`. Lists in index order, as torchreid writes them."""
+    half = ls_set.shape[1] // 2
+    return [{'train': [names[i] for i in sorted(row[half:])], 'test': [names[i] for i in sorted(row[:half])]}
+            for row in ls_set.tolist()]
+
+
+def load_split_json(path):
+    """torchreid's splits file: a list of 10 {"train": [person dir names], "test": [...]}."""
+    what = 'a list of 10 {"train": [person directory names], "test": [...]} (torchreid\'s format)'
+    try:
+        with open(path, encoding='utf-8') as f:
+            splits = json.load(f)
+    except FileNotFoundError:
+        raise DatabaseError(f'{path}: file not found (expected {what})') from None
+    except (OSError, ValueError) as e:
+        raise DatabaseError(f'{path}: cannot read it as JSON ({e}); expected {what}') from None
+    if not isinstance(splits, list) or len(splits) != 10:
+        got = f'a list of {len(splits)}' if isinstance(splits, list) else f'a {type(splits).__name__}'
+        raise DatabaseError(f'{path}: holds {got}; expected {what}')
+    for k, split in enumerate(splits):
+        if not isinstance(split, dict) or sorted(split) != ['test', 'train']:
+            keys = sorted(split) if isinstance(split, dict) else type(split).__name__
+            raise DatabaseError(f'{path}: split {k} has keys {keys}; expected {what}')
+        for part in ('train', 'test'):
+            if not isinstance(split[part], list) or not all(isinstance(n, str) for n in split[part]):
+                raise DatabaseError(f'{path}: split {k} {part!r} is not a list of names; expected {what}')
+    return splits
+
+
+# ----------------------------------------------------------------------------------------------------
 # .mat files
 # ----------------------------------------------------------------------------------------------------
 
@@ -187,10 +295,8 @@ def load_mat(path, key, what):
         raise DatabaseError(f'{path}: file not found (expected {what} with variable {key!r})')
     try:
         mat = scipy.io.loadmat(path)
-    except NotImplementedError:  # v7.3: scipy says 'use HDF reader'
-        mat = _load_hdf5_mat(path, key, what)
-    except Exception as e:  # scipy raises several types for a damaged file
-        raise DatabaseError(f'{path}: cannot read it as a MATLAB .mat file ({e})') from None
+    except Exception as e:  # scipy raises several types for a damaged file; v7.3 files are HDF5
+        mat = _load_hdf5_mat(path, e)
     if key not in mat:
         found = ', '.join(sorted(k for k in mat if not k.startswith('__'))) or 'none'
         raise DatabaseError(f'{path}: no variable {key!r} (found: {found}); expected {what}')
@@ -204,8 +310,10 @@ def load_mat(path, key, what):
     return value
 
 
-def _load_hdf5_mat(path, key, what):
+def _load_hdf5_mat(path, scipy_error):
     import h5py
+    if not h5py.is_hdf5(path):
+        raise DatabaseError(f'{path}: cannot read it as a MATLAB .mat file ({scipy_error})') from None
     try:
         with h5py.File(path, 'r') as f:
             # h5py sees MATLAB's column-major arrays transposed.
