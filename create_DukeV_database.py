@@ -22,8 +22,8 @@ def build_parser():
                         help='DukeMTMC-VideoReID directory holding train/, query/ and gallery/ '
                              '(<id>/<tracklet>/<frames>)')
     parser.add_argument('--output_dir', default='./DukeV_database',
-                        help='where to write the database (default ./DukeV_database); created if missing, '
-                             'its database files replaced if present')
+                        help='where to write the database (default ./DukeV_database); replaced as a whole, '
+                             'other files kept there')
     parser.add_argument('--no_progress', action='store_true', help='no progress bar while scanning')
     return parser
 

@@ -23,8 +23,8 @@ def build_parser():
                         help='MARS-evaluation/info directory holding tracks_train_info.mat, '
                              'tracks_test_info.mat and query_IDX.mat')
     parser.add_argument('--output_dir', default='./MARS_database',
-                        help='where to write the database (default ./MARS_database); created if missing, '
-                             'its database files replaced if present')
+                        help='where to write the database (default ./MARS_database); replaced as a whole, '
+                             'other files kept there')
     parser.add_argument('--no_progress', action='store_true', help='no progress bar while scanning')
     return parser
 

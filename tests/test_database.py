@@ -319,15 +319,55 @@ def test_mars_not_a_mars_name(mars):
     expect_error(lambda: build_mars(mars), r'not a MARS frame name \(expected <pid:4>C<cam>T<tracklet:4>F<frame>', out)
 
 
-def test_output_dir_is_replaced_file_by_file(mars):
+def test_output_dir_is_replaced_as_a_whole_keeping_other_files(mars):
     data_dir, info_dir, out = mars
     out.mkdir(parents=True)
     (out / 'train_path.txt').write_text('stale\n')
     (out / 'mine.txt').write_text('keep me\n')
     build_mars(mars)
     assert (out / 'mine.txt').read_text() == 'keep me\n'
-    assert read_dir(out)['train_path.txt'] == expected_mars(data_dir, info_dir)['train_path.txt']
-    assert not [p for p in os.listdir(out.parent) if 'partial' in p]
+    assert {n: v for n, v in read_dir(out).items() if n != 'mine.txt'} == expected_mars(data_dir, info_dir)
+    assert os.listdir(out.parent) == ['MARS_database']  # no temporary directory left
+
+
+def _fail_on_call(monkeypatch, module, name, k, error=OSError(28, 'No space left on device')):
+    """Make module.name raise on its k-th call (1-based)."""
+    real, calls = getattr(module, name), []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == k:
+            raise error
+        return real(*args, **kwargs)
+    monkeypatch.setattr(module, name, wrapper)
+
+
+@pytest.mark.parametrize('where', ['write', 'swap', 'interrupt'])
+def test_a_failed_rebuild_leaves_the_old_database_complete(mars, monkeypatch, where):
+    data_dir, info_dir, out = mars
+    build_mars(mars)
+    (out / 'mine.txt').write_text('keep me\n')
+    before = read_dir(out)
+    # The rebuild reads a copy elsewhere: every path differs, so a mix of the two databases would show.
+    copy = data_dir.parent / 'MARS_copy'
+    shutil.copytree(data_dir, copy)
+    import util.datasets.common as common
+    if where == 'write':  # the disk fills up at the third file
+        _fail_on_call(monkeypatch, common.np, 'save', 2)
+    elif where == 'swap':  # the rename of the new directory into place fails
+        _fail_on_call(monkeypatch, common.os, 'rename', 2)
+    else:  # Ctrl-C while writing
+        _fail_on_call(monkeypatch, common.np, 'save', 1, KeyboardInterrupt())
+    expected = KeyboardInterrupt if where == 'interrupt' else DatabaseError
+    with pytest.raises(expected) as e:
+        build_mars((copy, copy / 'MARS-evaluation' / 'info', out))
+    if expected is DatabaseError:
+        assert re.fullmatch(rf'{out}: cannot write the database \(No space left on device\)', str(e.value))
+    assert read_dir(out) == before
+    assert sorted(os.listdir(out.parent)) == ['MARS_database']
+    monkeypatch.undo()
+    build_mars((copy, copy / 'MARS-evaluation' / 'info', out))
+    assert read_dir(out)['test_path.txt'] != before['test_path.txt']
 
 
 def test_output_dir_is_a_file(mars):
@@ -375,6 +415,22 @@ def test_dukev_both_namings_give_the_same_database(dukev_src, tmp_path):
         assert [p.replace('/new/', '/').replace('_', '') for p in a] == \
                [p.replace('/old/', '/').replace('_', '') for p in b]
     assert '_C' in new['train_path.txt'].decode() and '_C' not in old['train_path.txt'].decode()
+
+
+def test_dukev_frames_in_frame_number_order_whatever_the_name_style(dukev):
+    data_dir, out = dukev
+    t = _first_track(data_dir / 'train')
+    frames = sorted(os.listdir(t))
+    assert len(frames) >= 3
+    for name in frames[::2]:  # every other frame renamed to the old style: as text, those sort first
+        os.rename(t / name, t / name.replace('_', ''))
+    build_dukev_database(str(data_dir), str(out), progress=False)
+    paths = (out / 'train_path.txt').read_text().split('\n')
+    listed = [os.path.basename(p) for p in paths if os.path.dirname(p) == str(t)]
+    assert [n.replace('_', '') for n in listed] == [n.replace('_', '') for n in frames]
+    assert sorted(listed) != listed  # the text order would have been wrong
+    info = np.load(out / 'train_info.npy')
+    assert info[0].tolist() == [0, len(frames) - 1, int(t.parent.name), int(frames[0][6])]
 
 
 def test_parse_dukev_names():
