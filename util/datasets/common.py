@@ -1,8 +1,8 @@
 """What the dataset builders share: directory scanning, frame names, numeric frame order, .mat split files,
 and the write that replaces a database directory as a whole.
 
-Every error is one ``DatabaseError`` line naming the path and what was expected, raised before anything is
-written: builders collect their files in memory and hand them to ``write_database`` at the end.
+Every error is one ``DatabaseError`` line naming the path and what was expected. Builders work inside
+``replacing_directory``: the new database is written beside the old one, which it replaces only when complete.
 """
 
 import json
@@ -17,7 +17,6 @@ import numpy as np
 import scipy.io
 from tqdm import tqdm
 
-from util.checkpoint import check_writable
 from util.errors import DatabaseError
 
 # The original's list: these extensions in lower or upper case.
@@ -345,15 +344,6 @@ def load_ls_set(path, num_persons, names_what):
 # Output
 # ----------------------------------------------------------------------------------------------------
 
-def check_output_dir(output_dir):
-    """Refuse an output directory that cannot be written, before any scanning."""
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise DatabaseError(f'{os.path.abspath(output_dir)}: exists and is not a directory (expected an '
-                            f'output directory)')
-    check_writable(os.path.dirname(os.path.abspath(output_dir)), f'--output_dir {output_dir}: its parent',
-                   directory=True)
-
-
 @contextmanager
 def replacing_directory(target, what='the database', keep_others=True):
     """Yield a new empty directory beside `target` to write into; on success it replaces `target` whole.
@@ -402,15 +392,13 @@ def _swap(new, target, old, keep_others):
     shutil.rmtree(old)
 
 
-def write_database(output_dir, files):
-    """Write {relative path: bytes | ndarray (np.save)} as the new content of `output_dir`, replacing the
-    previous database as a whole (see replacing_directory)."""
-    with replacing_directory(output_dir) as root:
-        for name, content in files.items():
-            path = os.path.join(root, name)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, 'wb') as f:
-                if isinstance(content, np.ndarray):
-                    np.save(f, content)
-                else:
-                    f.write(content)
+def write_files(root, files):
+    """Write {relative path: bytes | ndarray (np.save)} under `root` (a directory of replacing_directory)."""
+    for name, content in files.items():
+        path = os.path.join(root, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, 'wb') as f:
+            if isinstance(content, np.ndarray):
+                np.save(f, content)
+            else:
+                f.write(content)

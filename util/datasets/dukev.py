@@ -17,8 +17,8 @@ import os
 
 import numpy as np
 
-from util.datasets.common import (FrameList, check_output_dir, codes, frame_order, has, is_digit, list_frames,
-                                  list_subdirs, number, progress as progress_bar, write_database)
+from util.datasets.common import (FrameList, codes, frame_order, has, is_digit, list_frames, list_subdirs, number,
+                                  progress as progress_bar, replacing_directory, write_files)
 from util.errors import DatabaseError
 
 
@@ -110,26 +110,25 @@ def build_dukev_database(data_dir, output_dir, progress=True):
         if not os.path.isdir(d):
             raise DatabaseError(f'{d}: directory not found (expected the DukeV {s} split, '
                                 f'<id>/<tracklet>/<frames>)')
-    check_output_dir(output_dir)
+    with replacing_directory(output_dir) as root:  # created now: an unwritable place fails before the scan
+        query_keys = _query_keys(split_dirs['query'])
+        out = {}
+        frames, _, info = scan_dukev_split(split_dirs['train'], progress)
+        out['train_path.txt'] = frames.path_text()
+        out['train_info.npy'] = info
+        frames, gallery_keys, info = scan_dukev_split(split_dirs['gallery'], progress)
+        out['gallery_path.txt'] = frames.path_text()
+        out['gallery_info.npy'] = info
 
-    query_keys = _query_keys(split_dirs['query'])
-    out = {}
-    frames, _, info = scan_dukev_split(split_dirs['train'], progress)
-    out['train_path.txt'] = frames.path_text()
-    out['train_info.npy'] = info
-    frames, gallery_keys, info = scan_dukev_split(split_dirs['gallery'], progress)
-    out['gallery_path.txt'] = frames.path_text()
-    out['gallery_info.npy'] = info
-
-    # Match by (identity, tracklet) directory names, not by position in the sorted lists.
-    row_of = {key: r for r, key in enumerate(gallery_keys)}
-    missing = [key for key in query_keys if key not in row_of]
-    if missing:
-        q = os.path.join(split_dirs['query'], *missing[0])
-        raise DatabaseError(f'{q}: query tracklet not found in gallery (expected '
-                            f'{os.path.join(split_dirs["gallery"], *missing[0])}; {len(missing)} query '
-                            f'tracklet(s) missing)')
-    out['query_IDX.npy'] = np.asarray([row_of[key] for key in query_keys], dtype=np.int64)
-    write_database(output_dir, out)
+        # Match by (identity, tracklet) directory names, not by position in the sorted lists.
+        row_of = {key: r for r, key in enumerate(gallery_keys)}
+        missing = [key for key in query_keys if key not in row_of]
+        if missing:
+            q = os.path.join(split_dirs['query'], *missing[0])
+            raise DatabaseError(f'{q}: query tracklet not found in gallery (expected '
+                                f'{os.path.join(split_dirs["gallery"], *missing[0])}; {len(missing)} query '
+                                f'tracklet(s) missing)')
+        out['query_IDX.npy'] = np.asarray([row_of[key] for key in query_keys], dtype=np.int64)
+        write_files(root, out)
 
 

@@ -13,8 +13,8 @@ sequences of the test persons (``query_IDX.npy``) and then their cam2 sequences 
 
 import os
 
-from util.datasets.common import (check_output_dir, list_persons, load_ls_set, person_number, progress as progress_bar,
-                                  read_sequence, splits_from_ls_set, two_camera_database, write_database)
+from util.datasets.common import (list_persons, load_ls_set, person_number, progress as progress_bar, read_sequence,
+                                  replacing_directory, splits_from_ls_set, two_camera_database, write_files)
 from util.errors import DatabaseError
 
 CAMERAS = ('cam1', 'cam2')
@@ -33,8 +33,6 @@ def build_ilidsvid_database(data_dir, output_dir, progress=True):
         d = os.path.join(seq_root, cam)
         if not os.path.isdir(d):
             raise DatabaseError(f'{d}: directory not found (expected one directory per person, e.g. person001)')
-    check_output_dir(output_dir)
-
     cam_dirs = [os.path.abspath(os.path.join(seq_root, cam)) for cam in CAMERAS]
     persons = list_persons(cam_dirs[0], 'one directory per person, e.g. person001')
     others = set(list_persons(cam_dirs[1], 'one directory per person, e.g. person001'))
@@ -48,10 +46,11 @@ def build_ilidsvid_database(data_dir, output_dir, progress=True):
                             f'{cam_dirs[1]} needs a sequence in both cameras)')
     ls_set = load_ls_set(split_file, len(persons), f'the {len(persons)} sorted person directories of {cam_dirs[0]}')
 
-    sequences = {name: tuple((os.path.join(d, name), read_sequence(os.path.join(d, name), -1, FRAME_EXAMPLE))
-                             for d in cam_dirs)
-                 for name in progress_bar(persons, 'scanning iLIDS-VID', progress)}
-    pids = {name: person_number(name, cam_dirs[0]) for name in persons}
-    splits = splits_from_ls_set(ls_set, persons)
-    write_database(output_dir, two_camera_database(splits, sequences, pids))
+    with replacing_directory(output_dir) as root:
+        sequences = {name: tuple((os.path.join(d, name), read_sequence(os.path.join(d, name), -1, FRAME_EXAMPLE))
+                                 for d in cam_dirs)
+                     for name in progress_bar(persons, 'scanning iLIDS-VID', progress)}
+        pids = {name: person_number(name, cam_dirs[0]) for name in persons}
+        splits = splits_from_ls_set(ls_set, persons)
+        write_files(root, two_camera_database(splits, sequences, pids))
     return splits

@@ -19,9 +19,9 @@ import os
 
 import numpy as np
 
-from util.datasets.common import (FrameList, IMAGE_EXTENSIONS, IMAGE_HINT, check_output_dir, field_numbers,
-                                  frame_order, info_rows, is_hidden, load_mat, progress as progress_bar, scandir,
-                                  write_database)
+from util.datasets.common import (FrameList, IMAGE_EXTENSIONS, IMAGE_HINT, field_numbers, frame_order, info_rows,
+                                  is_hidden, load_mat, progress as progress_bar, replacing_directory, scandir,
+                                  write_files)
 from util.errors import DatabaseError
 
 LIST_FILES = {'train': os.path.join('list_sequence', 'list_seq_train.txt'),
@@ -132,13 +132,12 @@ def build_lsvid_database(data_dir, output_dir, progress=True):
     query_file = os.path.join(data_dir, QUERY_FILE)
     num_test = len(read_list(lists['test'])[0])
     query = load_query(query_file, num_test, lists['test'])
-    check_output_dir(output_dir)
-
-    out = {}
-    for split, path in lists.items():
-        frames, info = scan_list(data_dir, path, progress)
-        out[f'{split}_path.txt'] = frames.path_text()
-        out[f'{split}_info.npy'] = info
-    out['query_IDX.npy'] = query
-    out['gallery_IDX.npy'] = np.setdiff1d(np.arange(num_test, dtype=np.int64), query)
-    write_database(output_dir, out)
+    with replacing_directory(output_dir) as root:  # created now: an unwritable place fails before the scan
+        out = {}
+        for split, path in lists.items():
+            frames, info = scan_list(data_dir, path, progress)
+            out[f'{split}_path.txt'] = frames.path_text()
+            out[f'{split}_info.npy'] = info
+        out['query_IDX.npy'] = query
+        out['gallery_IDX.npy'] = np.setdiff1d(np.arange(num_test, dtype=np.int64), query)
+        write_files(root, out)

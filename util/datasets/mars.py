@@ -16,8 +16,8 @@ import os
 
 import numpy as np
 
-from util.datasets.common import (FrameList, codes, field_numbers, has, is_digit, list_frames, list_subdirs, load_mat, number,
-                                  progress as progress_bar, check_output_dir, write_database)
+from util.datasets.common import (FrameList, codes, field_numbers, has, is_digit, list_frames, list_subdirs, load_mat,
+                                  number, progress as progress_bar, replacing_directory, write_files)
 from util.errors import DatabaseError
 
 
@@ -168,22 +168,21 @@ def build_mars_database(data_dir, info_dir, output_dir, progress=True):
         if not os.path.isdir(d):
             raise DatabaseError(f'{d}: directory not found (expected the MARS {s} frames, one directory '
                                 f'per identity)')
-    check_output_dir(output_dir)
+    with replacing_directory(output_dir) as root:  # created now: an unwritable place fails before the scan
+        train_info = _load_info(info_files['train'], 'track_train_info')
+        test_info = _load_info(info_files['test'], 'track_test_info')
+        query_idx = load_mat(info_files['query'], 'query_IDX', 'a (1, Q) array of 1-based test info rows')
+        check_query_idx(query_idx, len(test_info), info_files['query'], info_files['test'])
 
-    train_info = _load_info(info_files['train'], 'track_train_info')
-    test_info = _load_info(info_files['test'], 'track_test_info')
-    query_idx = load_mat(info_files['query'], 'query_IDX', 'a (1, Q) array of 1-based test info rows')
-    check_query_idx(query_idx, len(test_info), info_files['query'], info_files['test'])
-
-    out = {}
-    for split, info in (('train', train_info), ('test', test_info)):
-        frames = scan_mars_split(split_dirs[split], progress)
-        check_mars_info(info, frames, info_files[split], split_dirs[split])
-        # In place, as the original: dtype and (column-major) memory order stay as loaded.
-        info[:, 0:2] -= 1
-        out[f'{split}_path.txt'] = frames.path_text()
-        out[f'{split}_info.npy'] = info
-    out['query_IDX.npy'] = query_idx - 1
-    write_database(output_dir, out)
+        out = {}
+        for split, info in (('train', train_info), ('test', test_info)):
+            frames = scan_mars_split(split_dirs[split], progress)
+            check_mars_info(info, frames, info_files[split], split_dirs[split])
+            # In place, as the original: dtype and (column-major) memory order stay as loaded.
+            info[:, 0:2] -= 1
+            out[f'{split}_path.txt'] = frames.path_text()
+            out[f'{split}_info.npy'] = info
+        out['query_IDX.npy'] = query_idx - 1
+        write_files(root, out)
 
 

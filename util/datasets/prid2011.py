@@ -15,9 +15,9 @@ Output as iLIDS-VID's (cam_a = camera 1 = queries, cam_b = camera 2 = gallery): 
 
 import os
 
-from util.datasets.common import (check_output_dir, check_split_names, list_persons, load_ls_set, load_mat,
-                                  load_split_json, person_number, progress as progress_bar, read_sequence,
-                                  splits_from_ls_set, two_camera_database, write_database)
+from util.datasets.common import (check_split_names, list_persons, load_ls_set, load_mat, load_split_json,
+                                  person_number, progress as progress_bar, read_sequence, replacing_directory,
+                                  splits_from_ls_set, two_camera_database, write_files)
 from util.errors import DatabaseError
 
 CAMERAS = ('cam_a', 'cam_b')
@@ -44,23 +44,21 @@ def standard_persons(lengths):
 
 def build_prid2011_database(data_dir, output_dir, splits_file=None, progress=True):
     """Write O/split_0 .. O/split_9 and O/splits.json for the PRID2011 directory `data_dir`."""
-    root = os.path.join(data_dir, 'prid_2011', 'multi_shot')
+    shot_dir = os.path.join(data_dir, 'prid_2011', 'multi_shot')
     if not os.path.isdir(data_dir):
         raise DatabaseError(f'{data_dir}: directory not found (expected the PRID2011 directory holding '
                             f'prid_2011/multi_shot/cam_a and cam_b)')
-    cam_dirs = [os.path.abspath(os.path.join(root, cam)) for cam in CAMERAS]
+    cam_dirs = [os.path.abspath(os.path.join(shot_dir, cam)) for cam in CAMERAS]
     for d in cam_dirs:
         if not os.path.isdir(d):
             raise DatabaseError(f'{d}: directory not found (expected one directory per person, e.g. person_0001)')
     splits_file = splits_file or _default_split_file(data_dir)
     from_mat = splits_file.lower().endswith('.mat')
     splits = None if from_mat else load_split_json(splits_file)
-    check_output_dir(output_dir)
-
     listed = [set(list_persons(d, 'one directory per person, e.g. person_0001')) for d in cam_dirs]
     if from_mat:
         # Persons 1..200 are the ones both cameras saw: each needs its two sequences.
-        needed = sorted(n for n in listed[0] | listed[1] if person_number(n, root) <= SHARED_PERSONS)
+        needed = sorted(n for n in listed[0] | listed[1] if person_number(n, shot_dir) <= SHARED_PERSONS)
     else:
         needed = sorted({n for s in splits for n in s['train'] + s['test']})
     known = {n: (None if n in listed[0] and n in listed[1] else
@@ -74,20 +72,21 @@ def build_prid2011_database(data_dir, output_dir, splits_file=None, progress=Tru
     else:
         check_split_names(splits, known, splits_file)
 
-    sequences = {name: tuple((os.path.join(d, name), read_sequence(os.path.join(d, name), -1, FRAME_EXAMPLE))
-                             for d in cam_dirs)
-                 for name in progress_bar(needed, 'scanning PRID2011', progress)}
-    if from_mat:
-        persons = standard_persons({n: (len(a[1]), len(b[1])) for n, (a, b) in sequences.items()})
-        raw = load_mat(splits_file, 'ls_set', 'a (10, 178) array of 1-based person indices')
-        if raw.ndim == 2 and raw.shape[0] == 10 and raw.shape[1] != len(persons):
-            raise DatabaseError(f'{cam_dirs[0]}: {len(persons)} of person_0001 .. person_0200 have at least '
-                                f'{MIN_FRAMES} frames in both cameras, but {splits_file} indexes {raw.shape[1]} '
-                                f'persons (expected the official multi_shot tree, which gives 178)')
-        ls_set = load_ls_set(splits_file, len(persons), f'the sorted list of the {len(persons)} persons of '
-                                                        f'person_0001 .. person_0200 with at least {MIN_FRAMES} '
-                                                        f'frames in both cameras')
-        splits = splits_from_ls_set(ls_set, persons)
-    pids = {name: person_number(name, cam_dirs[0]) for name in sequences}
-    write_database(output_dir, two_camera_database(splits, sequences, pids))
+    with replacing_directory(output_dir) as root:
+        sequences = {name: tuple((os.path.join(d, name), read_sequence(os.path.join(d, name), -1, FRAME_EXAMPLE))
+                                 for d in cam_dirs)
+                     for name in progress_bar(needed, 'scanning PRID2011', progress)}
+        if from_mat:
+            persons = standard_persons({n: (len(a[1]), len(b[1])) for n, (a, b) in sequences.items()})
+            raw = load_mat(splits_file, 'ls_set', 'a (10, 178) array of 1-based person indices')
+            if raw.ndim == 2 and raw.shape[0] == 10 and raw.shape[1] != len(persons):
+                raise DatabaseError(f'{cam_dirs[0]}: {len(persons)} of person_0001 .. person_0200 have at least '
+                                    f'{MIN_FRAMES} frames in both cameras, but {splits_file} indexes {raw.shape[1]} '
+                                    f'persons (expected the official multi_shot tree, which gives 178)')
+            ls_set = load_ls_set(splits_file, len(persons), f'the sorted list of the {len(persons)} persons of '
+                                                            f'person_0001 .. person_0200 with at least {MIN_FRAMES} '
+                                                            f'frames in both cameras')
+            splits = splits_from_ls_set(ls_set, persons)
+        pids = {name: person_number(name, cam_dirs[0]) for name in sequences}
+        write_files(root, two_camera_database(splits, sequences, pids))
     return splits
