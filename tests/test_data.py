@@ -11,7 +11,7 @@ from util import data
 from util.data import (Database, TestClipDataset, TrainClipDataset, load_clip, load_frame, make_test_loader,
                        make_train_loader, normalize_clip, read_database)
 from util.errors import DataError
-from util.sampling import chunk_frames, train_frame_indices
+from util.sampling import chunk_frames, test_clip_indices, train_frame_indices
 
 H, W = 16, 8
 
@@ -59,6 +59,17 @@ def test_read_database(split):
     assert db.info.dtype == np.int64 and db.info.shape == (4, 4)
     assert db.query_idx.dtype == np.int64 and db.query_idx.tolist() == [1, 3]
     assert read_database(split / 'path.txt', split / 'info.npy').query_idx is None
+    assert db.gallery_idx is None  # no gallery_IDX.npy: every row is the gallery
+
+
+def test_read_database_gallery_index(split):
+    np.save(split / 'gallery.npy', np.array([0, 2, 3], dtype=np.int64))
+    db = read_database(split / 'path.txt', split / 'info.npy', split / 'query.npy', split / 'gallery.npy')
+    assert db.gallery_idx.dtype == np.int64 and db.gallery_idx.tolist() == [0, 2, 3]
+    np.save(split / 'gallery.npy', np.array([0, 4]))
+    with pytest.raises(DataError, match=r'gallery\.npy: gallery index 4 \(position 1\) is outside the 4 tracklet '
+                                        r'rows of .*info\.npy'):
+        read_database(split / 'path.txt', split / 'info.npy', split / 'query.npy', split / 'gallery.npy')
 
 
 @pytest.mark.parametrize('case, message', [
@@ -283,6 +294,44 @@ def test_test_loader_order_and_shards(split):
     assert [s.shard for s in shards] == [(0, 1), (1, 2), (2, 4)]
     gathered = torch.cat([b[0] for s in shards for b in s])
     assert torch.equal(gathered, clips)
+
+
+@pytest.mark.parametrize('mode', ['chunks', 'first', 'all_sampled', 'all_continuous'])
+def test_test_sampling_clips_are_test_clip_indices(split, mode):
+    """Every --test_sampling mode's clips, tracklet by tracklet, are util.sampling.test_clip_indices; the
+    loaded pixels are those frames; all_* batches mix the clips of several tracklets."""
+    db = read_database(split / 'path.txt', split / 'info.npy')
+    dataset = TestClipDataset(db, 3, H, W, sampling=mode)
+    per_track = [test_clip_indices(a, b, 3, mode) for a, b, _, _ in db.info]
+    np.testing.assert_array_equal(dataset.frames, np.concatenate(per_track))
+    if mode in ('chunks', 'first'):
+        assert dataset.clip_track is None and len(dataset) == 4
+    else:
+        # F = 2, 5, 1, 4 with S = 3 -> I = 1, 2, 1, 2 clips
+        assert dataset.clip_track.tolist() == [0, 1, 1, 2, 3, 3]
+    batches = list(make_test_loader(db, 3, 4, 0, H, W, sampling=mode))
+    clips = torch.cat([b[0] for b in batches])
+    expected = torch.stack([load_clip([db.paths[f] for f in frames], H, W) for frames in dataset.frames])
+    assert torch.equal(clips, expected)
+    rows = np.arange(4) if dataset.clip_track is None else dataset.clip_track
+    assert torch.cat([b[1] for b in batches]).tolist() == db.info[rows, 2].tolist()
+    if dataset.clip_track is not None:
+        assert torch.cat([b[3] for b in batches]).tolist() == rows.tolist()
+        assert batches[0][3].tolist() == [0, 1, 1, 2]  # one batch, three tracklets
+
+
+def test_all_clips_shards_split_by_tracklet(split):
+    db = read_database(split / 'path.txt', split / 'info.npy')
+    shards = [make_test_loader(db, 3, 2, 0, H, W, rank=r, world_size=3, sampling='all_continuous')
+              for r in range(3)]
+    assert [s.shard for s in shards] == [(0, 1), (1, 2), (2, 4)]
+    assert [[row for b in s for row in b[3].tolist()] for s in shards] == [[0], [1, 1], [2, 3, 3]]
+
+
+def test_unknown_sampling_mode(split):
+    db = read_database(split / 'path.txt', split / 'info.npy')
+    with pytest.raises(DataError, match="test sampling 'every' is not one of chunks, first"):
+        TestClipDataset(db, 3, H, W, sampling='every')
 
 
 def test_database_dataclass_accepts_plain_arrays():

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from util.errors import DataError
-from util.metrics import MarsResult, cosine_distance, evaluate_mars, evaluate_mars_reference, format_result
+from util.metrics import (MarsResult, cosine_distance, evaluate_distances, evaluate_mars, evaluate_mars_reference,
+                          format_result, match_masks)
 
 
 def assert_same(a, b):
@@ -35,12 +36,21 @@ HAND_PID = [1, 1, 2, 1, -1, 3, 1, 0, -1]
 HAND_CAM = [1, 1, 2, 2, 3, 1, 3, 2, 1]
 
 
+def torch_metric(features, labels, cams, query_idx, rank_size=10000, gallery_idx=None):
+    """The torch path of --device cuda (cosine_distance_torch + score_distances_torch), here on the CPU."""
+    from util.metrics import _check_rows, cosine_distance_torch, score_distances_torch
+    labels, cams, query_idx, gallery_idx, ranks = _check_rows(len(features), labels, cams, query_idx, rank_size,
+                                                              gallery_idx)
+    dist = cosine_distance_torch(torch.from_numpy(features), query_idx, gallery_idx)
+    return score_distances_torch(dist, labels, cams, query_idx, ranks, gallery_idx)
+
+
 def hand_case():
     feats = np.array([[1.0, y] for y in HAND_Y], dtype=np.float32)
     return feats, np.array(HAND_PID), np.array(HAND_CAM)
 
 
-@pytest.mark.parametrize('metric', [evaluate_mars, evaluate_mars_reference])
+@pytest.mark.parametrize('metric', [evaluate_mars, evaluate_mars_reference, torch_metric])
 def test_hand_computed_query(metric):
     # Ranked list of query 0: 0J 1J 2 3G 4J 5 6G 7 8J -> non-junk: 2, 3G, 5, 6G, 7.
     # Goods at non-junk ranks 2 and 4 -> CMC is 1 from rank 2.
@@ -60,7 +70,7 @@ def test_hand_computed_query(metric):
     assert np.isnan(r.ap[1])
 
 
-@pytest.mark.parametrize('metric', [evaluate_mars, evaluate_mars_reference])
+@pytest.mark.parametrize('metric', [evaluate_mars, evaluate_mars_reference, torch_metric])
 @pytest.mark.parametrize('rank_size, ap, cmc', [
     (6, 1 / 8, [0, 1, 1, 1, 1, 1]),  # list cut after item 5: good 6 is never found, recall stays 1/2
     (4, 1 / 8, [0, 1, 1, 1]),        # items 0..3: good 3 is the 4th entry of the list
@@ -75,7 +85,7 @@ def test_hand_computed_rank_size_truncation(metric, rank_size, ap, cmc):
     np.testing.assert_array_equal(r.cmc, cmc)
 
 
-@pytest.mark.parametrize('metric', [evaluate_mars, evaluate_mars_reference])
+@pytest.mark.parametrize('metric', [evaluate_mars, evaluate_mars_reference, torch_metric])
 def test_pid_minus_one_query_follows_mars_evaluation(metric):
     # Query 4 (pid -1, cam 3): item 8 (pid -1, cam 1) is "good" (same pid, other camera) and junk (pid -1)
     # at once. compute_AP.m tests good before junk, so it marks the CMC at its place among non-junk items
@@ -85,6 +95,71 @@ def test_pid_minus_one_query_follows_mars_evaluation(metric):
     r = metric(feats, pid, cam, np.array([4]))
     assert r.num_skipped == 0 and r.mAP == 0.0
     np.testing.assert_array_equal(r.cmc, [0] * 7 + [1, 1])
+
+
+@pytest.mark.parametrize('metric', [evaluate_mars, evaluate_mars_reference, torch_metric])
+def test_hand_computed_gallery_index(metric):
+    # Gallery = rows 2 3 4 6 7 (gallery_IDX.npy: the query is not in it). Query 0 (pid 1, cam 1) ranks them
+    # 2, 3G, 4J, 6G, 7 (3 and 4 tie, gallery order keeps 3 first); junk 4 is skipped -> non-junk 2, 3G, 6G, 7.
+    #   rank 1: recall 0,   precision 0   -> += 0
+    #   rank 2: recall 1/2, precision 1/2 -> += (1/2) * (0 + 1/2) / 2   = 1/8
+    #   rank 3: recall 1,   precision 2/3 -> += (1/2) * (1/2 + 2/3) / 2 = 7/24
+    #   AP = 1/8 + 7/24 = 5/12; CMC 1 from rank 2, over the 5 gallery items.
+    feats, pid, cam = hand_case()
+    r = metric(feats, pid, cam, np.array([0]), gallery_idx=np.array([2, 3, 4, 6, 7]))
+    assert r.num_skipped == 0
+    assert r.mAP == pytest.approx(5 / 12, abs=1e-15)
+    np.testing.assert_array_equal(r.cmc, [0, 1, 1, 1, 1])
+    # Gallery 2 4 6 7 8 drops good 3: ranked 2, 4J, 6G, 7, 8J -> good 6 at non-junk rank 2, n_good 1:
+    #   AP = (1 - 0) * (0 + 1/2) / 2 = 1/4. Query 5 (pid 3) has no good item in it: skipped.
+    r = metric(feats, pid, cam, np.array([0, 5]), gallery_idx=np.array([2, 4, 6, 7, 8]))
+    assert (r.num_queries, r.num_skipped) == (2, 1)
+    assert r.mAP == pytest.approx(1 / 4, abs=1e-15)
+    np.testing.assert_array_equal(r.cmc, [0, 1, 1, 1, 1])
+    # rank_size cuts inside the gallery: the first 2 items (2, 4J) hold no good -> AP 0, CMC all 0
+    r = metric(feats, pid, cam, np.array([0]), rank_size=2, gallery_idx=np.array([2, 4, 6, 7, 8]))
+    assert r.mAP == 0.0
+    np.testing.assert_array_equal(r.cmc, [0, 0])
+
+
+def test_gallery_of_every_row_is_the_default_bit_for_bit():
+    rng = np.random.default_rng(3)
+    feats, pid, cam = structured_set(rng)
+    q = mars_queries(pid, cam)[:40]
+    assert_same(evaluate_mars(feats, pid, cam, q), evaluate_mars(feats, pid, cam, q, gallery_idx=np.arange(len(pid))))
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_gallery_index_vectorised_equals_reference(seed):
+    """A LS-VID-like protocol: queries outside the gallery, junk and distractors inside it, ties from pooled
+    features; and the metric on a precomputed distance matrix."""
+    rng = np.random.default_rng(seed)
+    feats, pid, cam = structured_set(rng, pool=60 if seed else None)
+    q = mars_queries(pid, cam)[::2]
+    gallery = np.setdiff1d(np.arange(len(pid)), q)[rng.permutation(len(pid) - len(q))]  # any order
+    for rank_size in (0, 25):
+        ref = evaluate_mars_reference(feats, pid, cam, q, rank_size=rank_size, gallery_idx=gallery)
+        assert_same(evaluate_mars(feats, pid, cam, q, rank_size=rank_size, gallery_idx=gallery), ref)
+    dist = rng.standard_normal((len(q), len(gallery))).astype(np.float32).round(1)  # many ties
+    ref = evaluate_mars_reference(feats, pid, cam, q, rank_size=0, gallery_idx=gallery, dist=dist)
+    assert_same(evaluate_distances(dist, pid, cam, q, rank_size=0, gallery_idx=gallery), ref)
+    with pytest.raises(DataError, match=r'distances: expected shape \(\d+, \d+\)'):
+        evaluate_distances(dist[:, 1:], pid, cam, q, gallery_idx=gallery)
+
+
+def test_match_masks_rule():
+    good, junk = match_masks([1, -1], [1, 3], HAND_PID, HAND_CAM)
+    #             idx:   0  1  2  3  4  5  6  7  8
+    assert good[0].tolist() == [0, 0, 0, 1, 0, 0, 1, 0, 0]
+    assert junk[0].tolist() == [1, 1, 0, 0, 1, 0, 0, 0, 1]
+    assert good[1].tolist() == [0, 0, 0, 0, 0, 0, 0, 0, 1]  # pid -1 query, other-camera -1 item: good and junk
+    assert junk[1].tolist() == [0, 0, 0, 0, 1, 0, 0, 0, 1]
+
+
+def test_gallery_index_out_of_range():
+    feats, pid, cam = hand_case()
+    with pytest.raises(DataError, match=r'gallery_idx: indices must lie in 0\.\.8'):
+        evaluate_mars(feats, pid, cam, np.array([0]), gallery_idx=np.array([1, 9]))
 
 
 def test_hand_case_ties_are_exact():
@@ -324,3 +399,33 @@ def test_format_result_short_list_and_skipped_queries():
     assert out[4] == '4 queries scored, 1 skipped (no correct match in the gallery)'
     with pytest.raises(ValueError, match='rank-5 is outside the evaluated ranks 1..3'):
         r.rank(5)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the torch ranking (run on a GPU with --device cuda; checked here on the CPU from the same distances)
+
+
+@pytest.mark.parametrize('seed, pool, rank_size, gallery', [(0, None, 0, False), (1, 40, 0, False),
+                                                            (2, None, 30, True), (3, 25, 0, True)])
+def test_torch_ranking_equals_numpy_from_the_same_distances(seed, pool, rank_size, gallery):
+    from util.metrics import score_distances, score_distances_torch
+    rng = np.random.default_rng(seed)
+    feats, pid, cam = structured_set(rng, pool=pool)
+    q = np.concatenate([mars_queries(pid, cam)[:30], np.flatnonzero(pid == -1)[:3], np.flatnonzero(pid == 0)[:3]])
+    g = np.setdiff1d(np.arange(len(pid)), q[::3]) if gallery else None
+    dist = cosine_distance(feats, q, g)
+    ranks = (len(pid) if g is None else len(g)) if rank_size == 0 else rank_size
+    a = score_distances(dist, pid, cam, q, ranks, gallery_idx=g)
+    b = score_distances_torch(torch.from_numpy(dist), pid, cam, q, ranks, gallery_idx=g, block=7)
+    assert_same(a, b)
+
+
+def test_torch_distances_match_numpy():
+    from util.metrics import cosine_distance_torch
+    rng = np.random.default_rng(0)
+    feats, pid, cam = structured_set(rng)
+    feats[5] = 0  # undefined cosine: +inf
+    q, g = np.array([0, 5, 9]), np.arange(3, 60)
+    d = cosine_distance_torch(torch.from_numpy(feats), q, g).numpy()
+    np.testing.assert_allclose(d, cosine_distance(feats, q, g), rtol=0, atol=1e-6)
+    assert np.isinf(d[1]).all() and np.isinf(d[:, 2]).all()

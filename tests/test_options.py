@@ -21,10 +21,12 @@ ORIGINAL_DEFAULTS = {
 ADDED_DEFAULTS = {
     'device': 'auto', 'seed': 0, 'height': 256, 'width': 128, 'pretrained': 'imagenet', 'rank_size': 10000,
     'amp': 'none', 'channels_last': False, 'compile': False, 'decode_on_device': False,
-    'resize_on_device': False,
+    'resize_on_device': False, 'gallery_info': None, 'test_sampling': 'chunks',
 }
 TRAIN_DEFAULTS = {'eval_every': 10, 'resume': None}
-EVAL_DEFAULTS = {'save_features': None, 'features': None, 'visualize_ranks': None, 'num_queries': 10, 'topk': 10}
+EVAL_DEFAULTS = {'save_features': None, 'features': None, 'visualize_ranks': None, 'num_queries': 10, 'topk': 10,
+                 'results': None, 'cmc_plot': None, 'chance_level': False, 'rerank': False, 'rerank_k1': 20,
+                 'rerank_k2': 6, 'rerank_lambda': 0.3}
 
 DB = ['--train_txt', 't.txt', '--train_info', 't.npy', '--test_txt', 'q.txt', '--test_info', 'q.npy',
       '--query_info', 'i.npy']

@@ -167,6 +167,21 @@ def test_ranked_results_agree_with_metric(tmp_path):
     assert np.mean([q.first_match_rank <= 2 for q in drawn]) == result.rank(2)
 
 
+def test_ranked_results_with_gallery_index(tmp_path):
+    """Only gallery rows are drawn, in the metric's order, and the first correct rank is the metric's."""
+    from util.metrics import evaluate_mars
+    paths, info = _write_frames(tmp_path, frames_per_track=1)
+    features = _crafted_features()
+    gallery = np.array([1, 2, 3, 4, 5])  # neither query row (0, 6) is in the gallery
+    order = viz.cosine_ranking(features, QUERY_IDX, gallery)
+    assert set(order.ravel()) == set(gallery)
+    drawn = viz.save_ranked_results(str(tmp_path / 'r'), features, info[:, 2], info[:, 3], QUERY_IDX, paths, info,
+                                    S, num_queries=2, topk=5, height=H, width=W, gallery_idx=gallery)
+    result = evaluate_mars(features, info[:, 2], info[:, 3], QUERY_IDX, gallery_idx=gallery)
+    firsts = [q.first_match_rank for q in drawn]
+    assert [np.mean([f is not None and f <= k for f in firsts]) for k in (1, 2, 3)] == result.cmc[:3].tolist()
+
+
 def test_ranked_results_all_frames(tmp_path):
     paths, info = _write_frames(tmp_path)
     out = tmp_path / 'ranks'

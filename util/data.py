@@ -36,8 +36,8 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from util.errors import DataError, ReIDError
 from util.resize import pil_bilinear_resize
-from util.sampling import (IdentityBatchSampler, chunk_frames, chunk_length, shard_bounds,  # noqa: F401
-                           test_frame_indices, train_frame_indices)
+from util.sampling import (TEST_SAMPLING_MODES, IdentityBatchSampler, chunk_frames, chunk_length,  # noqa: F401
+                           shard_bounds, test_clip_indices, test_frame_indices, train_frame_indices)
 
 try:
     from torchvision.io import ImageReadMode, decode_jpeg
@@ -58,12 +58,15 @@ class Database:
 
     info: (N, 4) int64 rows [start, end, pid, cam], start/end 0-based inclusive indices into ``paths``.
     query_idx: (Q,) int64 0-based rows of ``info``, or None.
+    gallery_idx: (G,) int64 0-based rows of ``info`` ranked for every query (gallery_IDX.npy), or None:
+    every row is the gallery.
     """
     paths: list
     info: np.ndarray
     query_idx: Optional[np.ndarray] = None
     txt_path: str = ''
     info_path: str = ''
+    gallery_idx: Optional[np.ndarray] = None
 
 
 def _require_file(path, what):
@@ -93,8 +96,21 @@ def read_paths(txt_path):
     return paths
 
 
-def read_database(txt_path, info_path, query_path=None):
-    """Read and cross-check a database split (paths .txt, info .npy and optionally query .npy)."""
+def _read_rows(path, what, n, info_path):
+    """A 1-D index file of 0-based rows of the n-row info (query_IDX.npy, gallery_IDX.npy)."""
+    rows = _load_int_array(path, f'{what} row indices').reshape(-1)
+    if len(rows) == 0:
+        raise DataError(f'{path}: no {what} indices')
+    bad = (rows < 0) | (rows >= n)
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        raise DataError(f'{path}: {what} index {rows[j]} (position {j}) is outside the '
+                        f'{n} tracklet rows of {info_path} (expected 0-based row indices)')
+    return rows
+
+
+def read_database(txt_path, info_path, query_path=None, gallery_path=None):
+    """Read and cross-check a database split (paths .txt, info .npy, optionally query and gallery .npy)."""
     paths = read_paths(txt_path)
     info = _load_int_array(info_path, 'an (N, 4) array of [start, end, pid, cam] rows')
     if info.ndim != 2 or info.shape[1] != 4 or len(info) == 0:
@@ -109,17 +125,9 @@ def read_database(txt_path, info_path, query_path=None):
             row = int(np.flatnonzero(bad)[0])
             raise DataError(f'{info_path}: tracklet row {row} [start, end] = [{start[row]}, {end[row]}] {what} '
                             f'({int(bad.sum())} bad rows; expected 0-based frame indices)')
-    query_idx = None
-    if query_path is not None:
-        query_idx = _load_int_array(query_path, 'query row indices').reshape(-1)
-        if len(query_idx) == 0:
-            raise DataError(f'{query_path}: no query indices')
-        bad = (query_idx < 0) | (query_idx >= len(info))
-        if bad.any():
-            j = int(np.flatnonzero(bad)[0])
-            raise DataError(f'{query_path}: query index {query_idx[j]} (position {j}) is outside the '
-                            f'{len(info)} tracklet rows of {info_path} (expected 0-based row indices)')
-    return Database(paths, info, query_idx, str(txt_path), str(info_path))
+    query_idx = None if query_path is None else _read_rows(query_path, 'query', len(info), info_path)
+    gallery_idx = None if gallery_path is None else _read_rows(gallery_path, 'gallery', len(info), info_path)
+    return Database(paths, info, query_idx, str(txt_path), str(info_path), gallery_idx)
 
 
 class PathTable:
@@ -463,22 +471,43 @@ class TrainClipDataset(_TrackletDataset):
 
 
 class TestClipDataset(_TrackletDataset):
-    """Evaluation clips of every tracklet, junk and distractors included.
+    """Evaluation clips of every tracklet, junk and distractors included, under --test_sampling (SPEC 9).
 
-    ``dataset[i]`` -> (uint8 (S, 3, H, W) clip of the first frame of each chunk, pid, cam).
+    'chunks' (the first frame of each chunk) and 'first' give one clip per tracklet: ``dataset[i]`` ->
+    (uint8 (S, 3, H, W) clip, pid, cam) of tracklet row i. The 'all_*' modes give I clips per tracklet and
+    the dataset indexes (tracklet, clip) pairs, tracklet by tracklet: ``dataset[c]`` -> (clip, pid, cam,
+    tracklet row ``clip_track[c]``), so that clips of many tracklets share a batch whatever their length.
+    ``frames`` (C, S): the global frame indices of every clip (C = N for one clip per tracklet).
     """
 
     __test__ = False  # not a pytest test class, despite its name
 
-    def __init__(self, db, S, height=256, width=128, decoder='auto'):
+    def __init__(self, db, S, height=256, width=128, decoder='auto', sampling='chunks'):
         super().__init__(db, S, height, width, decoder)
-        self.frames = test_frame_indices(self.starts, self.ends, self.S)      # (N, S)
+        if sampling not in TEST_SAMPLING_MODES:
+            raise DataError(f'test sampling {sampling!r} is not one of {", ".join(TEST_SAMPLING_MODES)}')
+        self.sampling = sampling
+        self.num_tracks = len(self.starts)
+        self.clip_track = None  # one clip per tracklet
+        if sampling == 'chunks':
+            self.frames = test_frame_indices(self.starts, self.ends, self.S)      # (N, S)
+        else:
+            clips = [test_clip_indices(a, b, self.S, sampling) for a, b in zip(self.starts, self.ends)]
+            self.frames = np.concatenate(clips)                                   # (C, S)
+            if sampling != 'first':
+                self.clip_track = np.repeat(np.arange(self.num_tracks), [len(c) for c in clips])  # (C,)
         self.pids = db.info[:, 2].copy()
         self.cams = db.info[:, 3].copy()
         self.query_idx = db.query_idx
 
+    def __len__(self):
+        return len(self.frames)
+
     def __getitem__(self, i):
-        return self._load(i, self.frames[i]), int(self.pids[i]), int(self.cams[i])
+        if self.clip_track is None:
+            return self._load(i, self.frames[i]), int(self.pids[i]), int(self.cams[i])
+        row = int(self.clip_track[i])
+        return self._load(row, self.frames[i]), int(self.pids[row]), int(self.cams[row]), row
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -562,19 +591,24 @@ def make_train_loader(db, S, class_per_batch, track_per_class, seed, num_workers
 
 
 def make_test_loader(db, S, batch_size, num_workers, height=256, width=128, rank=0, world_size=1,
-                     pin_memory=None, decoder='auto'):
-    """Evaluation batches in database order: (uint8 (B, S, 3, H, W), int64 pids (B,), int64 cams (B,)).
+                     pin_memory=None, decoder='auto', sampling='chunks'):
+    """Evaluation batches in database order: (uint8 (B, S, 3, H, W), int64 pids (B,), int64 cams (B,)), plus
+    int64 tracklet rows (B,) in the 'all_*' sampling modes, whose batches hold B clips of any tracklets.
 
-    With ``world_size`` > 1, rank r loads the contiguous rows ``loader.shard = (lo, hi)`` from
-    :func:`util.sampling.shard_bounds`; concatenating the ranks' features in rank order (dropping any padding
-    added for an all-gather of equal sizes) restores database order, which ``query_idx`` refers to.
+    With ``world_size`` > 1, rank r loads the contiguous tracklet rows ``loader.shard = (lo, hi)`` from
+    :func:`util.sampling.shard_bounds` (all the clips of a tracklet on one rank); concatenating the ranks'
+    features in rank order (dropping any padding added for an all-gather of equal sizes) restores database
+    order, which ``query_idx`` refers to.
     """
     if not 0 <= rank < world_size:
         raise DataError(f'rank {rank} is not in 0..world_size-1 (world_size {world_size})')
-    dataset = TestClipDataset(db, S, height, width, decoder)
-    bounds = shard_bounds(len(dataset), int(world_size))
+    dataset = TestClipDataset(db, S, height, width, decoder, sampling)
+    bounds = shard_bounds(dataset.num_tracks, int(world_size))
     lo, hi = bounds[rank], bounds[rank + 1]
-    loader = ClipLoader(dataset, batch_size=int(batch_size), sampler=range(lo, hi), shuffle=False,
+    items = range(lo, hi)
+    if dataset.clip_track is not None:
+        items = range(*(int(c) for c in np.searchsorted(dataset.clip_track, [lo, hi])))
+    loader = ClipLoader(dataset, batch_size=int(batch_size), sampler=items, shuffle=False,
                         **_loader_options(num_workers, pin_memory))
     loader.shard = (lo, hi)
     return loader

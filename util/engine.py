@@ -144,7 +144,7 @@ class Trainer:
 
         # data: every rank reads the same identity-balanced global batches and keeps its share
         train_db = read_database(args.train_txt, args.train_info)
-        self.test_db = read_database(args.test_txt, args.test_info, args.query_info)
+        self.test_db = read_database(args.test_txt, args.test_info, args.query_info, args.gallery_info)
         self.train_loader = make_train_loader(train_db, args.S, args.class_per_batch, args.track_per_class,
                                               args.seed, args.num_workers, height=args.height, width=args.width,
                                               rank=ctx.rank, world_size=ctx.world_size,
@@ -273,7 +273,9 @@ class Trainer:
         feats, labels, cams = gather_features(feats, labels, cams, self.ctx)
         if not self.ctx.is_main:
             return None
-        return score(feats.numpy(), labels.numpy(), cams.numpy(), self.test_db.query_idx, args.rank_size)
+        return score(feats.numpy(), labels.numpy(), cams.numpy(), self.test_db.query_idx, args.rank_size,
+                     self.test_db.gallery_idx, source=f'validation features ({args.test_sampling} sampling)',
+                     device=self.device)
 
     def record_validation(self, epoch_count, result):
         """Print, log (the original's lines) and keep the best weights (rank-1 >=, as the original)."""

@@ -1,10 +1,12 @@
 """Test-set feature extraction, the saved-features file, and evaluate.py's command.
 
-Features follow the original protocol: every test tracklet (junk and distractors included) gives one clip of S
-frames, the first frame of each chunk; resnet50_s1 scores frames independently and its S BN-neck features are
-pooled with --temporal, the non-local types return one feature per clip.
+Features follow the original protocol by default: every test tracklet (junk and distractors included) gives one
+clip of S frames, the first frame of each chunk; resnet50_s1 scores frames independently and its S BN-neck
+features are pooled with --temporal, the non-local types return one feature per clip. --test_sampling picks the
+other test protocols of SPEC section 9; the 'all_*' modes average a tracklet's clip features.
 """
 import contextlib
+import json
 import os
 
 import numpy as np
@@ -14,10 +16,10 @@ from tqdm import tqdm
 from models import build_model, checkpoint_num_class, load_checkpoint, to_channels_last
 from util.data import DeviceBatch, make_test_loader, normalize_clip, read_database
 from util.distributed import cleanup, gather_tensors, init_distributed, unwrap_model
-from util.checkpoint import atomic_save
-from util.errors import DataError
+from util.checkpoint import atomic_save, check_writable
+from util.errors import DataError, ReIDError
 from util.losses import temporal_pool
-from util.metrics import evaluate_mars, format_result
+from util.metrics import evaluate_distances, evaluate_mars, format_result, match_masks
 
 FEATURE_KEYS = ('features', 'labels', 'cams', 'query_idx')
 _AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -56,28 +58,60 @@ def clip_features(model, x, S, temporal, frame_level, amp, device):
     return feats
 
 
+class TrackletMeans:
+    """Running per-tracklet means of clip features for the 'all_*' sampling modes: float64 sums over the
+    tracklet rows lo..hi-1 of a shard, one (hi - lo, D) buffer whatever the number of clips."""
+
+    def __init__(self, dataset, shard):
+        self.dataset, (self.lo, self.hi) = dataset, shard
+        self.sums = None
+
+    def add(self, feats, rows):
+        """feats (B, D) of clips of the tracklet rows (B,)."""
+        if self.sums is None:
+            self.sums = torch.zeros(self.hi - self.lo, feats.shape[1], dtype=torch.float64)
+        self.sums.index_add_(0, torch.as_tensor(rows, dtype=torch.int64) - self.lo, feats.double())
+
+    def result(self):
+        """(features (N, D) float32, labels (N,), cams (N,)) of the shard's tracklets."""
+        counts = np.bincount(self.dataset.clip_track, minlength=self.hi)[self.lo:self.hi]   # clips per tracklet
+        means = (self.sums / torch.from_numpy(counts)[:, None]).float()
+        return (means, torch.from_numpy(self.dataset.pids[self.lo:self.hi]).long(),
+                torch.from_numpy(self.dataset.cams[self.lo:self.hi]).long())
+
+
 @torch.no_grad()
 def extract_features(model, loader, S, device, temporal, frame_level=None, amp='none', channels_last=False,
                      progress=True):
-    """Features, pids and cameras of every clip the test loader yields, in loader order.
+    """Features, pids and cameras of every tracklet of the test loader's shard, in database order.
 
+    One clip per tracklet ('chunks', 'first'): its eval feature. Several ('all_*' modes, batches of clips of
+    any tracklets): the mean of its clips' eval features (SPEC 9), summed as the batches come.
     Returns (features (N,D) float32 tensor on the CPU, labels (N,) int64, cams (N,) int64).
     """
     net = unwrap_model(model)
     if frame_level is None:
         frame_level = net.frame_level
     dtype = next(net.parameters()).dtype
+    several = getattr(loader.dataset, 'clip_track', None) is not None
+    means = TrackletMeans(loader.dataset, getattr(loader, 'shard', (0, loader.dataset.num_tracks))) if several else None
     was_training = net.training
     net.eval()
     feats, labels, cams = [], [], []
     try:
-        for clips, pid, cam in tqdm(loader, desc='Inference', ncols=100, leave=False, disable=not progress):
-            x = prepare_clips(clips, frame_level, device, channels_last, dtype)
-            feats.append(clip_features(net, x, S, temporal, frame_level, amp, device).cpu())
-            labels.append(torch.as_tensor(pid, dtype=torch.int64))
-            cams.append(torch.as_tensor(cam, dtype=torch.int64))
+        for batch in tqdm(loader, desc='Inference', ncols=100, leave=False, disable=not progress):
+            x = prepare_clips(batch[0], frame_level, device, channels_last, dtype)
+            f = clip_features(net, x, S, temporal, frame_level, amp, device).cpu()  # (B, D)
+            if several:
+                means.add(f, batch[3])
+                continue
+            feats.append(f)
+            labels.append(torch.as_tensor(batch[1], dtype=torch.int64))
+            cams.append(torch.as_tensor(batch[2], dtype=torch.int64))
     finally:
         net.train(was_training)
+    if several and means.sums is not None:
+        return means.result()
     if not feats:  # an empty shard (more processes than tracklets): the right width for the all-gather
         empty = torch.zeros(0, dtype=torch.int64)
         return torch.zeros(0, net.bottleneck.num_features, dtype=torch.float32), empty, empty.clone()
@@ -89,7 +123,8 @@ def make_eval_loader(db, args, ctx=None):
     rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
     pin = ctx is not None and ctx.device.type == 'cuda'
     return make_test_loader(db, args.S, args.batch_size, args.num_workers, height=args.height, width=args.width,
-                            rank=rank, world_size=world, pin_memory=pin, decoder=decoder_choice(args))
+                            rank=rank, world_size=world, pin_memory=pin, decoder=decoder_choice(args),
+                            sampling=getattr(args, 'test_sampling', 'chunks'))
 
 
 def decoder_choice(args):
@@ -108,82 +143,144 @@ def gather_features(feats, labels, cams, ctx):
     return tuple(gather_tensors(t.to(ctx.device)).cpu() for t in (feats, labels, cams))
 
 
-def score(features, labels, cams, query_idx, rank_size):
-    """evaluate_mars on numpy / torch inputs; rank_size 0 ranks the whole gallery."""
+def check_finite(features, source):
+    """Refuse features with NaN or Inf rows before scoring: they would be ranked as if valid. `source` names
+    where the features come from (a file, a checkpoint)."""
+    finite = np.isfinite(np.asarray(features)).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        first = ', '.join(str(int(r)) for r in bad[:5]) + (', ...' if len(bad) > 5 else '')
+        raise DataError(f'{source}: {len(bad)} of {len(finite)} feature rows are not finite (NaN or Inf), '
+                        f'rows {first}; nothing scored')
+
+
+def score(features, labels, cams, query_idx, rank_size, gallery_idx=None, source='features', device=None):
+    """evaluate_mars on numpy / torch inputs, refusing non-finite features; rank_size 0 ranks the whole
+    gallery; gallery_idx None: every row is the gallery; a CUDA device: distances and ranking run there."""
     features = np.asarray(features, dtype=np.float32)
-    size = rank_size if rank_size > 0 else len(features)
+    check_finite(features, source)
+    size = rank_size if rank_size > 0 else (len(features) if gallery_idx is None else len(gallery_idx))
     return evaluate_mars(features, np.asarray(labels, dtype=np.int64), np.asarray(cams, dtype=np.int64),
-                         np.asarray(query_idx, dtype=np.int64).reshape(-1), rank_size=size)
+                         np.asarray(query_idx, dtype=np.int64).reshape(-1), rank_size=size, gallery_idx=gallery_idx,
+                         device=device)
 
 
-def chance_level(labels, cams, query_idx, rank_size=10000, draws=100, seed=0):
+def chance_level(labels, cams, query_idx, rank_size=10000, draws=100, seed=0, gallery_idx=None):
     """What random ranking scores on this test split: (expected rank-1, mean rank-1 and mAP of `draws` sets of
     random Gaussian features through evaluate_mars).
 
     Expected rank-1: for each query with a valid match, the chance that the first non-junk gallery item is a
-    good one, i.e. #good / #non-junk (junk: pid -1, or the query's pid seen by the query's camera).
+    good one, i.e. #good / #non-junk (util.metrics.match_masks).
     """
     labels, cams = np.asarray(labels), np.asarray(cams)
     q = np.asarray(query_idx).reshape(-1)
-    same_id = labels[q][:, None] == labels[None, :]               # (Q, N)
-    same_cam = cams[q][:, None] == cams[None, :]
-    good = same_id & ~same_cam
-    non_junk = ~((labels[None, :] == -1) | (same_id & same_cam))
-    n_good, n_valid = good.sum(1), non_junk.sum(1)
+    g = np.arange(len(labels)) if gallery_idx is None else np.asarray(gallery_idx).reshape(-1)
+    good, junk = match_masks(labels[q], cams[q], labels[g], cams[g])   # (Q, G)
+    n_good, n_valid = good.sum(1), (~junk).sum(1)
     scored = n_good > 0
     expected = float(np.mean(n_good[scored] / n_valid[scored])) if scored.any() else float('nan')
     rng = np.random.default_rng(seed)
-    results = [score(rng.standard_normal((len(labels), 64)).astype(np.float32), labels, cams, q, rank_size)
-               for _ in range(draws)]
+    results = [score(rng.standard_normal((len(labels), 64)).astype(np.float32), labels, cams, q, rank_size,
+                     gallery_idx) for _ in range(draws)]
     return expected, float(np.mean([r.rank(1) for r in results])), float(np.mean([r.mAP for r in results]))
 
 
 # -- saved features ------------------------------------------------------------------------------------------
 
-def save_features(path, features, labels, cams, query_idx):
-    """Write the .npz of --save_features atomically (features float32 (N,D); labels, cams (N,), query_idx (Q,)
-    int64, 0-based)."""
+def save_features(path, features, labels, cams, query_idx, gallery_idx=None, test_sampling='chunks'):
+    """Write the .npz of --save_features atomically: features float32 (N,D); labels, cams (N,), query_idx (Q,)
+    int64, 0-based; gallery_idx (G,) int64 only when the database names a gallery; test_sampling: the
+    --test_sampling mode of the features (a 0-d string)."""
     arrays = dict(features=np.asarray(features, dtype=np.float32), labels=np.asarray(labels, dtype=np.int64),
                   cams=np.asarray(cams, dtype=np.int64), query_idx=np.asarray(query_idx, dtype=np.int64).reshape(-1))
+    if gallery_idx is not None:
+        arrays['gallery_idx'] = np.asarray(gallery_idx, dtype=np.int64).reshape(-1)
+    arrays['test_sampling'] = np.array(str(test_sampling))
     atomic_save(arrays, path, write=lambda obj, f: np.savez(f, **obj))
 
 
-def load_features(path):
-    """Read and check a --save_features file: dict of the four arrays."""
+def load_features(path, flag='--features'):
+    """Read and check a --save_features file: dict of features, labels, cams, query_idx and gallery_idx (None
+    when the file has none: every row is the gallery). Non-finite feature rows are refused, naming the file."""
     if not os.path.isfile(path):
-        raise DataError(f'--features {path}: no such file')
+        raise DataError(f'{flag} {path}: no such file')
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = [k for k in FEATURE_KEYS if k not in data.files]
             if missing:
-                raise DataError(f'--features {path}: missing array(s) {", ".join(missing)} '
+                raise DataError(f'{flag} {path}: missing array(s) {", ".join(missing)} '
                                 f'(expected {", ".join(FEATURE_KEYS)})')
             out = {k: data[k] for k in FEATURE_KEYS}
+            out['gallery_idx'] = data['gallery_idx'] if 'gallery_idx' in data.files else None
+            out['test_sampling'] = str(data['test_sampling']) if 'test_sampling' in data.files else None
     except DataError:
         raise
     except Exception as err:
-        raise DataError(f'--features {path}: not a readable .npz file ({type(err).__name__}: {err})') from None
+        raise DataError(f'{flag} {path}: not a readable .npz file ({type(err).__name__}: {err})') from None
     n = len(out['features'])
     if out['features'].ndim != 2 or out['labels'].shape != (n,) or out['cams'].shape != (n,):
-        raise DataError(f'--features {path}: expected features (N,D) with labels and cams of length N, got '
+        raise DataError(f'{flag} {path}: expected features (N,D) with labels and cams of length N, got '
                         f'{out["features"].shape}, {out["labels"].shape}, {out["cams"].shape}')
-    q = out['query_idx'].reshape(-1)
-    if q.size and (q.min() < 0 or q.max() >= n):
-        raise DataError(f'--features {path}: query_idx must be 0-based rows below {n}, '
-                        f'found {int(q.min())}..{int(q.max())}')
-    out['query_idx'] = q
+    for key in ('query_idx', 'gallery_idx'):
+        if out[key] is None:
+            continue
+        rows = out[key].reshape(-1)
+        if rows.size and (not np.issubdtype(rows.dtype, np.integer) or rows.min() < 0 or rows.max() >= n):
+            raise DataError(f'{flag} {path}: {key} must be 0-based integer rows below {n}, '
+                            f'found {rows.min()}..{rows.max()} ({rows.dtype})')
+        out[key] = rows.astype(np.int64)
+    check_finite(out['features'], f'{flag} {path}')
     return out
+
+
+# -- results -------------------------------------------------------------------------------------------------
+
+CMC_RANKS = 50  # length of the curve kept in --results
+
+
+def result_numbers(result):
+    """The numbers of one MarsResult for --results: fractions, as the `CMC : ... , mAP : ...` line."""
+    numbers = {f'rank{k}': (result.rank(k) if k <= len(result.cmc) else None) for k in (1, 5, 10, 20)}
+    numbers.update(mAP=float(result.mAP), cmc=[float(v) for v in result.cmc[:CMC_RANKS]],
+                   num_scored=int(result.num_scored), num_skipped=int(result.num_skipped))
+    return numbers
+
+
+def write_results(path, result, settings, reranked=None):
+    """--results F.json, atomically: the scores, the run's settings, and the re-ranked scores when given."""
+    record = dict(result_numbers(result), **settings)
+    if reranked is not None:
+        record['reranked'] = result_numbers(reranked)
+    text = json.dumps(record, indent=2) + '\n'
+    atomic_save(text, path, write=lambda obj, f: f.write(obj.encode()))
 
 
 # -- evaluate.py ---------------------------------------------------------------------------------------------
 
+def check_outputs(args):
+    """Refuse an unwritable output path before any feature is extracted."""
+    for flag in ('save_features', 'results', 'cmc_plot'):
+        if getattr(args, flag, None) is not None:
+            check_writable(getattr(args, flag), '--' + flag)
+    if getattr(args, 'visualize_ranks', None) is not None:
+        check_writable(args.visualize_ranks, '--visualize_ranks', directory=True)
+
+
+def check_rerank(args, n_gallery):
+    """--rerank_k1 must leave gallery items outside the neighbourhoods (the other bounds: util.options)."""
+    if args.rerank and args.rerank_k1 >= n_gallery:
+        raise ReIDError(f'--rerank_k1 {args.rerank_k1} must be smaller than the gallery size ({n_gallery} '
+                        f'tracklets)')
+
+
 def evaluate(args):
     """evaluate.py: score a checkpoint on the test split, or re-score saved features."""
+    check_outputs(args)
     if args.features is not None:
         saved = load_features(args.features)
-        print(f'Scoring {len(saved["features"])} saved features from {args.features}')
-        result = score(saved['features'], saved['labels'], saved['cams'], saved['query_idx'], args.rank_size)
-        print(format_result(result))
+        n_gallery = len(saved['labels']) if saved['gallery_idx'] is None else len(saved['gallery_idx'])
+        check_rerank(args, n_gallery)
+        db = None
         if args.visualize_ranks is not None:
             if args.test_txt is None or args.test_info is None:
                 raise DataError('--visualize_ranks with --features needs --test_txt and --test_info (the frames)')
@@ -191,7 +288,12 @@ def evaluate(args):
             if len(db.info) != len(saved['labels']):
                 raise DataError(f'--features {args.features}: {len(saved["labels"])} tracklets, but '
                                 f'{args.test_info} has {len(db.info)} rows')
-            visualize_ranks(args, saved['features'], saved['labels'], saved['cams'], saved['query_idx'], db)
+        print(f'Scoring {len(saved["features"])} saved features from {args.features}')
+        settings = dict(test_sampling=saved['test_sampling'], features=args.features, checkpoint=None)
+        # saved features are scored on the CPU unless --device cuda asks for the GPU
+        device = init_distributed('cuda').device if args.device == 'cuda' else None
+        report(args, saved['features'], saved['labels'], saved['cams'], saved['query_idx'], saved['gallery_idx'],
+               db, settings, source=f'--features {args.features}', device=device)
         return 0
 
     ctx = init_distributed(args.device)
@@ -204,7 +306,8 @@ def evaluate(args):
 def _evaluate_checkpoint(args, ctx):
     log = print if ctx.is_main else (lambda *a, **k: None)
 
-    db = read_database(args.test_txt, args.test_info, args.query_info)
+    db = read_database(args.test_txt, args.test_info, args.query_info, args.gallery_info)
+    check_rerank(args, len(db.info) if db.gallery_idx is None else len(db.gallery_idx))
     loader = make_eval_loader(db, args, ctx)
     num_class = checkpoint_num_class(args.load_ckpt)
     # Every weight comes from the checkpoint, so the backbone needs no ImageNet initialisation.
@@ -214,8 +317,10 @@ def _evaluate_checkpoint(args, ctx):
     model.to(ctx.device)
     if args.channels_last:
         to_channels_last(model)
+    gallery = 'every test tracklet' if db.gallery_idx is None else f'{len(db.gallery_idx)} gallery tracklets'
     log(f'Loaded {args.load_ckpt} ({args.model_type}, {num_class} training identities); '
-        f'{len(db.info)} test tracklets, {len(db.query_idx)} queries, S={args.S}, device {ctx.device}')
+        f'{len(db.info)} test tracklets, {len(db.query_idx)} queries against {gallery}, S={args.S}, '
+        f'{args.test_sampling} sampling, device {ctx.device}')
 
     feats, labels, cams = extract_features(model, loader, args.S, ctx.device, args.temporal,
                                            frame_level=model.frame_level, amp=args.amp,
@@ -224,17 +329,70 @@ def _evaluate_checkpoint(args, ctx):
     if not ctx.is_main:
         return 0
     if args.save_features is not None:
-        save_features(args.save_features, feats.numpy(), labels.numpy(), cams.numpy(), db.query_idx)
+        save_features(args.save_features, feats.numpy(), labels.numpy(), cams.numpy(), db.query_idx, db.gallery_idx,
+                      test_sampling=args.test_sampling)
         log(f'Saved features to {args.save_features}')
-    result = score(feats.numpy(), labels.numpy(), cams.numpy(), db.query_idx, args.rank_size)
-    print(format_result(result))
-    if args.visualize_ranks is not None:
-        visualize_ranks(args, feats.numpy(), labels.numpy(), cams.numpy(), db.query_idx, db)
+    settings = dict(test_sampling=args.test_sampling, features=None, checkpoint=args.load_ckpt)
+    report(args, feats.numpy(), labels.numpy(), cams.numpy(), db.query_idx, db.gallery_idx, db, settings,
+           source=f'features of {args.load_ckpt}', device=ctx.device)
     return 0
 
 
-def visualize_ranks(args, features, labels, cams, query_idx, db):
+def rerank_score(features, labels, cams, query_idx, gallery_idx, args, device=None):
+    """The metric on k-reciprocal re-ranked distances (SPEC 10): probe = the query rows, gallery = the
+    evaluation gallery; computed on `device` (the CPU when None)."""
+    from util.rerank import k_reciprocal_distance
+    feats = torch.as_tensor(np.asarray(features, dtype=np.float32), device=device or 'cpu')
+    rows = torch.arange(len(feats), device=feats.device) if gallery_idx is None else \
+        torch.as_tensor(gallery_idx, device=feats.device)
+    dist = k_reciprocal_distance(feats[torch.as_tensor(query_idx, device=feats.device)], feats[rows],
+                                 k1=args.rerank_k1, k2=args.rerank_k2, lambda_value=args.rerank_lambda)  # (Q, G)
+    # ranked where it was computed (a GPU tensor stays there)
+    return evaluate_distances(dist if dist.device.type != 'cpu' else dist.numpy(), np.asarray(labels, dtype=np.int64),
+                              np.asarray(cams, dtype=np.int64), query_idx, rank_size=args.rank_size,
+                              gallery_idx=gallery_idx)
+
+
+def report(args, features, labels, cams, query_idx, gallery_idx, db, settings, source, device=None):
+    """Score, print, and write what was asked: re-ranked scores, chance level, --results, --cmc_plot, ranked
+    pictures."""
+    result = score(features, labels, cams, query_idx, args.rank_size, gallery_idx, source=source, device=device)
+    reranked = None
+    if args.rerank:
+        reranked = rerank_score(features, labels, cams, query_idx, gallery_idx, args, device)
+        print(format_result(result))
+        print(f'With k-reciprocal re-ranking (k1 {args.rerank_k1}, k2 {args.rerank_k2}, '
+              f'lambda {args.rerank_lambda}):')
+        print(format_result(reranked))
+    else:
+        print(format_result(result))
+    if args.chance_level:
+        expected, rank1, mAP = chance_level(labels, cams, query_idx, args.rank_size, gallery_idx=gallery_idx)
+        print(f'Chance level: rank-1 {expected:.4f} (expected for a random ranking); random features rank-1 '
+              f'{rank1:.4f}, mAP {mAP:.4f} (mean of 100 draws)')
+    if args.results is not None:
+        n_gallery = len(labels) if gallery_idx is None else len(gallery_idx)
+        settings = dict(settings, num_queries=int(len(query_idx)), num_tracklets=int(len(labels)),
+                        num_gallery=int(n_gallery),
+                        gallery='all test tracklets' if gallery_idx is None else 'gallery_idx',
+                        gallery_info=getattr(args, 'gallery_info', None), rank_size=args.rank_size,
+                        rerank=dict(k1=args.rerank_k1, k2=args.rerank_k2, lambda_value=args.rerank_lambda)
+                        if args.rerank else None)
+        write_results(args.results, result, settings, reranked)
+        print(f'Results written to {args.results}')
+    if args.cmc_plot is not None:
+        from util.visualize import plot_cmc  # matplotlib is only needed here
+        curves = {'cosine distance': result}
+        if reranked is not None:
+            curves['k-reciprocal re-ranking'] = reranked
+        plot_cmc(args.cmc_plot, curves)
+        print(f'CMC curve written to {args.cmc_plot}')
+    if args.visualize_ranks is not None:
+        visualize_ranks(args, features, labels, cams, query_idx, db, gallery_idx)
+
+
+def visualize_ranks(args, features, labels, cams, query_idx, db, gallery_idx=None):
     from util.visualize import save_ranked_results  # matplotlib is only needed here
     drawn = save_ranked_results(args.visualize_ranks, features, labels, cams, query_idx, db.paths, db.info, args.S,
-                                num_queries=args.num_queries, topk=args.topk)
+                                num_queries=args.num_queries, topk=args.topk, gallery_idx=gallery_idx)
     print(f'Ranked results of {len(drawn)} queries in {args.visualize_ranks} (index.html)')

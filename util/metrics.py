@@ -3,10 +3,12 @@
 The numbers follow the official MARS-evaluation code (``evaluation_mars.m`` / ``compute_AP.m``) and the
 original release's port of it:
 
-* gallery = every test tracklet, the query itself included; distance = negative cosine similarity of the
-  features, computed in their own precision (float32 features: float32 distances, as the original);
+* gallery = every test tracklet, the query itself included, unless a gallery index (gallery_IDX.npy, SPEC
+  section 8) names the rows that are ranked; distance = negative cosine similarity of the features,
+  computed in their own precision (float32 features: float32 distances, as the original), or any
+  precomputed (Q, G) distance (``evaluate_distances``: re-ranking);
 * for a query: good = same pid, other camera; junk = pid -1, or same pid and same camera (so the query
-  itself is junk). Junk items are dropped from the ranked list: they neither count as hits nor take a rank;
+  itself is junk), inside whatever the gallery is (``match_masks`` states the rule). Junk items are dropped from the ranked list: they neither count as hits nor take a rank;
 * the gallery is ranked by a stable ascending sort, as MATLAB's ``sort``: equal distances keep gallery
   order (the original's ``np.argsort`` default leaves their order to the sort algorithm);
 * only the first ``rank_size`` items of the ranked list (junk included) are looked at: the original cuts
@@ -74,36 +76,65 @@ def _as_numpy(x):
     return np.asarray(x)
 
 
-def _check_inputs(features, labels, cams, query_idx, rank_size):
-    """Validate and convert to numpy; returns (features, labels, cams, query_idx, R)."""
-    features, labels, cams = _as_numpy(features), _as_numpy(labels), _as_numpy(cams)
-    query_idx = _as_numpy(query_idx)
+def _check_inputs(features, labels, cams, query_idx, rank_size, gallery_idx=None):
+    """Validate and convert to numpy; returns (features, labels, cams, query_idx, gallery_idx, R).
+
+    gallery_idx stays None when absent (every row is the gallery); R is at most the gallery size."""
+    features = _as_numpy(features)
     if features.ndim != 2:
         raise DataError(f'features: expected a (N, D) array, got shape {features.shape}')
-    n = features.shape[0]
+    labels, cams, query_idx, gallery_idx, ranks = _check_rows(features.shape[0], labels, cams, query_idx,
+                                                              rank_size, gallery_idx)
+    return features, labels, cams, query_idx, gallery_idx, ranks
+
+
+def _check_index(name, idx, n, what):
+    idx = _as_numpy(idx)
+    # query_IDX.npy of the original database is (1, Q) uint16: accept row or column vectors
+    if idx.ndim == 2 and 1 in idx.shape:
+        idx = idx.reshape(-1)
+    if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
+        raise DataError(f'{name}: expected a non-empty 1-D integer array, got shape {idx.shape} dtype {idx.dtype}')
+    idx = idx.astype(np.int64)
+    if idx.min() < 0 or idx.max() >= n:
+        raise DataError(f'{name}: indices must lie in 0..{n - 1} ({what}), got {idx.min()}..{idx.max()}')
+    return idx
+
+
+def _check_rows(n, labels, cams, query_idx, rank_size, gallery_idx=None):
+    """The label side of _check_inputs for n test rows: (labels, cams, query_idx, gallery_idx, R)."""
+    labels, cams = _as_numpy(labels), _as_numpy(cams)
     for name, arr in (('labels', labels), ('cams', cams)):
         if arr.shape != (n,):
             raise DataError(f'{name}: expected shape ({n},) to match features, got {arr.shape}')
         if not np.issubdtype(arr.dtype, np.integer):
             raise DataError(f'{name}: expected integers, got dtype {arr.dtype}')
-    # query_IDX.npy of the original database is (1, Q) uint16: accept row or column vectors
-    if query_idx.ndim == 2 and 1 in query_idx.shape:
-        query_idx = query_idx.reshape(-1)
-    if query_idx.ndim != 1 or query_idx.size == 0 or not np.issubdtype(query_idx.dtype, np.integer):
-        raise DataError(f'query_idx: expected a non-empty 1-D integer array, got shape {query_idx.shape} '
-                        f'dtype {query_idx.dtype}')
-    query_idx = query_idx.astype(np.int64)
-    if query_idx.min() < 0 or query_idx.max() >= n:
-        raise DataError(f'query_idx: indices must lie in 0..{n - 1} (0-based rows of the test set), '
-                        f'got {query_idx.min()}..{query_idx.max()}')
+    query_idx = _check_index('query_idx', query_idx, n, '0-based rows of the test set')
+    if gallery_idx is not None:
+        gallery_idx = _check_index('gallery_idx', gallery_idx, n, '0-based rows of the test set')
     if rank_size < 0:
         raise DataError(f'rank_size: expected 0 (whole gallery) or a positive number, got {rank_size}')
-    ranks = n if rank_size == 0 else min(int(rank_size), n)
-    return features, labels.astype(np.int64), cams.astype(np.int64), query_idx, ranks
+    g = n if gallery_idx is None else len(gallery_idx)
+    ranks = g if rank_size == 0 else min(int(rank_size), g)
+    return labels.astype(np.int64), cams.astype(np.int64), query_idx, gallery_idx, ranks
 
 
-def cosine_distance(features, query_idx):
-    """(N, D) features, (Q,) query rows -> (Q, N) negative cosine similarities.
+def match_masks(q_labels, q_cams, g_labels, g_cams):
+    """The MARS-evaluation rule of good and junk gallery items, (Q,) queries x (G,) gallery -> two (Q, G) bool.
+
+    good = same pid, other camera; junk = pid -1, or same pid and same camera (the query itself, when it is in
+    the gallery). A pid -1 query's other-camera -1 items are both (the metric tests "good" first). The one
+    statement of the rule: the vectorised metric derives the same sets from pid groups without (Q, G) masks.
+    """
+    q_labels, q_cams = np.asarray(q_labels).reshape(-1, 1), np.asarray(q_cams).reshape(-1, 1)
+    g_labels, g_cams = np.asarray(g_labels).reshape(1, -1), np.asarray(g_cams).reshape(1, -1)
+    same_id, same_cam = q_labels == g_labels, q_cams == g_cams
+    return same_id & ~same_cam, (g_labels == -1) | (same_id & same_cam)
+
+
+def cosine_distance(features, query_idx, gallery_idx=None):
+    """(N, D) features, (Q,) query rows -> (Q, G) negative cosine similarities against the gallery rows
+    ``gallery_idx`` (G,), or (Q, N) against every row when it is None.
 
     Computed as the original does (rows divided by their norm, one matrix product in the features'
     precision: float32 for float32 features), so ties and near-ties come out the same. A zero feature
@@ -119,13 +150,14 @@ def cosine_distance(features, query_idx):
         unit = features / norm
     # the original's -1 * (Q, N product); negating the (Q, D) factor instead gives the same values (IEEE
     # rounding is symmetric in sign) without a pass over the large array
-    dist = np.dot(np.negative(unit[query_idx]), unit.T)
+    gallery = unit if gallery_idx is None else unit[gallery_idx]
+    dist = np.dot(np.negative(unit[query_idx]), gallery.T)
     # a NaN can only come from a zero, infinite or NaN norm: look at those rows alone
     undefined = np.zeros(len(unit), dtype=bool)
     suspect = np.flatnonzero(~(np.isfinite(norm[:, 0]) & (norm[:, 0] > 0)))
     undefined[suspect] = np.isnan(unit[suspect]).any(axis=1)
     if undefined.any():
-        dist[:, undefined] = np.inf
+        dist[:, undefined if gallery_idx is None else undefined[gallery_idx]] = np.inf
         dist[undefined[query_idx]] = np.inf
     return dist
 
@@ -262,27 +294,57 @@ def _summarise(ap, first, ranks):
                       num_skipped=int((~scored).sum()), ap=ap)
 
 
-def evaluate_mars(features, labels, cams, query_idx, rank_size=10000, block=256, workers=None):
+def evaluate_mars(features, labels, cams, query_idx, rank_size=10000, block=256, workers=None, gallery_idx=None,
+                  device=None):
     """MARS CMC and mAP, vectorised over queries (module docstring for the protocol).
 
     features (N, D), labels (N,) pids, cams (N,), query_idx (Q,) 0-based rows of the queries;
+    gallery_idx (G,): the rows ranked for every query (gallery_IDX.npy), None = all N rows;
     rank_size: length of the ranked list looked at (0 = whole gallery). Queries are scored in blocks
-    of ``block`` (bounding memory to a few (block, N) arrays besides the (Q, N) distances), spread over
+    of ``block`` (bounding memory to a few (block, G) arrays besides the (Q, G) distances), spread over
     ``workers`` threads (default: one per CPU; numpy releases the GIL in its sorts and array loops).
+    device: a CUDA device computes the distances and the ranking there (cosine_distance_torch,
+    score_distances_torch); None or the CPU: numpy.
     """
-    features, labels, cams, query_idx, ranks = _check_inputs(features, labels, cams, query_idx, rank_size)
-    dist = cosine_distance(features, query_idx)  # (Q, N)
-    return score_distances(dist, labels, cams, query_idx, ranks, block, workers)
+    if device is not None and torch.device(device).type != 'cpu':
+        feats = features if isinstance(features, torch.Tensor) else torch.from_numpy(np.asarray(features))
+        labels, cams, query_idx, gallery_idx, ranks = _check_rows(len(feats), labels, cams, query_idx, rank_size,
+                                                                  gallery_idx)
+        dist = cosine_distance_torch(feats.to(device), query_idx, gallery_idx)  # (Q, G) on the device
+        return score_distances_torch(dist, labels, cams, query_idx, ranks, gallery_idx)
+    features, labels, cams, query_idx, gallery_idx, ranks = _check_inputs(features, labels, cams, query_idx,
+                                                                          rank_size, gallery_idx)
+    dist = cosine_distance(features, query_idx, gallery_idx)  # (Q, G)
+    return score_distances(dist, labels, cams, query_idx, ranks, block, workers, gallery_idx)
 
 
-def score_distances(dist, labels, cams, query_idx, ranks, block=256, workers=None):
-    """The ranking and scoring half of ``evaluate_mars``, on checked inputs and a (Q, N) distance matrix
-    from ``cosine_distance``; ranks: the number of ranked-list entries looked at (1..N)."""
-    groups, unknown = _Groups(labels), np.flatnonzero(labels == -1)
+def evaluate_distances(dist, labels, cams, query_idx, rank_size=10000, gallery_idx=None, block=256, workers=None):
+    """The metric on a precomputed (Q, G) distance matrix (smaller = closer), e.g. re-ranked distances:
+    row q for query row query_idx[q], column g for gallery row gallery_idx[g] (every row when None).
+    Same good / junk rules, ranking and AP as ``evaluate_mars``; a tensor on a GPU is ranked there."""
+    on_device = isinstance(dist, torch.Tensor) and dist.device.type != 'cpu'
+    dist = dist if on_device else _as_numpy(dist)
+    n = len(_as_numpy(labels))
+    labels, cams, query_idx, gallery_idx, ranks = _check_rows(n, labels, cams, query_idx, rank_size, gallery_idx)
+    g = n if gallery_idx is None else len(gallery_idx)
+    if tuple(dist.shape) != (len(query_idx), g):
+        raise DataError(f'distances: expected shape ({len(query_idx)}, {g}) (queries x gallery), '
+                        f'got {tuple(dist.shape)}')
+    if on_device:
+        return score_distances_torch(dist, labels, cams, query_idx, ranks, gallery_idx)
+    return score_distances(dist, labels, cams, query_idx, ranks, block, workers, gallery_idx)
+
+
+def score_distances(dist, labels, cams, query_idx, ranks, block=256, workers=None, gallery_idx=None):
+    """The ranking and scoring half of ``evaluate_mars``, on checked inputs and a (Q, G) distance matrix
+    from ``cosine_distance``; ranks: the number of ranked-list entries looked at (1..G)."""
+    g_labels = labels if gallery_idx is None else labels[gallery_idx]
+    g_cams = cams if gallery_idx is None else cams[gallery_idx]
+    groups, unknown = _Groups(g_labels), np.flatnonzero(g_labels == -1)
 
     def score(s):
         q = query_idx[s:s + block]
-        return _score_block(dist[s:s + block], labels[q], cams[q], labels, cams, groups, unknown, ranks)
+        return _score_block(dist[s:s + block], labels[q], cams[q], g_labels, g_cams, groups, unknown, ranks)
 
     starts = range(0, len(query_idx), block)
     workers = min(workers or os.cpu_count() or 1, len(starts))
@@ -295,20 +357,94 @@ def score_distances(dist, labels, cams, query_idx, ranks, block=256, workers=Non
 
 
 # ----------------------------------------------------------------------------------------------------------
+# the same metric in torch, for a GPU (--device cuda)
+#
+# On a GPU a full stable sort of each row is cheap, so the ranked good / junk masks are gathered directly and
+# the AP terms computed from cumulative counts. The terms are the same float64 expressions as _score_block's
+# and are summed on the CPU in rank order with the same np.cumsum, so both paths give the same numbers from
+# the same distance matrix.
+
+
+def cosine_distance_torch(features, query_idx, gallery_idx=None):
+    """``cosine_distance`` on the features' device: (N, D) float tensor -> (Q, G) float32 tensor."""
+    features = features.float()
+    unit = features / torch.linalg.vector_norm(features, dim=1, keepdim=True)
+    q = torch.as_tensor(query_idx, device=features.device)
+    gallery = unit if gallery_idx is None else unit[torch.as_tensor(gallery_idx, device=features.device)]
+    dist = torch.mm(torch.neg(unit[q]), gallery.T)
+    undefined = torch.isnan(unit).any(dim=1)
+    if bool(undefined.any()):
+        g_undefined = undefined if gallery_idx is None else undefined[torch.as_tensor(gallery_idx, device=dist.device)]
+        dist[:, g_undefined] = float('inf')
+        dist[undefined[q]] = float('inf')
+    return dist
+
+
+def _score_block_torch(dist, q_labels, q_cams, g_labels, g_cams, ranks):
+    """_score_block on a torch device: per-query AP terms of the hits in rank order and the first-hit rank."""
+    same_id = q_labels[:, None] == g_labels[None, :]                          # (Qb, G)
+    same_cam = q_cams[:, None] == g_cams[None, :]
+    good = same_id & ~same_cam
+    junk = (g_labels == -1)[None, :] | (same_id & same_cam)
+    n_good = good.sum(dim=1)
+    order = torch.sort(dist, dim=1, stable=True).indices[:, :ranks]           # (Qb, R) ranked list
+    good_r, kept = good.gather(1, order), ~junk.gather(1, order)
+    rank = kept.cumsum(dim=1).double()         # 1-based non-junk rank of a non-junk item
+    hit = good_r & kept
+    n_hits = hit.cumsum(dim=1).double()
+    n_good_d = n_good.clamp(min=1).double()[:, None]
+    precision = n_hits / rank
+    old_precision = torch.where(rank > 1, (n_hits - 1) / (rank - 1), torch.ones_like(rank))
+    d_recall = n_hits / n_good_d - (n_hits - 1) / n_good_d
+    terms = (d_recall * (old_precision + precision) / 2)[hit]                 # row-major: rank order per row
+    has_good = good_r.any(dim=1)
+    p = good_r.to(torch.uint8).argmax(dim=1, keepdim=True)                   # first good in ranked order
+    kept_ahead = (rank.gather(1, p) - kept.gather(1, p).double())[:, 0]
+    first = torch.where(has_good, kept_ahead, torch.full_like(kept_ahead, ranks)).long()
+    return terms.cpu().numpy(), hit.sum(dim=1).cpu().numpy(), n_good.cpu().numpy(), first.cpu().numpy()
+
+
+def score_distances_torch(dist, labels, cams, query_idx, ranks, gallery_idx=None, block=512):
+    """``score_distances`` for a (Q, G) distance tensor on any torch device (checked inputs)."""
+    device = dist.device
+    labels_t, cams_t = torch.as_tensor(labels, device=device), torch.as_tensor(cams, device=device)
+    q = torch.as_tensor(query_idx, device=device)
+    g = None if gallery_idx is None else torch.as_tensor(gallery_idx, device=device)
+    g_labels, g_cams = (labels_t, cams_t) if g is None else (labels_t[g], cams_t[g])
+    aps, firsts = [], []
+    for s in range(0, len(q), block):
+        terms, n_hits, n_good, first = _score_block_torch(dist[s:s + block], labels_t[q[s:s + block]],
+                                                          cams_t[q[s:s + block]], g_labels, g_cams, ranks)
+        padded, _ = _pad_rows(np.repeat(np.arange(len(n_hits)), n_hits), np.arange(len(terms)), len(n_hits),
+                              len(terms))
+        values = np.append(terms, 0.0)[padded]                                  # (Qb, K) terms, 0-padded
+        ap = np.cumsum(values, axis=1)[:, -1]                                    # summed in rank order
+        ap[n_good == 0] = np.nan
+        aps.append(ap)
+        firsts.append(first)
+    return _summarise(np.concatenate(aps), np.concatenate(firsts), ranks)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # plain reference
 
 
-def evaluate_mars_reference(features, labels, cams, query_idx, rank_size=10000):
+def evaluate_mars_reference(features, labels, cams, query_idx, rank_size=10000, gallery_idx=None, dist=None):
     """The same metric as a plain loop, step by step as compute_AP.m: for each query, sort the gallery
-    (stable) and walk down the first ``rank_size`` items. For tests and benchmarks."""
-    features, labels, cams, query_idx, ranks = _check_inputs(features, labels, cams, query_idx, rank_size)
-    dist = cosine_distance(features, query_idx)
+    (stable) and walk down the first ``rank_size`` items. ``dist``: a precomputed (Q, G) distance matrix
+    instead of the cosine one. For tests and benchmarks."""
+    features, labels, cams, query_idx, gallery_idx, ranks = _check_inputs(features, labels, cams, query_idx,
+                                                                          rank_size, gallery_idx)
+    if dist is None:
+        dist = cosine_distance(features, query_idx, gallery_idx)
+    if gallery_idx is not None:
+        labels_g, cams_g = labels[gallery_idx], cams[gallery_idx]
+    else:
+        labels_g, cams_g = labels, cams
     ap = np.full(len(query_idx), np.nan)
     cmc_sum = np.zeros(ranks)
     for k, q in enumerate(query_idx):
-        same_id = labels == labels[q]
-        good = (same_id & (cams != cams[q])).tolist()
-        junk = ((same_id & (cams == cams[q])) | (labels == -1)).tolist()
+        good, junk = (m[0].tolist() for m in match_masks(labels[q:q + 1], cams[q:q + 1], labels_g, cams_g))
         n_good = sum(good)
         if n_good == 0:
             continue  # skipped: nothing to find

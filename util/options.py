@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from util.errors import ReIDError
+from util.sampling import TEST_SAMPLING_MODES
 
 SCRIPTS = ('baseline', 'NL', 'evaluate')
 MODEL_TYPES = ('resnet50_s1', 'resnet50_NL', 'resnet50_NL_stripe', 'resnet50_NL_hr', 'resnet50_NL_stripe_hr')
@@ -38,6 +39,9 @@ def _add_original_flags(parser):
     data.add_argument('--test_txt', help='frame path list of the test split (test_path.txt)')
     data.add_argument('--test_info', help='tracklet info of the test split (test_info.npy)')
     data.add_argument('--query_info', help='query rows of the test info (query_IDX.npy)')
+    data.add_argument('--gallery_info', default=None,
+                      help='gallery rows of the test info (gallery_IDX.npy, added): only these are ranked for '
+                           'every query; omitted, the gallery is every test tracklet (MARS, DukeV)')
 
     optim = parser.add_argument_group('optimisation')
     optim.add_argument('--lr', type=float, default=0.001, help='initial learning rate')
@@ -101,6 +105,11 @@ def _add_common_flags(parser):
     run.add_argument('--pretrained', default='imagenet', metavar='{imagenet,none,PATH}',
                      help="backbone initialisation: torchvision's ImageNet ResNet-50 weights, none (random), or "
                           'a ResNet-50 state dict file')
+    run.add_argument('--test_sampling', default='chunks', metavar='{' + ','.join(TEST_SAMPLING_MODES) + '}',
+                     help="test clips of a tracklet: 'chunks' the first frame of each of the S chunks (the "
+                          "paper's); 'first' the first S frames; 'all_sampled' every j-th frame of the chunks, "
+                          "one clip per j; 'all_continuous' every run of S consecutive frames. The all_* "
+                          'modes average the clip features of a tracklet')
     run.add_argument('--rank_size', type=int, default=10000,
                      help='gallery items ranked per query, as the original; 0 ranks the whole gallery')
     run.add_argument('--amp', default='none', choices=('none', 'bf16', 'fp16'),
@@ -139,6 +148,23 @@ def _add_evaluate_flags(parser):
                          'with --features it needs --test_txt and --test_info for the frames')
     ev.add_argument('--num_queries', type=int, default=10, help='queries drawn by --visualize_ranks')
     ev.add_argument('--topk', type=int, default=10, help='ranked gallery tracklets per query in --visualize_ranks')
+    ev.add_argument('--results', default=None, metavar='F.json',
+                    help='write every number of the run to this JSON file: rank1, rank5, rank10, rank20, mAP '
+                         '(fractions), cmc (to rank 50), query counts, sampling, gallery, checkpoint and '
+                         're-ranking settings; re-ranked scores under "reranked"')
+    ev.add_argument('--cmc_plot', default=None, metavar='F.png',
+                    help='draw the CMC curve (and the re-ranked one with --rerank) to this PNG')
+    ev.add_argument('--chance_level', action='store_true',
+                    help='also print what random rankings score on this test split (expected rank-1, and '
+                         'rank-1 / mAP of random features)')
+    rr = parser.add_argument_group('k-reciprocal re-ranking (added; Zhong et al., CVPR 2017)')
+    rr.add_argument('--rerank', action='store_true',
+                    help='also score with k-reciprocal re-ranking (probe = queries, gallery = the evaluation '
+                         'gallery) and print both tables')
+    rr.add_argument('--rerank_k1', type=int, default=20, help='k1: size of the k-reciprocal neighbourhoods')
+    rr.add_argument('--rerank_k2', type=int, default=6, help='k2: neighbours averaged in the query expansion')
+    rr.add_argument('--rerank_lambda', type=float, default=0.3,
+                    help='weight of the original distance against the Jaccard distance, in [0, 1]')
 
 
 def build_parser(script):
@@ -190,6 +216,14 @@ def _check(parser, args):
             parser.error('--num_workers must be 0 or more')
     if args.rank_size < 0:
         parser.error('--rank_size must be 0 (whole gallery) or positive')
+    if args.test_sampling not in TEST_SAMPLING_MODES:
+        parser.error(f'--test_sampling {args.test_sampling!r} is not a sampling mode; choose one of '
+                     + ', '.join(TEST_SAMPLING_MODES))
+    if args.script == 'evaluate' and args.rerank:
+        if args.rerank_k1 < 1 or args.rerank_k2 < 1:
+            parser.error(f'--rerank_k1 and --rerank_k2 must be at least 1, got {args.rerank_k1} and {args.rerank_k2}')
+        if not 0 <= args.rerank_lambda <= 1:  # also refuses nan
+            parser.error(f'--rerank_lambda must lie in [0, 1], got {args.rerank_lambda}')
 
     if args.script == 'evaluate':
         if not rescoring:

@@ -198,23 +198,27 @@ def _font(size):
         return ImageFont.load_default()
 
 
-def cosine_ranking(features, query_rows):
-    """Gallery order per query, exactly as the metric ranks it: (Q, N) int64.
+def cosine_ranking(features, query_rows, gallery_idx=None):
+    """Gallery rows per query, in the order the metric ranks them: (Q, G) int64 rows of ``features``.
 
-    The gallery is every row of ``features`` (the query itself included), sorted by the metric's
-    negative cosine similarity (util.metrics.cosine_distance) with a stable sort: ties keep row order.
+    The gallery is ``gallery_idx`` or every row of ``features`` (the query itself included), sorted by the
+    metric's negative cosine similarity (util.metrics.cosine_distance) with a stable sort: ties keep gallery
+    order.
     """
     from util.metrics import cosine_distance
-    return np.argsort(cosine_distance(np.asarray(features), np.asarray(query_rows)), axis=1, kind='stable')
+    order = np.argsort(cosine_distance(np.asarray(features), np.asarray(query_rows), gallery_idx), axis=1,
+                       kind='stable')
+    return order if gallery_idx is None else np.asarray(gallery_idx, dtype=np.int64)[order]
 
 
 def match_kinds(labels, cams, query_row):
-    """'good' / 'wrong' / 'junk' for every gallery row against one query row (MARS-evaluation rules)."""
+    """'good' / 'wrong' / 'junk' for every row against one query row (the metric's rule,
+    util.metrics.match_masks)."""
+    from util.metrics import match_masks
     labels, cams = np.asarray(labels), np.asarray(cams)
-    same_pid = labels == labels[query_row]
-    same_cam = cams == cams[query_row]
-    junk = (labels == -1) | (same_pid & same_cam)
-    kinds = np.where(same_pid, 'good', 'wrong').astype(object)
+    good, junk = (m[0] for m in match_masks(labels[query_row:query_row + 1], cams[query_row:query_row + 1],
+                                            labels, cams))
+    kinds = np.where(good, 'good', 'wrong').astype(object)
     kinds[junk] = 'junk'
     return kinds
 
@@ -346,7 +350,7 @@ def _check_ranked_inputs(features, labels, cams, query_idx, paths, info, num_que
 
 
 def save_ranked_results(out_dir, features, labels, cams, query_idx, paths, info, S, num_queries=10,
-                        topk=10, height=128, width=64, all_frames=False, queries=None):
+                        topk=10, height=128, width=64, all_frames=False, queries=None, gallery_idx=None):
     """Draw the ranked gallery of some queries into ``out_dir`` (one PNG each + index.html).
 
     Args:
@@ -359,8 +363,9 @@ def save_ranked_results(out_dir, features, labels, cams, query_idx, paths, info,
             positions in ``query_idx``). topk: non-junk gallery items shown per query.
         height, width: size of each drawn frame. all_frames: show the S test frames of every gallery
             tracklet (one strip each) instead of its first one.
+        gallery_idx (G,): the test rows that form the gallery (gallery_IDX.npy); None: every test tracklet.
 
-    The gallery is ranked by negative cosine similarity over all test tracklets, exactly as the metric.
+    The gallery is ranked by negative cosine similarity, exactly as the metric.
     Borders: green = same identity seen by another camera (a correct match), red = another identity,
     grey = junk (pid -1, or the query identity in the query camera, the query itself included), which the
     metric skips: junk tiles are shown where they rank but carry no rank number.
@@ -380,7 +385,11 @@ def save_ranked_results(out_dir, features, labels, cams, query_idx, paths, info,
     os.makedirs(out_dir, exist_ok=True)
 
     q_rows = query_idx[queries]
-    orders = cosine_ranking(features, q_rows)
+    if gallery_idx is not None:
+        gallery_idx = _numpy(gallery_idx).astype(np.int64).reshape(-1)
+        if len(gallery_idx) == 0 or gallery_idx.min() < 0 or gallery_idx.max() >= len(features):
+            raise DataError(f'gallery_idx: expected 0-based rows in [0, {len(features)})')
+    orders = cosine_ranking(features, q_rows, gallery_idx)
     frames = test_frame_indices(info[:, 0], info[:, 1], S)  # (N, S) test frames of every tracklet
     load = _FrameCache(paths, height, width)
     fonts = (_font(13), _font(11))
@@ -431,18 +440,33 @@ metric: id -1, or the query identity in the query camera, the query itself inclu
 
 
 def load_features_npz(path):
-    """features, labels, cams, query_idx of a file written by ``evaluate.py --save_features``."""
-    if not os.path.isfile(path):
-        raise DataError(f'{path}: features file not found')
-    try:
-        with np.load(path) as data:
-            missing = [k for k in ('features', 'labels', 'cams', 'query_idx') if k not in data.files]
-            if missing:
-                raise DataError(f'{path}: missing array(s) {", ".join(missing)}; expected features, labels, '
-                                f'cams, query_idx')
-            return data['features'], data['labels'], data['cams'], data['query_idx']
-    except (OSError, ValueError) as e:
-        raise DataError(f'{path}: not a readable .npz file ({e})')
+    """features, labels, cams, query_idx, gallery_idx (None: every row) of a file written by
+    ``evaluate.py --save_features``, read and checked by util.evaluation.load_features."""
+    from util.evaluation import load_features
+    saved = load_features(path)
+    return saved['features'], saved['labels'], saved['cams'], saved['query_idx'], saved['gallery_idx']
+
+
+def plot_cmc(path, curves, max_rank=50):
+    """CMC curves {label: MarsResult} to a PNG (ranks 1..max_rank, percent), written atomically."""
+    from matplotlib.figure import Figure
+    from util.checkpoint import atomic_save
+
+    fig = Figure(figsize=(6, 4.2), dpi=120)
+    ax = fig.add_subplot()
+    for label, result in curves.items():
+        cmc = 100 * np.asarray(result.cmc[:max_rank])
+        ranks = np.arange(1, len(cmc) + 1)
+        ax.plot(ranks, cmc, marker='o', markersize=2.5, linewidth=1.4,
+                label=f'{label} (rank-1 {cmc[0]:.2f}, mAP {100 * result.mAP:.2f})')
+    ax.set_xlabel('rank')
+    ax.set_ylabel('matching rate (%)')
+    ax.set_title('CMC')
+    ax.set_xlim(1, max(2, min(max_rank, max(len(r.cmc) for r in curves.values()))))
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc='lower right', fontsize=8)
+    fig.tight_layout()
+    atomic_save(fig, path, write=lambda obj, f: obj.savefig(f, format='png'))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -740,12 +764,13 @@ def _check_features_match(db, labels, cams, query_idx, args):
 def _run_ranks(args):
     from util.data import read_database
 
-    features, labels, cams, query_idx = load_features_npz(args.features)
+    features, labels, cams, query_idx, gallery_idx = load_features_npz(args.features)
     db = read_database(args.test_txt, args.test_info, args.query_info)
     _check_features_match(db, labels, cams, query_idx, args)
     drawn = save_ranked_results(args.out, features, labels, cams, query_idx, db.paths, db.info, args.S,
                                 num_queries=args.num_queries, topk=args.topk, height=args.height,
-                                width=args.width, all_frames=args.all_frames, queries=args.queries)
+                                width=args.width, all_frames=args.all_frames, queries=args.queries,
+                                gallery_idx=gallery_idx)
     correct = sum(q.rank1_correct for q in drawn)
     print(f'{len(drawn)} ranked lists in {args.out} (rank-1 correct for {correct}); '
           f'open {os.path.join(args.out, "index.html")}')
