@@ -137,29 +137,50 @@ def has(c, col, char):
     return c[:, col] == ord(char)
 
 
-def field_numbers(names, field, sep='_', chunk=1 << 18):
+def field_numbers(names, field, sep='_'):
     """Integer value of one `sep`-separated field of each name without its extension, and whether it is one.
 
     field: index into ``stem.split(sep)``, negative counts from the end (``cam1_person001_00317.png``,
     field -1: 317). Returns (N,) int64 values (0 where not a number) and (N,) bool.
+
+    Names of one length with their separators and extension dot in the same columns (zero-padded fields, the
+    usual case) are parsed column-wise as arrays; the others one by one.
     """
     values, ok = np.zeros(len(names), np.int64), np.zeros(len(names), bool)
-    for lo in range(0, len(names), chunk):
-        part = names[lo:lo + chunk]
-        c = codes(part, max(map(len, part)))                              # (n, W)
-        pos = np.arange(c.shape[1])
-        dot = np.where(c == ord('.'), pos, -1).max(1)
-        stem = pos < np.where(dot >= 0, dot, (c != 0).sum(1))[:, None]    # (n, W) inside the stem
-        is_sep = (c == ord(sep)) & stem
-        index = np.cumsum(is_sep, 1)                                      # field of each character
-        target = field if field >= 0 else is_sep.sum(1, keepdims=True) + 1 + field
-        mask = stem & ~is_sep & (index == target)                         # characters of the field
-        count = mask.sum(1)
-        good = (count > 0) & (count <= 18) & ~(mask & ~is_digit(c)).any(1)
-        power = np.where(mask, count[:, None] - np.cumsum(mask, 1), 0).clip(0, 18)
-        values[lo:lo + len(part)] = np.where(mask & good[:, None], (c - ord('0')) * 10 ** power, 0).sum(1)
-        ok[lo:lo + len(part)] = good
+    lengths = np.fromiter(map(len, names), np.int64, len(names))
+    rest = []
+    for length in np.unique(lengths):
+        rows = np.flatnonzero(lengths == length)
+        c = codes([names[i] for i in rows], int(length))                     # (n, L)
+        marks = (c == ord(sep)) + 2 * (c == ord('.'))  # where the separators and dots are
+        same = (marks == marks[0]).all(1)
+        layout = _field_columns(c[0], field, sep)
+        if layout is None:
+            rest.extend(rows.tolist())
+            continue
+        lo, hi = layout
+        digits = c[:, lo:hi]
+        ok[rows] = same & is_digit(digits).all(1) & (0 < hi - lo <= 18)
+        values[rows] = np.where(ok[rows], number(np.clip(digits, ord('0'), ord('9'))), 0)
+        rest.extend(rows[~same].tolist())
+    for i in rest:
+        name = names[i]
+        parts = (name.rpartition('.')[0] if '.' in name else name).split(sep)
+        text = parts[field] if -len(parts) <= field < len(parts) else ''
+        ok[i] = text.isascii() and text.isdigit() and len(text) <= 18
+        values[i] = int(text) if ok[i] else 0
     return values, ok
+
+
+def _field_columns(c, field, sep):
+    """[lo, hi) columns of the field in one name's code points c (L,), or None if it has no such field."""
+    name = ''.join(map(chr, c))
+    stem = name.rpartition('.')[0] if '.' in name else name
+    cuts = [-1] + [k for k, ch in enumerate(stem) if ch == sep] + [len(stem)]
+    k = field if field >= 0 else len(cuts) - 1 + field
+    if not 0 <= k < len(cuts) - 1:
+        return None
+    return cuts[k] + 1, cuts[k + 1]
 
 
 def frame_order(numbers, counts):

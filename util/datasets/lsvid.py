@@ -20,8 +20,7 @@ import os
 import numpy as np
 
 from util.datasets.common import (FrameList, IMAGE_EXTENSIONS, IMAGE_HINT, field_numbers, frame_order, info_rows,
-                                  is_hidden, load_mat, progress as progress_bar, replacing_directory, scandir,
-                                  write_files)
+                                  load_mat, progress as progress_bar, replacing_directory, write_files)
 from util.errors import DatabaseError
 
 LIST_FILES = {'train': os.path.join('list_sequence', 'list_seq_train.txt'),
@@ -52,15 +51,20 @@ def read_list(path):
 
 
 class _Listing:
-    """Sorted image names of each directory, listed once."""
+    """Sorted entry names of each directory, listed once (hidden ones match no prefix: no filter needed)."""
 
     def __init__(self):
         self._names = {}
 
-    def names(self, d):
+    def names(self, d, list_file, line):
         if d not in self._names:
-            files, _ = scandir(d, IMAGE_HINT, skip_hidden=True)
-            self._names[d] = [n for n in files if not is_hidden(n)]
+            try:
+                self._names[d] = sorted(os.listdir(d))
+            except FileNotFoundError:
+                raise DatabaseError(f'{d}: directory not found (expected the frames of {list_file} line '
+                                    f'{line})') from None
+            except OSError as e:
+                raise DatabaseError(f'{d}: cannot list directory ({e.strerror})') from None
         return self._names[d]
 
 
@@ -72,7 +76,7 @@ def scan_list(data_dir, list_file, progress=True):
     for k, prefix in enumerate(progress_bar(prefixes, f'scanning {os.path.basename(list_file)}', progress,
                                             unit='seq')):
         d, base = os.path.split(os.path.join(root, prefix))
-        names = listing.names(d)
+        names = listing.names(d, list_file, lines[k])
         lo = bisect.bisect_left(names, base)
         hi = bisect.bisect_left(names, base + '\U0010ffff', lo)
         if lo == hi:
