@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import scipy.io
 
+from util.datasets.common import field_numbers
 from util.datasets.dukev import build_dukev_database, parse_dukev_names
 from util.datasets.mars import build_mars_database, parse_mars_names
 from util.errors import DatabaseError
@@ -533,3 +534,19 @@ def test_cli_builds(mars):
             '--output_dir', str(out), '--no_progress')
     assert r.returncode == 0, r.stderr
     assert read_dir(out) == expected_mars(data_dir, info_dir)
+
+
+def test_field_numbers_equal_a_plain_split():
+    # Column-wise parsing of same-layout names and the one-by-one path against str.split, on random names.
+    rng = np.random.default_rng(0)
+    alphabet = np.array(list('0123456789_._a'))
+    names = [''.join(rng.choice(alphabet, rng.integers(1, 10))) for _ in range(5000)]
+    names += [f'{k:05d}_{f:03d}_{c:02d}_0001.jpg' for k in range(3) for f in (9, 99, 100) for c in (1, 15)]
+    for fields in ((-1, 0), (1, 2, -2)):
+        values, ok = field_numbers(names, fields)
+        for j, field in enumerate(fields):
+            for name, v, good in zip(names, values[:, j], ok[:, j]):
+                parts = (name.rpartition('.')[0] if '.' in name else name).split('_')
+                text = parts[field] if -len(parts) <= field < len(parts) else ''
+                assert good == text.isdigit() and v == (int(text) if good else 0), (name, field)
+    assert field_numbers(['cam1_person001_00317.png', 'x_1x.png'], -1)[0].tolist() == [317, 0]

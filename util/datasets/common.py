@@ -137,44 +137,49 @@ def has(c, col, char):
     return c[:, col] == ord(char)
 
 
-def field_numbers(names, field, sep='_'):
-    """Integer value of one `sep`-separated field of each name without its extension, and whether it is one.
+def field_numbers(names, fields, sep='_'):
+    """Integer values of `sep`-separated fields of each name without its extension, and whether they are ones.
 
-    field: index into ``stem.split(sep)``, negative counts from the end (``cam1_person001_00317.png``,
-    field -1: 317). Returns (N,) int64 values (0 where not a number) and (N,) bool.
+    fields: an index into ``stem.split(sep)`` or a tuple of them, negative counting from the end
+    (``cam1_person001_00317.png``, field -1: 317). Returns int64 values (0 where not a number) and a bool
+    mask, each (N,) for one field or (N, len(fields)).
 
     Names of one length with their separators and extension dot in the same columns (zero-padded fields, the
     usual case) are parsed column-wise as arrays; the others one by one.
     """
-    values, ok = np.zeros(len(names), np.int64), np.zeros(len(names), bool)
+    single = not isinstance(fields, (tuple, list))
+    fields = (fields,) if single else tuple(fields)
+    values, ok = np.zeros((len(names), len(fields)), np.int64), np.zeros((len(names), len(fields)), bool)
     lengths = np.fromiter(map(len, names), np.int64, len(names))
+    groups = np.unique(lengths)
     rest = []
-    for length in np.unique(lengths):
-        rows = np.flatnonzero(lengths == length)
-        c = codes([names[i] for i in rows], int(length))                     # (n, L)
-        marks = (c == ord(sep)) + 2 * (c == ord('.'))  # where the separators and dots are
-        same = (marks == marks[0]).all(1)
-        layout = _field_columns(c[0], field, sep)
-        if layout is None:
-            rest.extend(rows.tolist())
-            continue
-        lo, hi = layout
-        digits = c[:, lo:hi]
-        ok[rows] = same & is_digit(digits).all(1) & (0 < hi - lo <= 18)
-        values[rows] = np.where(ok[rows], number(np.clip(digits, ord('0'), ord('9'))), 0)
+    for length in groups:
+        rows = np.flatnonzero(lengths == length) if len(groups) > 1 else np.arange(len(names))
+        c = codes(names if len(groups) == 1 else [names[i] for i in rows.tolist()], int(length))  # (n, L)
+        marks = (c == ord(sep)) | (c == ord('.'))
+        cols = np.flatnonzero(marks[0])
+        same = (marks.sum(1) == len(cols)) & (c[:, cols] == c[0, cols]).all(1)  # separators and dots in place
+        for j, field in enumerate(fields):
+            layout = _field_columns(names[rows[0]], field, sep)
+            if layout is None:
+                continue
+            digits = c[:, layout[0]:layout[1]]
+            good = same & is_digit(digits).all(1) & (0 < layout[1] - layout[0] <= 18)
+            ok[rows, j] = good
+            values[rows, j] = np.where(good, number(np.clip(digits, ord('0'), ord('9'))), 0)
         rest.extend(rows[~same].tolist())
     for i in rest:
         name = names[i]
         parts = (name.rpartition('.')[0] if '.' in name else name).split(sep)
-        text = parts[field] if -len(parts) <= field < len(parts) else ''
-        ok[i] = text.isascii() and text.isdigit() and len(text) <= 18
-        values[i] = int(text) if ok[i] else 0
-    return values, ok
+        for j, field in enumerate(fields):
+            text = parts[field] if -len(parts) <= field < len(parts) else ''
+            ok[i, j] = text.isascii() and text.isdigit() and len(text) <= 18
+            values[i, j] = int(text) if ok[i, j] else 0
+    return (values[:, 0], ok[:, 0]) if single else (values, ok)
 
 
-def _field_columns(c, field, sep):
-    """[lo, hi) columns of the field in one name's code points c (L,), or None if it has no such field."""
-    name = ''.join(map(chr, c))
+def _field_columns(name, field, sep):
+    """[lo, hi) columns of the field in a name, or None if it has no such field."""
     stem = name.rpartition('.')[0] if '.' in name else name
     cuts = [-1] + [k for k, ch in enumerate(stem) if ch == sep] + [len(stem)]
     k = field if field >= 0 else len(cuts) - 1 + field

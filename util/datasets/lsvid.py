@@ -89,9 +89,8 @@ def scan_list(data_dir, list_file, progress=True):
         frames.add(d, matched)
 
     counts = np.asarray(frames.counts, np.int64)
-    number, ok_number = field_numbers(frames.names, FRAME_FIELD)
-    cam, ok_cam = field_numbers(frames.names, CAM_FIELD)
-    ok = ok_number & ok_cam
+    parsed, ok = field_numbers(frames.names, (FRAME_FIELD, CAM_FIELD))
+    number, cam, ok = parsed[:, 0], parsed[:, 1], ok.all(1)
     if not ok.all():
         i = int(np.argmin(ok))
         raise DatabaseError(f'{frames.path(i)}: frame name does not parse (expected {NAME_HINT}: frame number '
