@@ -190,8 +190,8 @@ def main():
                         help=f'MARS frames in all (default {MARS_FRAMES:,}; 0 skips MARS)')
     parser.add_argument('--dirs', type=int, default=None,
                         help=f'identity directories (default {MARS_DIRS:,} scaled with --frames)')
-    parser.add_argument('--lsvid_frames', type=int, default=LSVID_FRAMES,
-                        help=f'LS-VID frames in all (default {LSVID_FRAMES:,}; 0 skips LS-VID)')
+    parser.add_argument('--lsvid_frames', type=int, default=None,
+                        help=f'LS-VID frames in all (default {LSVID_FRAMES:,} scaled like --frames; 0 skips LS-VID)')
     parser.add_argument('--repeat', type=int, default=3, help='timed runs of each (default 3; best is reported)')
     parser.add_argument('--dir', default=None,
                         help='where to create the temporary trees (default: the system temp directory; '
@@ -201,6 +201,8 @@ def main():
                              'directory, removed at the end)')
     args = parser.parse_args()
     dirs = args.dirs or max(4, round(MARS_DIRS * min(1.0, args.frames / MARS_FRAMES)))
+    if args.lsvid_frames is None:
+        args.lsvid_frames = round(LSVID_FRAMES * (args.frames or MARS_FRAMES) / MARS_FRAMES)
 
     work = tempfile.mkdtemp(prefix='bench_scan_', dir=args.dir)
     trees = args.tree or work
@@ -216,12 +218,12 @@ def main():
                 print(f'  done in {time.perf_counter() - t:.0f} s', flush=True)
             n = reference_scan(mars_dir)  # warm the directory cache for every contender alike
             jobs.update({
-                'MARS reference scan (listdir + sorted + abspath)': (lambda: reference_scan(mars_dir), None),
-                'MARS our scan (scandir, path text)': (lambda: our_scan(mars_dir), 'MARS reference scan'),
-                'MARS original build (+ savetxt, loadmat, save)': (lambda: original_build(
+                'reference scan (MARS: listdir + sorted + abspath)': (lambda: reference_scan(mars_dir), None),
+                'our scan (MARS: scandir, path text)': (lambda: our_scan(mars_dir), 'reference scan (MARS'),
+                'original build (MARS: + savetxt, loadmat, save)': (lambda: original_build(
                     mars_dir, info_dir, os.path.join(work, 'orig')), None),
-                'MARS our build (+ all checks, atomic write)': (lambda: build_mars_database(
-                    mars_dir, info_dir, os.path.join(work, 'ours'), progress=False), 'MARS original build'),
+                'our build (MARS: + all checks, atomic write)': (lambda: build_mars_database(
+                    mars_dir, info_dir, os.path.join(work, 'ours'), progress=False), 'original build (MARS'),
             })
             frames.update({name: n for name in jobs})
         if args.lsvid_frames:
@@ -232,9 +234,9 @@ def main():
                 print(f'  done in {time.perf_counter() - t:.0f} s', flush=True)
             n = lsvid_reference_scan(lsvid_dir)
             lsvid_jobs = {
-                'LS-VID reference scan (glob prefix* + sorted)': (lambda: lsvid_reference_scan(lsvid_dir), None),
-                'LS-VID our build (+ all checks, atomic write)': (lambda: build_lsvid_database(
-                    lsvid_dir, os.path.join(work, 'lsvid'), progress=False), 'LS-VID reference scan'),
+                'reference scan (LS-VID: glob prefix* + sorted)': (lambda: lsvid_reference_scan(lsvid_dir), None),
+                'our build (LS-VID: + all checks, atomic write)': (lambda: build_lsvid_database(
+                    lsvid_dir, os.path.join(work, 'lsvid'), progress=False), 'reference scan (LS-VID'),
             }
             jobs.update(lsvid_jobs)
             frames.update({name: n for name in lsvid_jobs})

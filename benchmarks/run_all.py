@@ -6,7 +6,7 @@
                                                          # paper's batch (P=8 K=4 S=8, 256x128)
     python benchmarks/run_all.py --only train metric --out results.md
 
-Benchmarks: scan (MARS database builder), metric (MARS evaluation), input (JPEG pipeline per worker),
+Benchmarks: scan (MARS and LS-VID database builders), metric (MARS evaluation), input (JPEG pipeline per worker),
 models (parameters, GFLOPs, attention cost; `python -m models.summary`), train (training and evaluation
 throughput per model type and precision). Their own output goes to stderr while they run; the summary
 (machine, an overview table, then each benchmark's output) goes to stdout, and to --out if given.
@@ -33,7 +33,7 @@ from bench_train import machine_info, worker_env  # noqa: E402
 
 NAMES = ('scan', 'metric', 'input', 'models', 'train')
 WHAT = {
-    'scan': 'MARS database builder vs os.listdir listing, tree of empty frame files',
+    'scan': 'MARS and LS-VID database builders vs plain listings, trees of empty frame files',
     'metric': 'MARS metric, MARS-sized input: vectorised vs per-query loops',
     'input': 'JPEG -> clip tensors per DataLoader worker vs original PIL pipeline',
     'models': 'params, GFLOPs, eval latency, train step sdpa vs explicit attention',
