@@ -12,7 +12,7 @@ import pytest
 import scipy.io
 
 from util.datasets.common import field_numbers
-from util.datasets.dukev import build_dukev_database, parse_dukev_names
+from util.datasets.dukev import build_dukev_database, dukev_frame_numbers, parse_dukev_names
 from util.datasets.mars import build_mars_database, parse_mars_names
 from util.errors import DatabaseError
 from util.synthetic import make_dukev, make_mars
@@ -435,10 +435,10 @@ def test_dukev_frames_in_frame_number_order_whatever_the_name_style(dukev):
 
 
 def test_parse_dukev_names():
-    pid, cam, frame, ok = parse_dukev_names(['0001_C6_F0099_X30823.jpg', '0012C3F0101X00001.jpg',
-                                             '0001_C6F0099_X3.jpg'])
-    assert pid[:2].tolist() == [1, 12] and cam[:2].tolist() == [6, 3] and frame[:2].tolist() == [99, 101]
-    assert ok.tolist() == [True, True, False]
+    names = ['0001_C6_F0099_X30823.jpg', '0012C3F0101X00001.jpg', '0001_C6F0099_X3.jpg']
+    pid, cam, ok = parse_dukev_names(names)
+    assert pid[:2].tolist() == [1, 12] and cam[:2].tolist() == [6, 3] and ok.tolist() == [True, True, False]
+    assert dukev_frame_numbers(names)[:2].tolist() == [99, 101]
 
 
 def _first_track(root):

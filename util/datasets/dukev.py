@@ -23,21 +23,31 @@ from util.errors import DatabaseError
 
 
 def parse_dukev_names(names):
-    """pid, cam, frame number and a well-formedness mask of DukeV frame names, either style.
+    """pid, cam and a well-formedness mask of DukeV frame names, either style.
 
-    New: `0001_C6_F0099_X30823.jpg`; old copies: `0001C6F0099X30823.jpg`. (N,) int64 each, (N,) bool.
+    New: `0001_C6_F0099_X30823.jpg`; old copies: `0001C6F0099X30823.jpg`. (N,) int64, (N,) int64, (N,) bool.
     """
+    c, new, old = _name_styles(names)
+    pid = number(np.clip(c[:, 0:4], ord('0'), ord('9')))
+    cam = np.where(new, c[:, 6], c[:, 5]) - ord('0')
+    return pid, cam, new | old
+
+
+def dukev_frame_numbers(names):
+    """(N,) int64 frame numbers (the F field) of DukeV frame names, either style (0 where neither)."""
+    c, new, _ = _name_styles(names)
+    return np.where(new, number(np.clip(c[:, 9:13], ord('0'), ord('9'))),
+                    number(np.clip(c[:, 7:11], ord('0'), ord('9'))))
+
+
+def _name_styles(names):
     c = codes(names, 15)
     new = (is_digit(c[:, 0:4]).all(1) & has(c, 4, '_') & has(c, 5, 'C') & is_digit(c[:, 6])
            & has(c, 7, '_') & has(c, 8, 'F') & is_digit(c[:, 9:13]).all(1) & has(c, 13, '_')
            & has(c, 14, 'X'))
     old = (is_digit(c[:, 0:4]).all(1) & has(c, 4, 'C') & is_digit(c[:, 5]) & has(c, 6, 'F')
            & is_digit(c[:, 7:11]).all(1) & has(c, 11, 'X'))
-    pid = number(np.clip(c[:, 0:4], ord('0'), ord('9')))
-    cam = np.where(new, c[:, 6], c[:, 5]) - ord('0')
-    frame = np.where(new, number(np.clip(c[:, 9:13], ord('0'), ord('9'))),
-                     number(np.clip(c[:, 7:11], ord('0'), ord('9'))))
-    return pid, cam, frame, new | old
+    return c, new, old
 
 
 def scan_dukev_split(split_dir, progress=True):
@@ -63,13 +73,13 @@ def scan_dukev_split(split_dir, progress=True):
     counts = np.asarray(listed.counts, np.int64)
     end = np.cumsum(counts) - 1
     start = end - counts + 1
-    pid, cam, frame, ok = parse_dukev_names(listed.names)
+    pid, cam, ok = parse_dukev_names(listed.names)
     if not ok.all():
         i = int(np.argmin(ok))
         raise DatabaseError(f'{listed.path(i)}: not a DukeV frame name (expected <pid:4>_C<cam>_F<frame:4>_X<n> '
                             f'or <pid:4>C<cam>F<frame:4>X<n>, e.g. 0001_C6_F0099_X30823.jpg)')
     frames = listed
-    order = frame_order(frame, counts)
+    order = frame_order(dukev_frame_numbers(listed.names), counts)
     if (order != np.arange(len(order))).any():  # mixed name styles: old ones sort first as text
         frames, names = FrameList(), np.asarray(listed.names, dtype=object)[order]
         for d, s, e in zip(listed.dirs, start, end):
