@@ -22,6 +22,8 @@ Every row gives microseconds per frame, so the two datasets compare directly.
     python benchmarks/bench_scan.py --frames 100000    # scaled down
     python benchmarks/bench_scan.py --dir /dev/shm     # tree in memory (tmpfs)
     python benchmarks/bench_scan.py --frames 200000 --lsvid_frames 500000 --dir /dev/shm
+    python benchmarks/bench_scan.py --dir /tmp --tree /tmp/trees    # full sizes: 4.2 M files, more inodes than
+                                                                    # a default /dev/shm holds (df -i)
 """
 
 import argparse

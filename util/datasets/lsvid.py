@@ -130,11 +130,8 @@ def build_lsvid_database(data_dir, output_dir, progress=True):
         raise DatabaseError(f'{data_dir}: directory not found (expected the LS-VID directory holding '
                             f'list_sequence/, test/data/info_test.mat, tracklet_train/ and tracklet_test/)')
     lists = {s: os.path.join(data_dir, f) for s, f in LIST_FILES.items()}
-    for s, path in lists.items():
-        read_list(path)  # cheap checks before the scan
-    query_file = os.path.join(data_dir, QUERY_FILE)
-    num_test = len(read_list(lists['test'])[0])
-    query = load_query(query_file, num_test, lists['test'])
+    num_rows = {s: len(read_list(path)[0]) for s, path in lists.items()}  # cheap checks before the scan
+    query = load_query(os.path.join(data_dir, QUERY_FILE), num_rows['test'], lists['test'])
     with replacing_directory(output_dir) as root:  # created now: an unwritable place fails before the scan
         out = {}
         for split, path in lists.items():
@@ -142,5 +139,5 @@ def build_lsvid_database(data_dir, output_dir, progress=True):
             out[f'{split}_path.txt'] = frames.path_text()
             out[f'{split}_info.npy'] = info
         out['query_IDX.npy'] = query
-        out['gallery_IDX.npy'] = np.setdiff1d(np.arange(num_test, dtype=np.int64), query)
+        out['gallery_IDX.npy'] = np.setdiff1d(np.arange(num_rows['test'], dtype=np.int64), query)
         write_files(root, out)
