@@ -258,13 +258,13 @@ def main():
 
         print(f'\nmachine: {machine()}')
         print(f'trees on {filesystem(trees)}; best and median of {args.repeat} runs; us/frame from the best\n')
-        print(f'| {"job":48s} | frames    | best s | median s | us/frame | vs reference |')
-        print(f'|{"-" * 50}|----------:|-------:|---------:|---------:|-------------:|')
+        print(f'| {"job":50s} | frames    | best s | median s | us/frame | vs reference |')
+        print(f'|{"-" * 52}|----------:|-------:|---------:|---------:|-------------:|')
         for name, ts in times.items():
             base = jobs[name][1]
             ref = next((min(v) for k, v in times.items() if base and k.startswith(base)), None)
             speedup = f'{ref / min(ts):11.2f}x' if ref else ' ' * 12
-            print(f'| {name:48s} | {frames[name]:9,} | {min(ts):6.2f} | {statistics.median(ts):8.2f} | '
+            print(f'| {name:50s} | {frames[name]:9,} | {min(ts):6.2f} | {statistics.median(ts):8.2f} | '
                   f'{1e6 * min(ts) / frames[name]:8.2f} | {speedup} |')
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -151,22 +151,25 @@ def field_numbers(names, fields, sep='_'):
     fields = (fields,) if single else tuple(fields)
     values, ok = np.zeros((len(names), len(fields)), np.int64), np.zeros((len(names), len(fields)), bool)
     lengths = np.fromiter(map(len, names), np.int64, len(names))
-    groups = np.unique(lengths)
+    groups = np.unique(lengths) if len(names) and lengths.min() != lengths.max() else lengths[:1]
     rest = []
     for length in groups:
         rows = np.flatnonzero(lengths == length) if len(groups) > 1 else np.arange(len(names))
-        c = codes(names if len(groups) == 1 else [names[i] for i in rows.tolist()], int(length))  # (n, L)
-        marks = (c == ord(sep)) | (c == ord('.'))
-        cols = np.flatnonzero(marks[0])
-        same = (marks.sum(1) == len(cols)) & (c[:, cols] == c[0, cols]).all(1)  # separators and dots in place
+        c = _same_length_codes(names if len(groups) == 1 else [names[i] for i in rows.tolist()], int(length))
+        # 1 at separators, 2 at dots: the names parse alike where these agree with the first name's.
+        marks = _MARKS[sep][c] if c.dtype == np.uint8 else (c == ord(sep)) + 2 * (c == ord('.'))
+        same = (marks == marks[0]).all(1)
         for j, field in enumerate(fields):
             layout = _field_columns(names[rows[0]], field, sep)
             if layout is None:
                 continue
             digits = c[:, layout[0]:layout[1]]
             good = same & is_digit(digits).all(1) & (0 < layout[1] - layout[0] <= 18)
+            value = np.zeros(len(rows), np.int64)
+            for k in range(digits.shape[1]):  # Horner's rule, one column at a time
+                value = value * 10 + (digits[:, k].astype(np.int64) - ord('0'))
             ok[rows, j] = good
-            values[rows, j] = np.where(good, number(np.clip(digits, ord('0'), ord('9'))), 0)
+            values[rows, j] = np.where(good, value, 0)
         rest.extend(rows[~same].tolist())
     for i in rest:
         name = names[i]
@@ -176,6 +179,28 @@ def field_numbers(names, fields, sep='_'):
             ok[i, j] = text.isascii() and text.isdigit() and len(text) <= 18
             values[i, j] = int(text) if ok[i, j] else 0
     return (values[:, 0], ok[:, 0]) if single else (values, ok)
+
+
+class _MarkTables(dict):
+    """sep -> (256,) lookup giving 1 for the separator, 2 for the dot and 0 otherwise, for ASCII codes."""
+
+    def __missing__(self, sep):
+        table = np.zeros(256, np.uint8)
+        table[ord(sep)], table[ord('.')] = 1, 2
+        self[sep] = table
+        return table
+
+
+_MARKS = _MarkTables()
+
+
+def _same_length_codes(names, length):
+    """(N, length) code points of names that all have `length` characters: one join and one encode, much
+    cheaper per name than building a fixed-width numpy string array."""
+    text = ''.join(names)
+    if text.isascii():
+        return np.frombuffer(text.encode('ascii'), np.uint8).reshape(len(names), length)
+    return np.frombuffer(text.encode('utf-32-le'), np.uint32).reshape(len(names), length)
 
 
 def _field_columns(name, field, sep):
@@ -189,12 +214,16 @@ def _field_columns(name, field, sep):
 
 
 def frame_order(numbers, counts):
-    """Permutation putting the frames of each group (consecutive runs of `counts`) in frame-number order.
+    """Permutation putting the frames of each group (consecutive runs of `counts`) in frame-number order, or
+    None when they already are (the usual case).
 
-    Stable, so frames already in order (the usual case) keep their listing order exactly.
+    Stable: frames with equal numbers keep their listing order.
     """
-    group = np.repeat(np.arange(len(counts)), counts)
-    return np.lexsort((numbers, group))
+    descending = np.diff(numbers) < 0
+    descending[np.cumsum(counts)[:-1] - 1] = False  # a new group may start lower
+    if not descending.any():
+        return None
+    return np.lexsort((numbers, np.repeat(np.arange(len(counts)), counts)))
 
 
 def info_rows(counts, pids, cams):

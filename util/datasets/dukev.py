@@ -80,7 +80,7 @@ def scan_dukev_split(split_dir, progress=True):
                             f'or <pid:4>C<cam>F<frame:4>X<n>, e.g. 0001_C6_F0099_X30823.jpg)')
     frames = listed
     order = frame_order(dukev_frame_numbers(listed.names), counts)
-    if (order != np.arange(len(order))).any():  # mixed name styles: old ones sort first as text
+    if order is not None:  # mixed name styles: old ones sort first as text
         frames, names = FrameList(), np.asarray(listed.names, dtype=object)[order]
         for d, s, e in zip(listed.dirs, start, end):
             frames.add(d, list(names[s:e + 1]))

@@ -96,7 +96,7 @@ def scan_list(data_dir, list_file, progress=True):
         raise DatabaseError(f'{frames.path(i)}: frame name does not parse (expected {NAME_HINT}: frame number '
                             f'and camera in the second and third fields)')
     order = frame_order(number, counts)
-    if (order != np.arange(len(order))).any():  # frame numbers of unequal width
+    if order is not None:  # frame numbers of unequal width
         start = np.cumsum(counts) - counts
         ordered, names = FrameList(), np.asarray(frames.names, dtype=object)[order]
         for d, s, n in zip(frames.dirs, start, counts):
