@@ -45,9 +45,11 @@ def scandir(path, what, skip_hidden=False):
         raise DatabaseError(f'{path}: {kind} (expected {what})')
     try:
         with os.scandir(path) as it:
-            entries = [e for e in it if not (skip_hidden and is_hidden(e.name))]
+            entries = list(it)
     except OSError as e:
         raise DatabaseError(f'{path}: cannot list directory ({e.strerror})') from None
+    if skip_hidden:
+        entries = [e for e in entries if not is_hidden(e.name)]
     if not entries:
         raise DatabaseError(f'{path}: empty directory (expected {what})')
     # d_type from the directory listing: no stat per frame.
