@@ -3,13 +3,13 @@
     python create_DukeV_database.py --data_dir path/to/DukeMTMC-VideoReID
 
 Reads both frame-name styles (0001_C6_F0099_X30823.jpg and the older 0001C6F0099X30823.jpg). The files are
-byte-compatible with the original release's (there: creat_DukeV_database.py); see util/database.py.
+byte-compatible with the original release's (there: creat_DukeV_database.py); see util/datasets/dukev.py.
 """
 
 import argparse
 import sys
 
-from util.database import build_dukev_database
+from util.datasets.dukev import build_dukev_database
 from util.options import run_main
 
 
@@ -22,8 +22,8 @@ def build_parser():
                         help='DukeMTMC-VideoReID directory holding train/, query/ and gallery/ '
                              '(<id>/<tracklet>/<frames>)')
     parser.add_argument('--output_dir', default='./DukeV_database',
-                        help='where to write the database (default ./DukeV_database); created if missing, '
-                             'its database files replaced if present')
+                        help='where to write the database (default ./DukeV_database); replaced as a whole, '
+                             'other files kept there')
     parser.add_argument('--no_progress', action='store_true', help='no progress bar while scanning')
     return parser
 

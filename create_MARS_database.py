@@ -2,13 +2,13 @@
 
     python create_MARS_database.py --data_dir path/to/MARS --info_dir path/to/MARS-evaluation/info
 
-The files are byte-compatible with the original release's; see util/database.py for their format.
+The files are byte-compatible with the original release's; see util/datasets/mars.py for their format.
 """
 
 import argparse
 import sys
 
-from util.database import build_mars_database
+from util.datasets.mars import build_mars_database
 from util.options import run_main
 
 
@@ -23,8 +23,8 @@ def build_parser():
                         help='MARS-evaluation/info directory holding tracks_train_info.mat, '
                              'tracks_test_info.mat and query_IDX.mat')
     parser.add_argument('--output_dir', default='./MARS_database',
-                        help='where to write the database (default ./MARS_database); created if missing, '
-                             'its database files replaced if present')
+                        help='where to write the database (default ./MARS_database); replaced as a whole, '
+                             'other files kept there')
     parser.add_argument('--no_progress', action='store_true', help='no progress bar while scanning')
     return parser
 

@@ -1,20 +1,33 @@
-"""Time the MARS database builder on a MARS-sized tree of empty frame files.
+"""Time the MARS and LS-VID database builders on full-sized trees of empty frame files.
 
 Builds bbox_train/ and bbox_test/ with MARS's shape (default 1,191,003 frames in 1,261 identity directories,
 tracklets of about 60 frames over 6 cameras) plus matching MARS-evaluation .mat files, then times, in the
 same run and on the same warm directory cache:
 
   reference scan   os.listdir + sorted + os.path.abspath per frame (the original's listing)
-  our scan         util.database.scan_mars_split for both splits, path-list text included
+  our scan         util.datasets.mars.scan_mars_split for both splits, path-list text included
   original build   the original script's whole job: the listing, np.savetxt, loadmat, np.save
-  our build        util.database.build_mars_database: listing, every consistency check, atomic write
+  our build        util.datasets.mars.build_mars_database: listing, every consistency check, atomic write
+
+and, on an LS-VID-shaped tree (default 2,980,000 frames in 14,943 sequences of four-field names, listed in
+list_sequence/*.txt, with an HDF5 info_test.mat):
+
+  LS-VID reference   glob(prefix*) + sorted + abspath per listed sequence (the public LS-VID loaders)
+  LS-VID our build   util.datasets.lsvid.build_lsvid_database: one listing per directory, prefixes by
+                     bisection, names parsed for all frames at once, every check, atomic write
+
+Every row gives microseconds per frame, so the two datasets compare directly.
 
     python benchmarks/bench_scan.py                    # full size (the tree takes a few minutes to create)
     python benchmarks/bench_scan.py --frames 100000    # scaled down
     python benchmarks/bench_scan.py --dir /dev/shm     # tree in memory (tmpfs)
+    python benchmarks/bench_scan.py --frames 200000 --lsvid_frames 500000 --dir /dev/shm
+    python benchmarks/bench_scan.py --dir /tmp --tree /tmp/trees    # full sizes: 4.2 M files, more inodes than
+                                                                    # a default /dev/shm holds (df -i)
 """
 
 import argparse
+import glob
 import os
 import platform
 import shutil
@@ -26,8 +39,11 @@ import numpy as np
 import scipy.io
 
 from machine import cpu_name  # benchmarks/machine.py (the script's directory), which puts the root on sys.path
-from util.database import IMAGE_EXTENSIONS, build_mars_database, scan_mars_split
+from util.datasets.common import IMAGE_EXTENSIONS
+from util.datasets.lsvid import build_lsvid_database
+from util.datasets.mars import build_mars_database, scan_mars_split
 
+LSVID_FRAMES, LSVID_SEQUENCES = 2_980_000, 14_943
 MARS_FRAMES = 509_914 + 681_089
 MARS_DIRS = 625 + 636
 TRAIN_SHARE = 509_914 / MARS_FRAMES
@@ -108,6 +124,47 @@ def original_build(data_dir, info_dir, out):
     np.save(os.path.join(out, 'query_IDX.npy'), query - 1)
 
 
+def make_lsvid_tree(root, frames, seed=0):
+    """Empty LS-VID-named frames (<tracklet>_<frame>_<cam>_<n>.jpg, about 200 per sequence, 4 sequences per
+    identity directory), the two list files and an HDF5 info_test.mat."""
+    import h5py
+    rng = np.random.default_rng(seed)
+    n_seq = max(4, round(LSVID_SEQUENCES * frames / LSVID_FRAMES))
+    lengths = np.diff(np.linspace(0, frames, n_seq + 1).round().astype(int))
+    os.makedirs(os.path.join(root, 'list_sequence'))
+    lines = {'train': [], 'test': []}
+    for k, length in enumerate(lengths):
+        split = 'train' if k < n_seq // 2 else 'test'
+        pid = k // 4 + 1
+        d = os.path.join(root, f'tracklet_{split}', f'{pid:04d}')
+        os.makedirs(d, exist_ok=True)
+        cam = int(rng.integers(1, 16))
+        for f in range(1, length + 1):
+            os.close(os.open(os.path.join(d, f'{k + 1:05d}_{f:04d}_{cam:02d}_{pid:04d}.jpg'),
+                             os.O_CREAT | os.O_WRONLY, 0o644))
+        lines[split].append(f'tracklet_{split}/{pid:04d}/{k + 1:05d}_ {pid}\n')
+    for split, text in lines.items():
+        with open(os.path.join(root, 'list_sequence', f'list_seq_{split}.txt'), 'w') as f:
+            f.write(''.join(text))
+    os.makedirs(os.path.join(root, 'test', 'data'))
+    query = np.sort(rng.choice(len(lines['test']), max(1, len(lines['test']) // 5), replace=False)) + 1
+    with h5py.File(os.path.join(root, 'test', 'data', 'info_test.mat'), 'w') as f:
+        f['query'] = query[None, :].astype(np.float64)
+    return n_seq
+
+
+def lsvid_reference_scan(root):
+    """What the public LS-VID loaders do: glob each listed prefix, sort, absolute paths."""
+    n = 0
+    for split in ('train', 'test'):
+        with open(os.path.join(root, 'list_sequence', f'list_seq_{split}.txt')) as f:
+            for line in f:
+                prefix, _ = line.split()
+                paths = sorted(glob.glob(os.path.join(root, prefix) + '*'))
+                n += len([os.path.abspath(p) for p in paths])
+    return n
+
+
 def machine():
     cpu = cpu_name()
     return f'{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, NumPy {np.__version__}'
@@ -129,58 +186,84 @@ def filesystem(path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--frames', type=int, default=MARS_FRAMES, help=f'frames in all (default {MARS_FRAMES:,})')
+    parser.add_argument('--frames', type=int, default=MARS_FRAMES,
+                        help=f'MARS frames in all (default {MARS_FRAMES:,}; 0 skips MARS)')
     parser.add_argument('--dirs', type=int, default=None,
                         help=f'identity directories (default {MARS_DIRS:,} scaled with --frames)')
+    parser.add_argument('--lsvid_frames', type=int, default=None,
+                        help=f'LS-VID frames in all (default {LSVID_FRAMES:,} scaled like --frames; 0 skips LS-VID)')
     parser.add_argument('--repeat', type=int, default=3, help='timed runs of each (default 3; best is reported)')
     parser.add_argument('--dir', default=None,
-                        help='where to create the temporary tree (default: the system temp directory; '
-                             '/dev/shm avoids a slow disk: creating 1.19 M files takes minutes)')
+                        help='where to create the temporary trees (default: the system temp directory; '
+                             '/dev/shm avoids a slow disk: creating millions of files takes minutes)')
     parser.add_argument('--tree', default=None,
-                        help='keep the tree in this directory and reuse it on later runs (default: a temporary '
+                        help='keep the trees in this directory and reuse them on later runs (default: a temporary '
                              'directory, removed at the end)')
     args = parser.parse_args()
     dirs = args.dirs or max(4, round(MARS_DIRS * min(1.0, args.frames / MARS_FRAMES)))
+    if args.lsvid_frames is None:
+        args.lsvid_frames = round(LSVID_FRAMES * (args.frames or MARS_FRAMES) / MARS_FRAMES)
 
     work = tempfile.mkdtemp(prefix='bench_scan_', dir=args.dir)
-    data_dir = args.tree or os.path.join(work, 'MARS')
+    trees = args.tree or work
+    mars_dir, lsvid_dir = os.path.join(trees, 'MARS'), os.path.join(trees, 'LS-VID')
+    info_dir = os.path.join(mars_dir, 'MARS-evaluation', 'info')
     try:
-        info_dir = os.path.join(data_dir, 'MARS-evaluation', 'info')
-        if not os.path.isdir(info_dir):
-            t = time.perf_counter()
-            print(f'creating {args.frames:,} empty frames in {dirs:,} directories under {data_dir} ...', flush=True)
-            make_tree(data_dir, args.frames, dirs)
-            print(f'  done in {time.perf_counter() - t:.0f} s', flush=True)
-        n = reference_scan(data_dir)  # warm the directory cache for every contender alike
+        jobs, frames = {}, {}  # name -> (job, comparison baseline name)
+        if args.frames:
+            if not os.path.isdir(info_dir):
+                t = time.perf_counter()
+                print(f'creating {args.frames:,} empty MARS frames in {dirs:,} directories ...', flush=True)
+                make_tree(mars_dir, args.frames, dirs)
+                print(f'  done in {time.perf_counter() - t:.0f} s', flush=True)
+            n = reference_scan(mars_dir)  # warm the directory cache for every contender alike
+            jobs.update({
+                'reference scan (MARS: listdir + sorted + abspath)': (lambda: reference_scan(mars_dir), None),
+                'our scan (MARS: scandir, path text)': (lambda: our_scan(mars_dir), 'reference scan (MARS'),
+                'original build (MARS: + savetxt, loadmat, save)': (lambda: original_build(
+                    mars_dir, info_dir, os.path.join(work, 'orig')), None),
+                'our build (MARS: + all checks, atomic write)': (lambda: build_mars_database(
+                    mars_dir, info_dir, os.path.join(work, 'ours'), progress=False), 'original build (MARS'),
+            })
+            frames.update({name: n for name in jobs})
+        if args.lsvid_frames:
+            if not os.path.isdir(os.path.join(lsvid_dir, 'list_sequence')):
+                t = time.perf_counter()
+                print(f'creating {args.lsvid_frames:,} empty LS-VID frames ...', flush=True)
+                make_lsvid_tree(lsvid_dir, args.lsvid_frames)
+                print(f'  done in {time.perf_counter() - t:.0f} s', flush=True)
+            n = lsvid_reference_scan(lsvid_dir)
+            lsvid_jobs = {
+                'reference scan (LS-VID: glob prefix* + sorted)': (lambda: lsvid_reference_scan(lsvid_dir), None),
+                'our build (LS-VID: + all checks, atomic write)': (lambda: build_lsvid_database(
+                    lsvid_dir, os.path.join(work, 'lsvid'), progress=False), 'reference scan (LS-VID'),
+            }
+            jobs.update(lsvid_jobs)
+            frames.update({name: n for name in lsvid_jobs})
 
-        jobs = {
-            'reference scan (listdir + sorted + abspath)': lambda: reference_scan(data_dir),
-            'our scan (scandir, path text)': lambda: our_scan(data_dir),
-            'original build (+ savetxt, loadmat, save)': lambda: original_build(
-                data_dir, info_dir, os.path.join(work, 'orig')),
-            'our build (+ all checks, atomic write)': lambda: build_mars_database(
-                data_dir, info_dir, os.path.join(work, 'ours'), progress=False),
-        }
         times = {k: [] for k in jobs}
         for _ in range(args.repeat):
-            for name, job in jobs.items():
+            for name, (job, _) in jobs.items():
                 t = time.perf_counter()
                 job()
                 times[name].append(time.perf_counter() - t)
-        for split in ('train', 'test'):  # same output as the original
-            for f in (f'{split}_path.txt', f'{split}_info.npy'):
-                with open(os.path.join(work, 'orig', f), 'rb') as a, open(os.path.join(work, 'ours', f), 'rb') as b:
-                    assert a.read() == b.read(), f'{f} differs from the original-style output'
+        if args.frames:
+            for split in ('train', 'test'):  # same output as the original
+                for f in (f'{split}_path.txt', f'{split}_info.npy'):
+                    with open(os.path.join(work, 'orig', f), 'rb') as a, \
+                            open(os.path.join(work, 'ours', f), 'rb') as b:
+                        assert a.read() == b.read(), f'{f} differs from the original-style output'
 
         print(f'\nmachine: {machine()}')
-        print(f'frames: {n:,} in {dirs:,} identity directories on {filesystem(data_dir)}; best and median of '
-              f'{args.repeat} runs\n')
-        ref = {'scan': min(times[next(iter(jobs))]), 'build': min(times[list(jobs)[2]])}
-        print(f'| {"job":45s} | best s | median s | vs original |')
-        print(f'|{"-" * 47}|-------:|---------:|------------:|')
+        print(f'trees on {filesystem(trees)}; best and median of {args.repeat} runs; us/frame from the best\n')
+        print(f'| {"job":50s} | frames    | best s | median s | us/frame | vs reference |')
+        print(f'|{"-" * 52}|----------:|-------:|---------:|---------:|-------------:|')
         for name, ts in times.items():
-            base = ref['scan'] if 'scan' in name else ref['build']
-            print(f'| {name:45s} | {min(ts):6.2f} | {statistics.median(ts):8.2f} | {base / min(ts):10.2f}x |')
+            base = jobs[name][1]
+            ref = next((min(v) for k, v in times.items() if base and k.startswith(base)), None)
+            speedup = f'{ref / min(ts):11.2f}x' if ref else ' ' * 12
+            print(f'| {name:50s} | {frames[name]:9,} | {min(ts):6.2f} | {statistics.median(ts):8.2f} | '
+                  f'{1e6 * min(ts) / frames[name]:8.2f} | {speedup} |')
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

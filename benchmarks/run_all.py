@@ -6,9 +6,9 @@
                                                          # paper's batch (P=8 K=4 S=8, 256x128)
     python benchmarks/run_all.py --only train metric --out results.md
 
-Benchmarks: scan (MARS database builder), metric (MARS evaluation), rerank (k-reciprocal re-ranking),
-input (JPEG pipeline per worker), models (parameters, GFLOPs, attention cost), train (training and
-evaluation throughput per model type and precision). Their own output goes to stderr while they run; the
+Benchmarks: scan (MARS and LS-VID database builders), metric (MARS evaluation), rerank (k-reciprocal
+re-ranking), input (JPEG pipeline per worker), models (parameters, GFLOPs, attention cost), train (training
+and evaluation throughput per model type and precision). Their own output goes to stderr while they run; the
 summary (machine, an overview table, then each benchmark's output) goes to stdout, and to --out if given.
 """
 import argparse
@@ -31,7 +31,7 @@ from machine import machine_info, resolve_device, worker_env  # noqa: E402
 
 NAMES = ('scan', 'metric', 'rerank', 'input', 'models', 'train', 'onnx')
 WHAT = {
-    'scan': 'MARS database builder vs os.listdir listing, tree of empty frame files',
+    'scan': 'MARS and LS-VID database builders vs plain listings, trees of empty frame files',
     'metric': 'MARS metric, MARS-sized input: vectorised vs per-query loops',
     'rerank': 'k-reciprocal re-ranking, MARS-sized input: vectorised torch vs the released loops',
     'input': 'JPEG -> clip tensors per DataLoader worker vs original PIL pipeline',

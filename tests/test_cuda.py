@@ -13,7 +13,7 @@ import torch
 
 from models.non_local import attend
 from util.data import make_test_loader, read_database
-from util.database import build_mars_database
+from util.datasets.mars import build_mars_database
 from util.frames import normalize_clip
 from util.resize import pil_bilinear_resize
 from util.synthetic import make_mars

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from util.database import build_dukev_database, build_mars_database, parse_dukev_names, parse_mars_names
+from util.datasets.common import field_numbers
+from util.datasets.dukev import build_dukev_database, dukev_frame_numbers, parse_dukev_names
+from util.datasets.mars import build_mars_database, parse_mars_names
 from util.errors import DatabaseError
 from util.synthetic import make_dukev, make_mars
 
@@ -222,8 +224,32 @@ def test_mars_rows_must_cover_every_frame(mars):
     data_dir, info_dir, out = mars
     d = data_dir / 'bbox_train'
     last = sorted(os.listdir(d))[-1]
-    os.remove(d / last / sorted(os.listdir(d / last))[-1])
-    expect_error(lambda: build_mars(mars), r'the last row must end at frame \d+, the number of frames in', out)
+    frames = sorted(os.listdir(d / last))
+    os.remove(d / last / frames[-1])
+    msg = expect_error(lambda: build_mars(mars), rf'bbox_train/{last}: tracklet {frames[-1][:11]} has \d+ frames but '
+                                                 r'.*tracks_train_info\.mat row \d+ .* covers \d+: a frame is missing', out)
+    assert f'to {frames[-2]}, followed by the end of' in msg
+
+
+def test_mars_missing_or_extra_frame_names_the_directory_and_the_frames_around(mars):
+    data_dir, info_dir, out = mars
+    d = data_dir / 'bbox_train'
+    info = scipy.io.loadmat(info_dir / 'tracks_train_info.mat')['track_train_info']
+    r = int(np.argmax(info[:, 1] - info[:, 0] >= 3))  # a tracklet of 4 frames or more
+    names = [n for i in sorted(os.listdir(d)) for n in sorted(os.listdir(d / i))]
+    first = names[info[r, 0] - 1]
+    pid_dir = d / first[:4]
+    os.remove(pid_dir / names[info[r, 0]])  # its second frame
+    msg = expect_error(lambda: build_mars(mars), rf'{pid_dir}: tracklet {first[:11]} has {info[r, 1] - info[r, 0]} '
+                                                 rf'frames but .*row {r + 1} .* covers {info[r, 1] - info[r, 0] + 1}: '
+                                                 rf'a frame is missing', out)
+    assert f'frame numbers jump from {first} to {names[info[r, 0] + 1]}' in msg
+    shutil.copy(pid_dir / first, pid_dir / names[info[r, 0]])  # back, then one frame too many
+    extra = first[:12] + '999.jpg'
+    shutil.copy(pid_dir / first, pid_dir / extra)
+    last = names[info[r, 1] - 1]
+    msg = expect_error(lambda: build_mars(mars), rf'{pid_dir}: tracklet {first[:11]} has .*a frame is extra', out)
+    assert f'frame numbers jump from {last} to {extra}' in msg
 
 
 def test_mars_start_after_end(mars):
@@ -294,15 +320,55 @@ def test_mars_not_a_mars_name(mars):
     expect_error(lambda: build_mars(mars), r'not a MARS frame name \(expected <pid:4>C<cam>T<tracklet:4>F<frame>', out)
 
 
-def test_output_dir_is_replaced_file_by_file(mars):
+def test_output_dir_is_replaced_as_a_whole_keeping_other_files(mars):
     data_dir, info_dir, out = mars
     out.mkdir(parents=True)
     (out / 'train_path.txt').write_text('stale\n')
     (out / 'mine.txt').write_text('keep me\n')
     build_mars(mars)
     assert (out / 'mine.txt').read_text() == 'keep me\n'
-    assert read_dir(out)['train_path.txt'] == expected_mars(data_dir, info_dir)['train_path.txt']
-    assert not [p for p in os.listdir(out.parent) if 'partial' in p]
+    assert {n: v for n, v in read_dir(out).items() if n != 'mine.txt'} == expected_mars(data_dir, info_dir)
+    assert os.listdir(out.parent) == ['MARS_database']  # no temporary directory left
+
+
+def _fail_on_call(monkeypatch, module, name, k, error=OSError(28, 'No space left on device')):
+    """Make module.name raise on its k-th call (1-based)."""
+    real, calls = getattr(module, name), []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == k:
+            raise error
+        return real(*args, **kwargs)
+    monkeypatch.setattr(module, name, wrapper)
+
+
+@pytest.mark.parametrize('where', ['write', 'swap', 'interrupt'])
+def test_a_failed_rebuild_leaves_the_old_database_complete(mars, monkeypatch, where):
+    data_dir, info_dir, out = mars
+    build_mars(mars)
+    (out / 'mine.txt').write_text('keep me\n')
+    before = read_dir(out)
+    # The rebuild reads a copy elsewhere: every path differs, so a mix of the two databases would show.
+    copy = data_dir.parent / 'MARS_copy'
+    shutil.copytree(data_dir, copy)
+    import util.datasets.common as common
+    if where == 'write':  # the disk fills up at the third file
+        _fail_on_call(monkeypatch, common.np, 'save', 2)
+    elif where == 'swap':  # the rename of the new directory into place fails
+        _fail_on_call(monkeypatch, common.os, 'rename', 2)
+    else:  # Ctrl-C while writing
+        _fail_on_call(monkeypatch, common.np, 'save', 1, KeyboardInterrupt())
+    expected = KeyboardInterrupt if where == 'interrupt' else DatabaseError
+    with pytest.raises(expected) as e:
+        build_mars((copy, copy / 'MARS-evaluation' / 'info', out))
+    if expected is DatabaseError:
+        assert re.fullmatch(rf'{out}: cannot write the database \(No space left on device\)', str(e.value))
+    assert read_dir(out) == before
+    assert sorted(os.listdir(out.parent)) == ['MARS_database']
+    monkeypatch.undo()
+    build_mars((copy, copy / 'MARS-evaluation' / 'info', out))
+    assert read_dir(out)['test_path.txt'] != before['test_path.txt']
 
 
 def test_output_dir_is_a_file(mars):
@@ -352,9 +418,27 @@ def test_dukev_both_namings_give_the_same_database(dukev_src, tmp_path):
     assert '_C' in new['train_path.txt'].decode() and '_C' not in old['train_path.txt'].decode()
 
 
+def test_dukev_frames_in_frame_number_order_whatever_the_name_style(dukev):
+    data_dir, out = dukev
+    t = _first_track(data_dir / 'train')
+    frames = sorted(os.listdir(t))
+    assert len(frames) >= 3
+    for name in frames[::2]:  # every other frame renamed to the old style: as text, those sort first
+        os.rename(t / name, t / name.replace('_', ''))
+    build_dukev_database(str(data_dir), str(out), progress=False)
+    paths = (out / 'train_path.txt').read_text().split('\n')
+    listed = [os.path.basename(p) for p in paths if os.path.dirname(p) == str(t)]
+    assert [n.replace('_', '') for n in listed] == [n.replace('_', '') for n in frames]
+    assert sorted(listed) != listed  # the text order would have been wrong
+    info = np.load(out / 'train_info.npy')
+    assert info[0].tolist() == [0, len(frames) - 1, int(t.parent.name), int(frames[0][6])]
+
+
 def test_parse_dukev_names():
-    pid, cam, ok = parse_dukev_names(['0001_C6_F0099_X30823.jpg', '0012C3F0001X00001.jpg', '0001_C6F0099_X3.jpg'])
+    names = ['0001_C6_F0099_X30823.jpg', '0012C3F0101X00001.jpg', '0001_C6F0099_X3.jpg']
+    pid, cam, ok = parse_dukev_names(names)
     assert pid[:2].tolist() == [1, 12] and cam[:2].tolist() == [6, 3] and ok.tolist() == [True, True, False]
+    assert dukev_frame_numbers(names)[:2].tolist() == [99, 101]
 
 
 def _first_track(root):
@@ -450,3 +534,19 @@ def test_cli_builds(mars):
             '--output_dir', str(out), '--no_progress')
     assert r.returncode == 0, r.stderr
     assert read_dir(out) == expected_mars(data_dir, info_dir)
+
+
+def test_field_numbers_equal_a_plain_split():
+    # Column-wise parsing of same-layout names and the one-by-one path against str.split, on random names.
+    rng = np.random.default_rng(0)
+    alphabet = np.array(list('0123456789_._a'))
+    names = [''.join(rng.choice(alphabet, rng.integers(1, 10))) for _ in range(5000)]
+    names += [f'{k:05d}_{f:03d}_{c:02d}_0001.jpg' for k in range(3) for f in (9, 99, 100) for c in (1, 15)]
+    for fields in ((-1, 0), (1, 2, -2)):
+        values, ok = field_numbers(names, fields)
+        for j, field in enumerate(fields):
+            for name, v, good in zip(names, values[:, j], ok[:, j]):
+                parts = (name.rpartition('.')[0] if '.' in name else name).split('_')
+                text = parts[field] if -len(parts) <= field < len(parts) else ''
+                assert good == text.isdigit() and v == (int(text) if good else 0), (name, field)
+    assert field_numbers(['cam1_person001_00317.png', 'x_1x.png'], -1)[0].tolist() == [317, 0]

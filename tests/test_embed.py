@@ -12,7 +12,7 @@ import evaluate
 import extract_features
 from models import build_model, original_state_dict
 from util.data import read_database
-from util.database import build_mars_database
+from util.datasets.mars import build_mars_database
 from util.embed import TrackletEmbedder, find_tracklets, frame_sort_key, tracklet_database, tracklet_labels
 from util.evaluation import load_features
 from util.options import run_main

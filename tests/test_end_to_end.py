@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from util.database import build_mars_database
+from util.datasets.mars import build_mars_database
 from util.synthetic import make_mars
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

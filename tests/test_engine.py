@@ -29,9 +29,9 @@ import util.engine as engine
 from models import build_model
 from util.checkpoint import (RunLock, atomic_save, load_resume_state, remove_stale_temporaries, rng_state,
                              set_rng_state, write_text)
+from util.datasets.mars import build_mars_database
 from util.distributed import init_distributed
 from util.errors import OutputError
-from util.database import build_mars_database
 from util.engine import NonFiniteLossError, compute_losses
 from util.losses import batch_hard_triplet_soft
 from util.evaluation import prepare_clips

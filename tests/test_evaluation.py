@@ -296,7 +296,7 @@ def test_torchrun_all_continuous_features_equal_one_process(tmp_path):
     import subprocess
     import sys
     from models import build_model, original_state_dict
-    from util.database import build_mars_database
+    from util.datasets.mars import build_mars_database
     from util.synthetic import make_mars
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

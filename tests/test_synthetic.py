@@ -1,5 +1,6 @@
 """Synthetic datasets: official layouts and formats, the promised properties, determinism."""
 
+import json
 import os
 import re
 import subprocess
@@ -10,7 +11,8 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from util.synthetic import MARKER, main, make_dukev, make_mars
+from util.options import run_main
+from util.synthetic import MARKER, main, make_dukev, make_ilidsvid, make_lsvid, make_mars, make_prid2011
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(num_train_ids=4, num_test_ids=4, height=16, width=8)
@@ -157,7 +159,7 @@ def test_regenerating_replaces_an_earlier_set_only(tmp_path, capsys):
     other = tmp_path / 'other'
     other.mkdir()
     (other / 'precious.txt').write_text('x')
-    assert main(['dukev', '--out', str(other)]) == 2
+    assert run_main(main, ['dukev', '--out', str(other)]) == 2  # the command line's error handling
     err = capsys.readouterr().err
     assert err == f'error: {other}: directory is not empty and was not written by util.synthetic (expected a new ' \
                   f'or empty directory, or an earlier synthetic dataset)\n'
@@ -170,3 +172,80 @@ def test_cli_rejects_bad_sizes():
     assert r.returncode == 2
     assert r.stderr == 'error: --min_len 2 --max_len 1000: expected 1 <= min_len <= max_len < 1000\n'
     assert not os.path.exists(os.path.join(ROOT, 'unused'))
+
+
+def _numbers(names):
+    return [int(re.search(r'(\d+)\.png$', n).group(1)) for n in names]
+
+
+def test_ilidsvid_layout_split_file_and_traps(tmp_path):
+    root = tmp_path / 'iLIDS-VID'
+    make_ilidsvid(root, seed=0, num_persons=4, max_len=4)
+    seq = root / 'i-LIDS-VID' / 'sequences'
+    persons = ['person001', 'person002', 'person003', 'person004']
+    for cam in ('cam1', 'cam2'):
+        assert sorted(os.listdir(seq / cam)) == (['.DS_Store'] if cam == 'cam1' else []) + persons
+        for p in persons:
+            names = [n for n in os.listdir(seq / cam / p) if n != '.DS_Store']
+            assert names and all(re.fullmatch(rf'{cam}_{p}_\d+\.png', n) for n in names)
+            assert sorted(_numbers(names)) == list(range(min(_numbers(names)), min(_numbers(names)) + len(names)))
+    assert (seq / 'cam2' / 'person001' / '.DS_Store').exists()
+    trap = os.listdir(seq / 'cam1' / 'person002')
+    assert sorted(trap) != sorted(trap, key=lambda n: _numbers([n]))  # text order is not frame order
+    with Image.open(seq / 'cam1' / 'person001' / sorted(os.listdir(seq / 'cam1' / 'person001'))[0]) as im:
+        assert im.format == 'PNG' and im.size == (64, 128) and im.mode == 'RGB'
+    ls_set = scipy.io.loadmat(root / 'train-test people splits' / 'train_test_splits_ilidsvid.mat')['ls_set']
+    assert ls_set.shape == (10, 4) and ls_set.dtype == np.float64
+    assert all(sorted(row) == [1, 2, 3, 4] for row in ls_set.tolist())
+
+
+def test_prid2011_persons_short_sequences_and_split_files(tmp_path):
+    root = tmp_path / 'PRID2011'
+    summary = make_prid2011(root, seed=0, num_shared=5, num_short=2, num_cam_a_only=1, num_cam_b_only=2, height=16,
+                            width=8, max_len=28)
+    shot = root / 'prid_2011' / 'multi_shot'
+    a = sorted(n for n in os.listdir(shot / 'cam_a') if n != '.DS_Store')
+    b = sorted(os.listdir(shot / 'cam_b'))
+    shared = [f'person_{p:04d}' for p in range(1, 6)]
+    assert a == shared + ['person_0201'] and b == shared + ['person_0201', 'person_0202']
+    assert (shot / 'cam_a' / '.DS_Store').exists()
+    lengths = {p: (len(os.listdir(shot / 'cam_a' / p)), len(os.listdir(shot / 'cam_b' / p))) for p in shared}
+    standard = [p for p in shared if min(lengths[p]) >= 27]
+    assert len(standard) == 3 == summary['standard_persons'] and all(max(v) >= 27 for v in lengths.values())
+    trap = os.listdir(shot / 'cam_b' / 'person_0001')
+    assert '1.png' in trap and '10.png' in trap  # unpadded: 10.png sorts before 2.png as text
+    ls_set = scipy.io.loadmat(root / 'train_test_splits_prid.mat')['ls_set']
+    assert ls_set.shape == (10, 3) and all(sorted(row) == [1, 2, 3] for row in ls_set.tolist())
+    splits = json.loads((root / 'splits_prid2011.json').read_text())
+    assert len(splits) == 10 and all(sorted(s) == ['test', 'train'] for s in splits)
+    assert splits[0]['test'] == sorted(standard[int(i) - 1] for i in ls_set[0, :1])
+    assert sorted(splits[0]['train'] + splits[0]['test']) == standard
+
+
+def test_lsvid_layout_hdf5_query_and_determinism(tmp_path):
+    make_lsvid(tmp_path / 'a', seed=4, num_train_ids=2, num_test_ids=2, height=16, width=8, max_len=4)
+    make_lsvid(tmp_path / 'b', seed=4, num_train_ids=2, num_test_ids=2, height=16, width=8, max_len=4)
+    assert tree(tmp_path / 'a') == tree(tmp_path / 'b')
+    root = tmp_path / 'a'
+    with open(root / 'test' / 'data' / 'info_test.mat', 'rb') as f:
+        assert f.read(19) == b'MATLAB 7.3 MAT-file'
+    with pytest.raises(NotImplementedError):  # v7.3: scipy cannot read it, h5py can
+        scipy.io.loadmat(root / 'test' / 'data' / 'info_test.mat')
+    import h5py
+    with h5py.File(root / 'test' / 'data' / 'info_test.mat', 'r') as f:
+        query = np.asarray(f['query'])
+    test_lines = (root / 'list_sequence' / 'list_seq_test.txt').read_text().splitlines()
+    assert query.shape == (1, 2) and query.dtype == np.float64 and query.max() <= len(test_lines)
+    for line in test_lines + (root / 'list_sequence' / 'list_seq_train.txt').read_text().splitlines():
+        prefix, pid = line.split()
+        frames = [n for n in os.listdir(root / os.path.dirname(prefix)) if n.startswith(os.path.basename(prefix))]
+        assert frames and all(re.fullmatch(r'\d{5}_\d+_\d{2}_\d{4}\.jpg', n) for n in frames)
+        assert os.path.dirname(prefix).endswith(f'{int(pid):04d}')
+
+
+def test_new_layouts_from_the_command_line(tmp_path):
+    for dataset in ('ilidsvid', 'prid2011', 'lsvid'):
+        assert main([dataset, '--out', str(tmp_path / dataset), '--height', '16', '--width', '8']) == 0
+    r = subprocess.run([sys.executable, '-m', 'util.synthetic', 'prid2011', '--out', str(tmp_path / 'p'),
+                        '--num_persons', '201'], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr == 'error: --num_shared 201: expected 2..200\n'

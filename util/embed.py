@@ -21,7 +21,9 @@ import numpy as np
 
 from models import build_model, checkpoint_num_class, load_checkpoint, to_channels_last
 from util.data import Database
-from util.database import is_image_file, parse_dukev_names, parse_mars_names
+from util.datasets.common import is_image_file
+from util.datasets.dukev import parse_dukev_names
+from util.datasets.mars import parse_mars_names
 from util.distributed import DistContext, select_device
 from util.errors import DataError
 from util.evaluation import extract_features, make_eval_loader

@@ -1,4 +1,4 @@
-"""Synthetic video re-ID datasets in the official MARS and DukeMTMC-VideoReID layouts.
+"""Synthetic video re-ID datasets in the official MARS, DukeMTMC-VideoReID, iLIDS-VID, PRID2011 and LS-VID layouts.
 
 Without the real data (or to test the pipeline in seconds) this draws walking people as JPEG frames:
 
@@ -14,20 +14,24 @@ Without the real data (or to test the pipeline in seconds) this draws walking pe
 MARS extras: junk (pid -1, directory ``00-1``: fragments of people) and distractor (pid 0: background
 only) tracklets in the test split, and the MARS-evaluation info directory. Every query has a gallery
 match of its identity in another camera. Tracklets have 2 to more than 64 frames, some fewer than 8.
-Everything is drawn from one seed: the same seed writes byte-identical files.
+iLIDS-VID, PRID2011 and LS-VID: the official trees with their split files (``ls_set`` .mat files, torchreid's
+splits_prid2011.json, an HDF5 ``info_test.mat``) and the traps of the real data: PRID2011 persons 1-200 with
+sequences shorter than 27 frames and one-camera persons beyond 200, frame numbers whose text order is not
+their numeric order, and ``.DS_Store`` files. Everything is drawn from one seed: the same seed writes
+byte-identical files.
 
     python -m util.synthetic mars --out data/synthetic_mars
     python -m util.synthetic dukev --out data/synthetic_dukev --old_names
+    python -m util.synthetic ilidsvid --out data/iLIDS-VID      (also prid2011, lsvid)
 """
 
 import argparse
 import io
 import json
 import os
-import secrets
-import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +39,9 @@ import scipy.io
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
+from util.datasets.common import replacing_directory
 from util.errors import ReIDError
+from util.options import run_main
 
 MARKER = 'synthetic.json'  # written in the dataset root; marks a directory this module may replace
 
@@ -307,38 +313,18 @@ def _write_mat(path, key, value):
         f.write(bytes(data))
 
 
-class _Output:
-    """Write into a temporary directory beside `out_dir`, then move it into place."""
-
-    def __init__(self, out_dir):
-        self.out_dir = os.path.abspath(out_dir)
-        if os.path.exists(self.out_dir):
-            if not os.path.isdir(self.out_dir):
-                raise ReIDError(f'{out_dir}: exists and is not a directory (expected a directory for the '
-                                f'synthetic dataset)')
-            if os.listdir(self.out_dir) and not os.path.isfile(os.path.join(self.out_dir, MARKER)):
-                raise ReIDError(f'{out_dir}: directory is not empty and was not written by util.synthetic '
-                                f'(expected a new or empty directory, or an earlier synthetic dataset)')
-        parent = os.path.dirname(self.out_dir)
-        os.makedirs(parent, exist_ok=True)
-        self.tmp = os.path.join(parent, f'.{os.path.basename(self.out_dir)}.partial-{secrets.token_hex(4)}')
-        os.mkdir(self.tmp)
-
-    def __enter__(self):
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return False
-        old = None
-        if os.path.exists(self.out_dir):
-            old = self.tmp + '-old'
-            os.rename(self.out_dir, old)
-        os.rename(self.tmp, self.out_dir)
-        if old:
-            shutil.rmtree(old)
-        return False
+@contextmanager
+def _output(out_dir):
+    """Write into a new directory that replaces `out_dir` as a whole at the end (nothing half-written)."""
+    if os.path.exists(out_dir):
+        if not os.path.isdir(out_dir):
+            raise ReIDError(f'{out_dir}: exists and is not a directory (expected a directory for the '
+                            f'synthetic dataset)')
+        if os.listdir(out_dir) and not os.path.isfile(os.path.join(out_dir, MARKER)):
+            raise ReIDError(f'{out_dir}: directory is not empty and was not written by util.synthetic '
+                            f'(expected a new or empty directory, or an earlier synthetic dataset)')
+    with replacing_directory(out_dir, what='the dataset', keep_others=False) as root:
+        yield root
 
 
 def _write_config(root, config):
@@ -348,7 +334,7 @@ def _write_config(root, config):
 
 
 def _check_sizes(height, width, min_len, max_len, num_train_ids, num_test_ids, num_cams, cams_per_id,
-                 frame_digits):
+                 frame_digits, max_cams=9):
     if height < 8 or width < 4:
         raise ReIDError(f'--height {height} --width {width}: frames must be at least 8x4 pixels')
     if not 1 <= min_len <= max_len < 10 ** frame_digits:
@@ -357,8 +343,8 @@ def _check_sizes(height, width, min_len, max_len, num_train_ids, num_test_ids, n
     if not (1 <= num_train_ids and 1 <= num_test_ids and num_train_ids + num_test_ids <= 4000):
         raise ReIDError(f'--num_train_ids {num_train_ids} --num_test_ids {num_test_ids}: expected at least 1 '
                         f'each and 4000 in all (identities have 4-digit numbers)')
-    if not 2 <= cams_per_id[0] <= min(cams_per_id[1], num_cams) or num_cams > 9:
-        raise ReIDError(f'--num_cams {num_cams}: expected 2..9 cameras, each identity seen by at least 2')
+    if not 2 <= cams_per_id[0] <= min(cams_per_id[1], num_cams) or num_cams > max_cams:
+        raise ReIDError(f'--num_cams {num_cams}: expected 2..{max_cams} cameras, each identity seen by at least 2')
 
 
 def _check_count(flag, value, low, high):
@@ -397,7 +383,7 @@ def make_mars(out_dir, seed=0, num_train_ids=40, num_test_ids=40, num_cams=6, he
                  + _extra_tracks(rng, num_distractors, 0, 'distractor', num_cams)),
     }
     summary = {}
-    with _Output(out_dir) as root:
+    with _output(out_dir) as root:
         info_dir = os.path.join(root, 'MARS-evaluation', 'info')
         os.makedirs(info_dir)
         for tag, (split, tracks) in enumerate(splits.items()):
@@ -468,7 +454,7 @@ def make_dukev(out_dir, seed=0, num_train_ids=40, num_test_ids=40, num_distracto
     query_ids = {id(t) for t in query}
 
     summary = {}
-    with _Output(out_dir) as root:
+    with _output(out_dir) as root:
         for tag, (split, tracks) in enumerate((('train', train), ('gallery', gallery))):
             frames_total = 0
             for t, frames in _render_all(seed, tag, tracks, cameras, height, width, min_len, max_len):
@@ -489,25 +475,207 @@ def make_dukev(out_dir, seed=0, num_train_ids=40, num_test_ids=40, num_distracto
     return summary
 
 
-def main(argv=None):
+def _save_png(path, frame):
+    Image.fromarray(frame).save(path, format='PNG')
+
+
+def _permutation_rows(rng, n):
+    """ls_set of a split file: (10, n) float64 1-based permutations, as MATLAB writes them."""
+    return np.stack([rng.permutation(n) + 1 for _ in range(10)]).astype(np.float64)
+
+
+def make_ilidsvid(out_dir, seed=0, num_persons=6, height=128, width=64, min_len=2, max_len=8):
+    """Write a synthetic iLIDS-VID: i-LIDS-VID/sequences/cam{1,2}/person<nnn>/ PNG frames and the split file.
+
+    Traps of the real data: one sequence's frame numbers are written without zero padding and cross 999 ->
+    1000 (text order differs from frame order), and .DS_Store files lie beside the person directories and in
+    one sequence.
+    """
+    _check_count('--num_persons', num_persons, 2, 999)
+    _check_sizes(height, width, min_len, max_len, 1, 1, 2, (2, 2), 4)
+    config = dict(dataset='ilidsvid', seed=seed, num_persons=num_persons, height=height, width=width,
+                  min_len=min_len, max_len=max_len)
+    rng = np.random.default_rng(seed)
+    cameras = [random_camera(rng, height, width) for _ in range(2)]
+    tracks = [Track(p + 1, cam, 1, 0, 'person', person)
+              for p, person in enumerate(random_person(rng) for _ in range(num_persons)) for cam in (1, 2)]
+    summary = dict(persons=num_persons, frames=0)
+    with _output(out_dir) as root:
+        seq_root = os.path.join(root, 'i-LIDS-VID', 'sequences')
+        for t, frames in _render_all(seed, 0, tracks, cameras, height, width, min_len, max_len):
+            person = f'person{t.pid:03d}'
+            d = os.path.join(seq_root, f'cam{t.cam}', person)
+            os.makedirs(d)
+            if t.pid == 2 and t.cam == 1:  # unpadded numbers across 999 -> 1000
+                numbers = [str(1000 - len(frames) // 2 + i) for i in range(len(frames))]
+            else:
+                first = int(rng.integers(1, 900))
+                numbers = [f'{first + i:05d}' for i in range(len(frames))]
+            for number, frame in zip(numbers, frames):
+                _save_png(os.path.join(d, f'cam{t.cam}_{person}_{number}.png'), frame)
+            summary['frames'] += len(frames)
+        for d in (os.path.join(seq_root, 'cam1'), os.path.join(seq_root, 'cam2', 'person001')):
+            with open(os.path.join(d, '.DS_Store'), 'wb') as f:
+                f.write(b'\0\0\0\1Bud1')
+        split_dir = os.path.join(root, 'train-test people splits')
+        os.makedirs(split_dir)
+        _write_mat(os.path.join(split_dir, 'train_test_splits_ilidsvid.mat'), 'ls_set',
+                   _permutation_rows(rng, num_persons))
+        _write_config(root, config)
+    return summary
+
+
+def make_prid2011(out_dir, seed=0, num_shared=6, num_short=2, num_cam_a_only=2, num_cam_b_only=3, height=128,
+                  width=64, min_len=27, max_len=30):
+    """Write a synthetic PRID2011 multi_shot tree (PNG frames) with both split files.
+
+    As the real set: person_0001 .. person_<num_shared> (at most 200) are in both cameras, `num_short` of them
+    with a sequence shorter than 27 frames in one camera; persons from person_0201 on are seen by one camera
+    only (cam_a's and cam_b's person_0201 are different people). The split files index the persons with at
+    least 27 frames in both cameras: ``train_test_splits_prid.mat`` (ls_set) and torchreid's
+    ``splits_prid2011.json``. Traps: one sequence with unpadded frame numbers (1.png .. 27.png), a .DS_Store.
+    """
+    _check_count('--num_shared', num_shared, 2, 200)
+    _check_count('--num_short', num_short, 0, num_shared - 2)
+    _check_count('--num_cam_a_only', num_cam_a_only, 0, 799)
+    _check_count('--num_cam_b_only', num_cam_b_only, 0, 799)
+    _check_sizes(height, width, 27, max(min_len, max_len), 1, 1, 2, (2, 2), 4)
+    config = dict(dataset='prid2011', seed=seed, num_shared=num_shared, num_short=num_short,
+                  num_cam_a_only=num_cam_a_only, num_cam_b_only=num_cam_b_only, height=height, width=width,
+                  min_len=min_len, max_len=max_len)
+    rng = np.random.default_rng(seed)
+    cameras = [random_camera(rng, height, width) for _ in range(2)]
+    tracks = [Track(p + 1, cam, 1, 0, 'person', person)
+              for p, person in enumerate(random_person(rng) for _ in range(num_shared)) for cam in (1, 2)]
+    tracks += [Track(201 + p, 1, 1, 0, 'person', random_person(rng)) for p in range(num_cam_a_only)]
+    tracks += [Track(201 + p, 2, 1, 0, 'person', random_person(rng)) for p in range(num_cam_b_only)]
+    short = {(int(p) + 1, int(rng.integers(1, 3))) for p in rng.choice(num_shared, num_short, replace=False)}
+    summary = dict(persons=num_shared, frames=0)
+    with _output(out_dir) as root:
+        cam_root = os.path.join(root, 'prid_2011', 'multi_shot')
+        for t, frames in _render_all(seed, 0, tracks, cameras, height, width, min_len, max_len):
+            if (t.pid, t.cam) in short:
+                frames = frames[:int(rng.integers(min(5, min_len), 27))]
+            d = os.path.join(cam_root, 'cam_a' if t.cam == 1 else 'cam_b', f'person_{t.pid:04d}')
+            os.makedirs(d)
+            unpadded = t.pid == 1 and t.cam == 2
+            for i, frame in enumerate(frames):
+                _save_png(os.path.join(d, f'{i + 1}.png' if unpadded else f'{i + 1:04d}.png'), frame)
+            summary['frames'] += len(frames)
+        with open(os.path.join(cam_root, 'cam_a', '.DS_Store'), 'wb') as f:
+            f.write(b'\0\0\0\1Bud1')
+        eligible = [f'person_{p:04d}' for p in range(1, num_shared + 1)
+                    if (p, 1) not in short and (p, 2) not in short]
+        ls_set = _permutation_rows(rng, len(eligible))
+        _write_mat(os.path.join(root, 'train_test_splits_prid.mat'), 'ls_set', ls_set)
+        half = len(eligible) // 2
+        splits = [{'train': [eligible[int(i) - 1] for i in sorted(row[half:])],
+                   'test': [eligible[int(i) - 1] for i in sorted(row[:half])]} for row in ls_set]
+        with open(os.path.join(root, 'splits_prid2011.json'), 'w') as f:
+            json.dump(splits, f, indent=4, separators=(',', ': '))
+        summary['standard_persons'] = len(eligible)
+        _write_config(root, config)
+    return summary
+
+
+def _write_hdf5_mat(path, key, value):
+    """A MATLAB v7.3 file (HDF5 with MATLAB's 512-byte header) holding one double array."""
+    import h5py
+    with h5py.File(path, 'w', userblock_size=512) as f:
+        f.create_dataset(key, data=np.asarray(value, np.float64), track_times=False)
+    with open(path, 'r+b') as f:
+        # Text, subsystem offset, version 0x0200 and the little-endian mark 'IM', as MATLAB writes them.
+        f.write(b'MATLAB 7.3 MAT-file, written by util.synthetic, HDF5 schema 1.00 .'.ljust(116, b' ')
+                + b' ' * 8 + b'\x00\x02IM')
+
+
+def make_lsvid(out_dir, seed=0, num_train_ids=4, num_test_ids=4, num_cams=15, height=64, width=32, min_len=2,
+               max_len=12, cams_per_id=(2, 3), quality=90):
+    """Write a synthetic LS-VID: tracklet_{train,test}/<pid>/<tracklet>_<frame>_<cam>_<n>.jpg, the
+    list_sequence files and the HDF5 test/data/info_test.mat (one query per test identity).
+
+    Traps: one sequence's frame numbers cross 99 -> 100 without padding, and a .DS_Store in a tracklet
+    directory. Returns a summary dict.
+    """
+    _check_sizes(height, width, min_len, max_len, num_train_ids, num_test_ids, num_cams, cams_per_id, 3, 99)
+    config = dict(dataset='lsvid', seed=seed, num_train_ids=num_train_ids, num_test_ids=num_test_ids,
+                  num_cams=num_cams, height=height, width=width, min_len=min_len, max_len=max_len,
+                  cams_per_id=list(cams_per_id), quality=quality)
+    rng = np.random.default_rng(seed)
+    cameras = [random_camera(rng, height, width) for _ in range(num_cams)]
+    train_pids, test_pids = _draw_pids(rng, [num_train_ids, num_test_ids])
+    splits = {'train': _identity_tracks(rng, train_pids, num_cams, cams_per_id, (1, 1), False),
+              'test': _identity_tracks(rng, test_pids, num_cams, cams_per_id, (1, 1), False)}
+    summary, number = {}, 0
+    with _output(out_dir) as root:
+        os.makedirs(os.path.join(root, 'list_sequence'))
+        for tag, (split, tracks) in enumerate(splits.items()):
+            lines, frames_total = [], 0
+            for k, (t, frames) in enumerate(_render_all(seed, tag, tracks, cameras, height, width, min_len,
+                                                        max_len)):
+                number += 1
+                rel = f'tracklet_{split}/{t.pid:04d}/{number:05d}_'
+                d = os.path.join(root, os.path.dirname(rel))
+                os.makedirs(d, exist_ok=True)
+                first = 100 - len(frames) // 2 if (tag, k) == (0, 1) else 1  # unpadded across 99 -> 100
+                for i, frame in enumerate(frames):
+                    f_no = str(first + i) if first > 1 else f'{first + i:03d}'
+                    _save_jpeg(os.path.join(root, f'{rel}{f_no}_{t.cam:02d}_{int(rng.integers(10000)):04d}.jpg'),
+                               frame, quality)
+                lines.append(f'{rel} {t.pid}\n')
+                frames_total += len(frames)
+            with open(os.path.join(root, 'list_sequence', f'list_seq_{split}.txt'), 'w') as f:
+                f.write(''.join(lines))
+            summary[split] = dict(tracklets=len(tracks), frames=frames_total)
+        with open(os.path.join(root, 'tracklet_train', f'{splits["train"][0].pid:04d}', '.DS_Store'), 'wb') as f:
+            f.write(b'\0\0\0\1Bud1')
+        test = splits['test']
+        first_of = {}
+        for r, t in enumerate(test):
+            first_of.setdefault(t.pid, r)
+        query = np.array(sorted(first_of.values())) + 1
+        os.makedirs(os.path.join(root, 'test', 'data'))
+        _write_hdf5_mat(os.path.join(root, 'test', 'data', 'info_test.mat'), 'query', query[None, :])
+        summary['queries'] = len(query)
+        _write_config(root, config)
+    return summary
+
+
+LAYOUTS = {
+    'mars': 'MARS (bbox_train, bbox_test, MARS-evaluation/info)',
+    'dukev': 'DukeMTMC-VideoReID (train, query, gallery)',
+    'ilidsvid': 'iLIDS-VID (i-LIDS-VID/sequences/cam1, cam2, train-test people splits)',
+    'prid2011': 'PRID2011 (prid_2011/multi_shot/cam_a, cam_b, both split files)',
+    'lsvid': 'LS-VID (list_sequence, tracklet_train, tracklet_test, test/data/info_test.mat)',
+}
+
+
+def build_parser():
     parser = argparse.ArgumentParser(
         prog='python -m util.synthetic',
-        description='Write a synthetic video re-ID dataset (walking people drawn as JPEG frames) in the '
-                    'official MARS or DukeMTMC-VideoReID layout. The same --seed writes identical files.')
-    parser.add_argument('dataset', choices=['mars', 'dukev'], help='layout to write')
+        description='Write a synthetic video re-ID dataset (walking people drawn as JPEG or PNG frames) in an '
+                    'official layout: ' + '; '.join(f'{k}: {v}' for k, v in LAYOUTS.items())
+                    + '. The same --seed writes identical files.')
+    parser.add_argument('dataset', choices=list(LAYOUTS), help='layout to write')
     parser.add_argument('--out', required=True, help='output directory (new, empty, or an earlier synthetic set, '
                                                      'which is replaced)')
     parser.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
-    parser.add_argument('--num_train_ids', type=int, default=40, help='training identities (default 40)')
-    parser.add_argument('--num_test_ids', type=int, default=40,
-                        help='test identities with queries (default 40)')
-    parser.add_argument('--num_cams', type=int, default=None, help='cameras (default 6 for mars, 8 for dukev)')
-    parser.add_argument('--height', type=int, default=64, help='frame height in pixels (default 64)')
-    parser.add_argument('--width', type=int, default=32, help='frame width in pixels (default 32)')
-    parser.add_argument('--min_len', type=int, default=2, help='shortest tracklet in frames (default 2)')
-    parser.add_argument('--max_len', type=int, default=80, help='longest tracklet in frames (default 80)')
+    parser.add_argument('--num_train_ids', type=int, default=None,
+                        help='mars, dukev, lsvid: training identities (default 40; lsvid 4)')
+    parser.add_argument('--num_test_ids', type=int, default=None,
+                        help='mars, dukev, lsvid: test identities with queries (default 40; lsvid 4)')
+    parser.add_argument('--num_cams', type=int, default=None,
+                        help='mars, dukev, lsvid: cameras (default 6 for mars, 8 for dukev, 15 for lsvid)')
+    parser.add_argument('--height', type=int, default=None,
+                        help='frame height in pixels (default 64; 128 for ilidsvid and prid2011, like the real ones)')
+    parser.add_argument('--width', type=int, default=None,
+                        help='frame width in pixels (default 32; 64 for ilidsvid and prid2011)')
+    parser.add_argument('--min_len', type=int, default=None,
+                        help='shortest sequence in frames (default 2; prid2011 27, its short ones aside)')
+    parser.add_argument('--max_len', type=int, default=None,
+                        help='longest sequence in frames (default 80; ilidsvid 8, prid2011 30, lsvid 12)')
     parser.add_argument('--max_tracks_per_cam', type=int, default=2,
-                        help='tracklets per identity and camera: 1..N (default 2)')
+                        help='mars, dukev: tracklets per identity and camera: 1..N (default 2)')
     parser.add_argument('--num_junk', type=int, default=12, help='mars: junk (pid -1) test tracklets (default 12)')
     parser.add_argument('--num_distractors', type=int, default=12,
                         help='mars: distractor (pid 0) test tracklets (default 12)')
@@ -515,36 +683,59 @@ def main(argv=None):
                         help='dukev: gallery-only identities (default 10)')
     parser.add_argument('--old_names', action='store_true',
                         help='dukev: old frame names 0001C6F0001X30823.jpg instead of 0001_C6_F0001_X30823.jpg')
-    args = parser.parse_args(argv)
+    parser.add_argument('--num_persons', type=int, default=None,
+                        help='ilidsvid: persons (default 6; the real set has 300); prid2011: persons in both '
+                             'cameras, at most 200 (default 6)')
+    parser.add_argument('--num_short', type=int, default=2,
+                        help='prid2011: persons of both cameras with a sequence under 27 frames (default 2)')
+    parser.add_argument('--num_cam_a_only', type=int, default=2,
+                        help='prid2011: persons seen by cam_a only, person_0201 on (default 2)')
+    parser.add_argument('--num_cam_b_only', type=int, default=3,
+                        help='prid2011: persons seen by cam_b only, person_0201 on (default 3)')
+    return parser
 
-    common = dict(seed=args.seed, num_train_ids=args.num_train_ids, num_test_ids=args.num_test_ids,
-                  height=args.height, width=args.width, min_len=args.min_len, max_len=args.max_len,
-                  tracks_per_cam=(1, args.max_tracks_per_cam))
-    t0 = time.perf_counter()
-    try:
+
+def _make(args):
+    def given(**defaults):
+        return {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
+
+    if args.dataset in ('mars', 'dukev'):
+        common = dict(seed=args.seed, tracks_per_cam=(1, args.max_tracks_per_cam),
+                      **given(num_train_ids=40, num_test_ids=40, height=64, width=32, min_len=2, max_len=80))
         if args.dataset == 'mars':
-            summary = make_mars(args.out, num_cams=args.num_cams or 6, num_junk=args.num_junk,
-                                num_distractors=args.num_distractors, **common)
-            layout = 'MARS (bbox_train, bbox_test, MARS-evaluation/info)'
-            test_split = 'test'
+            return make_mars(args.out, num_cams=args.num_cams or 6, num_junk=args.num_junk,
+                             num_distractors=args.num_distractors, **common)
+        return make_dukev(args.out, num_cams=args.num_cams or 8, num_distractor_ids=args.num_distractor_ids,
+                          old_names=args.old_names, **common)
+    if args.dataset == 'ilidsvid':
+        return make_ilidsvid(args.out, seed=args.seed, **given(num_persons=6, height=128, width=64, min_len=2,
+                                                               max_len=8))
+    if args.dataset == 'prid2011':
+        return make_prid2011(args.out, seed=args.seed, num_shared=args.num_persons or 6, num_short=args.num_short,
+                             num_cam_a_only=args.num_cam_a_only, num_cam_b_only=args.num_cam_b_only,
+                             **given(height=128, width=64, min_len=27, max_len=30))
+    return make_lsvid(args.out, seed=args.seed, **given(num_train_ids=4, num_test_ids=4, num_cams=15, height=64,
+                                                        width=32, min_len=2, max_len=12))
+
+
+def _describe(summary):
+    parts = []
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            parts.append(f'{key} {value["tracklets"]} tracklets / {value["frames"]} frames')
         else:
-            summary = make_dukev(args.out, num_cams=args.num_cams or 8,
-                                 num_distractor_ids=args.num_distractor_ids, old_names=args.old_names,
-                                 **common)
-            layout = 'DukeMTMC-VideoReID (train, query, gallery)'
-            test_split = 'gallery'
-    except ReIDError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f'error: {args.out}: cannot write the dataset ({e})', file=sys.stderr)
-        return 2
-    tr, te = summary['train'], summary[test_split]
-    print(f'wrote synthetic {layout} to {args.out} in {time.perf_counter() - t0:.1f} s: '
-          f'train {tr["tracklets"]} tracklets / {tr["frames"]} frames, {test_split} {te["tracklets"]} '
-          f'tracklets / {te["frames"]} frames, {summary["queries"]} queries')
+            parts.append(f'{value} {key.replace("_", " ")}')
+    return ', '.join(parts)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    t0 = time.perf_counter()
+    summary = _make(args)
+    print(f'wrote synthetic {LAYOUTS[args.dataset]} to {args.out} in {time.perf_counter() - t0:.1f} s: '
+          f'{_describe(summary)}')
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))
