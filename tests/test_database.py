@@ -14,7 +14,7 @@ import scipy.io
 from util.datasets.common import field_numbers
 from util.datasets.dukev import build_dukev_database, dukev_frame_numbers, parse_dukev_names
 from util.datasets.mars import build_mars_database, parse_mars_names
-from util.errors import DatabaseError
+from util.errors import DataError
 from util.synthetic import make_dukev, make_mars
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,7 +124,7 @@ def assert_nothing_written(out):
 
 
 def expect_error(fn, match, out):
-    with pytest.raises(DatabaseError, match=match) as e:
+    with pytest.raises(DataError, match=match) as e:
         fn()
     assert '\n' not in str(e.value)
     assert_nothing_written(out)
@@ -359,10 +359,10 @@ def test_a_failed_rebuild_leaves_the_old_database_complete(mars, monkeypatch, wh
         _fail_on_call(monkeypatch, common.os, 'rename', 2)
     else:  # Ctrl-C while writing
         _fail_on_call(monkeypatch, common.np, 'save', 1, KeyboardInterrupt())
-    expected = KeyboardInterrupt if where == 'interrupt' else DatabaseError
+    expected = KeyboardInterrupt if where == 'interrupt' else DataError
     with pytest.raises(expected) as e:
         build_mars((copy, copy / 'MARS-evaluation' / 'info', out))
-    if expected is DatabaseError:
+    if expected is DataError:
         assert re.fullmatch(rf'{out}: cannot write the database \(No space left on device\)', str(e.value))
     assert read_dir(out) == before
     assert sorted(os.listdir(out.parent)) == ['MARS_database']
@@ -375,7 +375,7 @@ def test_output_dir_is_a_file(mars):
     data_dir, info_dir, out = mars
     out.parent.mkdir(parents=True)
     out.write_text('x')
-    with pytest.raises(DatabaseError, match='exists and is not a directory'):
+    with pytest.raises(DataError, match='exists and is not a directory'):
         build_mars(mars)
 
 

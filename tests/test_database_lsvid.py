@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from util.datasets.lsvid import build_lsvid_database
-from util.errors import DatabaseError
+from util.errors import DataError
 from util.synthetic import make_lsvid
 
 
@@ -75,7 +75,7 @@ def edit_list(data_dir, split, fn):
 
 
 def expect_error(paths, match):
-    with pytest.raises(DatabaseError, match=match) as e:
+    with pytest.raises(DataError, match=match) as e:
         build(paths)
     assert '\n' not in str(e.value)
     out = paths[1]

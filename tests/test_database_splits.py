@@ -19,7 +19,7 @@ import scipy.io
 
 from util.datasets.ilidsvid import build_ilidsvid_database
 from util.datasets.prid2011 import build_prid2011_database
-from util.errors import DatabaseError
+from util.errors import DataError
 from util.synthetic import make_ilidsvid, make_prid2011
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,7 +79,7 @@ def check_databases(out, splits, cam_dirs):
 
 
 def expect_error(fn, match, out):
-    with pytest.raises(DatabaseError, match=match) as e:
+    with pytest.raises(DataError, match=match) as e:
         fn()
     assert '\n' not in str(e.value)
     assert not out.exists()

@@ -10,12 +10,9 @@ class ReIDError(Exception):
     """Base class of the project's user-facing errors."""
 
 
-class DatabaseError(ReIDError):
-    """A dataset directory or the database files built from it are malformed."""
-
-
 class DataError(ReIDError):
-    """Database files or frames read at training / evaluation time are missing or inconsistent."""
+    """A dataset directory, the database files built from it, or the frames, features and results read
+    from them are missing, malformed or inconsistent (at build, training or evaluation time)."""
 
 
 class ModelConfigError(ReIDError):

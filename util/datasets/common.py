@@ -1,7 +1,7 @@
 """What the dataset builders share: directory scanning, frame names, numeric frame order, .mat split files,
 and the write that replaces a database directory as a whole.
 
-Every error is one ``DatabaseError`` line naming the path and what was expected. Builders work inside
+Every error is one ``DataError`` line naming the path and what was expected. Builders work inside
 ``replacing_directory``: the new database is written beside the old one, which it replaces only when complete.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import scipy.io
 from tqdm import tqdm
 
-from util.errors import DatabaseError
+from util.errors import DataError
 
 # The original's list: these extensions in lower or upper case.
 IMAGE_EXTENSIONS = ('.jpg', '.JPG', '.jpeg', '.JPEG', '.png', '.PNG', '.ppm', '.PPM', '.bmp', '.BMP')
@@ -42,16 +42,16 @@ def scandir(path, what, skip_hidden=False):
     hold something (hidden entries do not count with skip_hidden)."""
     if not os.path.isdir(path):
         kind = 'is not a directory' if os.path.exists(path) else 'directory not found'
-        raise DatabaseError(f'{path}: {kind} (expected {what})')
+        raise DataError(f'{path}: {kind} (expected {what})')
     try:
         with os.scandir(path) as it:
             entries = list(it)
     except OSError as e:
-        raise DatabaseError(f'{path}: cannot list directory ({e.strerror})') from None
+        raise DataError(f'{path}: cannot list directory ({e.strerror})') from None
     if skip_hidden:
         entries = [e for e in entries if not is_hidden(e.name)]
     if not entries:
-        raise DatabaseError(f'{path}: empty directory (expected {what})')
+        raise DataError(f'{path}: empty directory (expected {what})')
     # d_type from the directory listing: no stat per frame.
     files = [e.name for e in entries if not e.is_dir()]
     dirs = [e.name for e in entries if e.is_dir()] if len(files) < len(entries) else []
@@ -62,7 +62,7 @@ def list_subdirs(path, what, skip_hidden=False):
     """Sorted names of the sub-directories of `path`, which must hold nothing else and not be empty."""
     files, dirs = scandir(path, what, skip_hidden)
     if files:
-        raise DatabaseError(f'{os.path.join(path, files[0])}: not a directory (expected only {what} in {path})')
+        raise DataError(f'{os.path.join(path, files[0])}: not a directory (expected only {what} in {path})')
     return dirs
 
 
@@ -71,8 +71,8 @@ def list_frames(path, skip_hidden=False):
     names, dirs = scandir(path, IMAGE_HINT, skip_hidden)
     if dirs or not all(map(str.endswith, names, repeat(IMAGE_EXTENSIONS))):
         bad = dirs[0] if dirs else next(n for n in names if not n.endswith(IMAGE_EXTENSIONS))
-        raise DatabaseError(f'{os.path.join(path, bad)}: not an image file (expected only {IMAGE_HINT} '
-                            f'in {path})')
+        raise DataError(f'{os.path.join(path, bad)}: not an image file (expected only {IMAGE_HINT} '
+                        f'in {path})')
     return names
 
 
@@ -243,8 +243,8 @@ def person_number(name, where):
     """pid of a person directory: the number its name ends with (person042, person_0042 -> 42)."""
     match = re.fullmatch(r'\D*(\d+)', name)
     if match is None:
-        raise DatabaseError(f'{os.path.join(where, name)}: person directory name does not end with a number '
-                            f'(expected e.g. person001 or person_0001)')
+        raise DataError(f'{os.path.join(where, name)}: person directory name does not end with a number '
+                        f'(expected e.g. person001 or person_0001)')
     return int(match.group(1))
 
 
@@ -258,8 +258,8 @@ def read_sequence(seq_dir, frame_field, example):
     numbers, ok = field_numbers(names, frame_field)
     if not ok.all():
         bad = names[int(np.argmin(ok))]
-        raise DatabaseError(f'{os.path.join(seq_dir, bad)}: frame name does not parse (expected a frame number '
-                            f'in it, e.g. {example})')
+        raise DataError(f'{os.path.join(seq_dir, bad)}: frame name does not parse (expected a frame number '
+                        f'in it, e.g. {example})')
     return [names[i] for i in np.argsort(numbers, kind='stable')]
 
 
@@ -269,19 +269,19 @@ def check_split_names(splits, known, split_file):
     for k, split in enumerate(splits):
         train, test = split['train'], split['test']
         if not train or not test:
-            raise DatabaseError(f'{split_file}: split {k} has an empty train or test list (expected persons in '
-                                f'both)')
+            raise DataError(f'{split_file}: split {k} has an empty train or test list (expected persons in '
+                            f'both)')
         for name in train + test:
             if name not in known:
-                raise DatabaseError(f'{split_file}: split {k} names person {name!r}, which is not a person '
-                                    f'directory of the data')
+                raise DataError(f'{split_file}: split {k} names person {name!r}, which is not a person '
+                                f'directory of the data')
             if known[name] is not None:
-                raise DatabaseError(f'{known[name]}: directory not found, but {split_file} (split {k}) needs '
-                                    f'person {name} in both cameras')
+                raise DataError(f'{known[name]}: directory not found, but {split_file} (split {k}) needs '
+                                f'person {name} in both cameras')
         both = set(train) & set(test)
         if both:
-            raise DatabaseError(f'{split_file}: split {k} has person {sorted(both)[0]!r} in both train and test '
-                                f'(expected disjoint lists)')
+            raise DataError(f'{split_file}: split {k} has person {sorted(both)[0]!r} in both train and test '
+                            f'(expected disjoint lists)')
 
 
 def two_camera_database(splits, sequences, pids):
@@ -325,19 +325,19 @@ def load_split_json(path):
         with open(path, encoding='utf-8') as f:
             splits = json.load(f)
     except FileNotFoundError:
-        raise DatabaseError(f'{path}: file not found (expected {what})') from None
+        raise DataError(f'{path}: file not found (expected {what})') from None
     except (OSError, ValueError) as e:
-        raise DatabaseError(f'{path}: cannot read it as JSON ({e}); expected {what}') from None
+        raise DataError(f'{path}: cannot read it as JSON ({e}); expected {what}') from None
     if not isinstance(splits, list) or len(splits) != 10:
         got = f'a list of {len(splits)}' if isinstance(splits, list) else f'a {type(splits).__name__}'
-        raise DatabaseError(f'{path}: holds {got}; expected {what}')
+        raise DataError(f'{path}: holds {got}; expected {what}')
     for k, split in enumerate(splits):
         if not isinstance(split, dict) or sorted(split) != ['test', 'train']:
             keys = sorted(split) if isinstance(split, dict) else type(split).__name__
-            raise DatabaseError(f'{path}: split {k} has keys {keys}; expected {what}')
+            raise DataError(f'{path}: split {k} has keys {keys}; expected {what}')
         for part in ('train', 'test'):
             if not isinstance(split[part], list) or not all(isinstance(n, str) for n in split[part]):
-                raise DatabaseError(f'{path}: split {k} {part!r} is not a list of names; expected {what}')
+                raise DataError(f'{path}: split {k} {part!r} is not a list of names; expected {what}')
     return splits
 
 
@@ -348,34 +348,34 @@ def load_split_json(path):
 def load_mat(path, key, what):
     """A numeric variable of a MATLAB file, v5 (scipy) or v7.3 (HDF5, read with h5py, shape as MATLAB's)."""
     if not os.path.isfile(path):
-        raise DatabaseError(f'{path}: file not found (expected {what} with variable {key!r})')
+        raise DataError(f'{path}: file not found (expected {what} with variable {key!r})')
     try:
         mat = scipy.io.loadmat(path)
     except Exception as e:  # scipy raises several types for a damaged file; v7.3 files are HDF5
         mat = _load_hdf5_mat(path, e)
     if key not in mat:
         found = ', '.join(sorted(k for k in mat if not k.startswith('__'))) or 'none'
-        raise DatabaseError(f'{path}: no variable {key!r} (found: {found}); expected {what}')
+        raise DataError(f'{path}: no variable {key!r} (found: {found}); expected {what}')
     value = mat[key]
     if not (np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating)) \
             or value.size == 0:
-        raise DatabaseError(f'{path}: variable {key!r} is a {value.dtype} array of shape {value.shape}; '
-                            f'expected {what}')
+        raise DataError(f'{path}: variable {key!r} is a {value.dtype} array of shape {value.shape}; '
+                        f'expected {what}')
     if np.issubdtype(value.dtype, np.floating) and not np.array_equal(value, np.round(value)):
-        raise DatabaseError(f'{path}: variable {key!r} holds non-integer values; expected {what}')
+        raise DataError(f'{path}: variable {key!r} holds non-integer values; expected {what}')
     return value
 
 
 def _load_hdf5_mat(path, scipy_error):
     import h5py
     if not h5py.is_hdf5(path):
-        raise DatabaseError(f'{path}: cannot read it as a MATLAB .mat file ({scipy_error})') from None
+        raise DataError(f'{path}: cannot read it as a MATLAB .mat file ({scipy_error})') from None
     try:
         with h5py.File(path, 'r') as f:
             # h5py sees MATLAB's column-major arrays transposed.
             return {k: np.asarray(f[k]).T for k in f if isinstance(f[k], h5py.Dataset)}
     except OSError as e:
-        raise DatabaseError(f'{path}: cannot read it as a MATLAB .mat file ({e})') from None
+        raise DataError(f'{path}: cannot read it as a MATLAB .mat file ({e})') from None
 
 
 def load_ls_set(path, num_persons, names_what):
@@ -384,16 +384,16 @@ def load_ls_set(path, num_persons, names_what):
     what = f'a (10, {num_persons}) array of 1-based indices into {names_what}'
     ls_set = load_mat(path, 'ls_set', what)
     if ls_set.shape != (10, num_persons):
-        raise DatabaseError(f"{path}: variable 'ls_set' has shape {ls_set.shape}; expected {what}")
+        raise DataError(f"{path}: variable 'ls_set' has shape {ls_set.shape}; expected {what}")
     ls_set = ls_set.astype(np.int64)
     bad = np.argwhere((ls_set < 1) | (ls_set > num_persons))
     if bad.size:
         r, k = bad[0]
-        raise DatabaseError(f"{path}: ls_set[{r}, {k}] is {ls_set[r, k]}; expected {what} (1..{num_persons})")
+        raise DataError(f"{path}: ls_set[{r}, {k}] is {ls_set[r, k]}; expected {what} (1..{num_persons})")
     for r, row in enumerate(ls_set):
         if len(np.unique(row)) != num_persons:
-            raise DatabaseError(f'{path}: ls_set row {r} names a person twice; expected {what}, each row a '
-                                f'permutation')
+            raise DataError(f'{path}: ls_set row {r} names a person twice; expected {what}, each row a '
+                            f'permutation')
     return ls_set - 1
 
 
@@ -408,11 +408,11 @@ def replacing_directory(target, what='the database', keep_others=True):
     Until the final swap `target` is untouched, so a failure at any point leaves the old directory complete
     (the new one is removed). The swap is two renames on one file system, the second undone if it fails.
     With keep_others, entries of the old directory that the new one does not have (a user's own files) are
-    moved over afterwards. OSError becomes one DatabaseError line.
+    moved over afterwards. OSError becomes one DataError line.
     """
     target = os.path.abspath(target)
     if os.path.exists(target) and not os.path.isdir(target):
-        raise DatabaseError(f'{target}: exists and is not a directory (expected an output directory)')
+        raise DataError(f'{target}: exists and is not a directory (expected an output directory)')
     parent, base = os.path.split(target)
     token = secrets.token_hex(4)
     new = os.path.join(parent, f'.{base}.partial-{token}')
@@ -420,13 +420,13 @@ def replacing_directory(target, what='the database', keep_others=True):
         os.makedirs(parent, exist_ok=True)
         os.mkdir(new)  # honours the umask, as mkdir -p does
     except OSError as e:
-        raise DatabaseError(f'{target}: cannot write {what} ({e.strerror or e})') from None
+        raise DataError(f'{target}: cannot write {what} ({e.strerror or e})') from None
     try:
         yield new
         _swap(new, target, os.path.join(parent, f'.{base}.old-{token}'), keep_others)
     except OSError as e:
         shutil.rmtree(new, ignore_errors=True)
-        raise DatabaseError(f'{target}: cannot write {what} ({e.strerror or e})') from None
+        raise DataError(f'{target}: cannot write {what} ({e.strerror or e})') from None
     except BaseException:
         shutil.rmtree(new, ignore_errors=True)
         raise

@@ -19,7 +19,7 @@ import numpy as np
 
 from util.datasets.common import (FrameList, codes, frame_order, has, is_digit, list_frames, list_subdirs, number,
                                   progress as progress_bar, replacing_directory, write_files)
-from util.errors import DatabaseError
+from util.errors import DataError
 
 
 def parse_dukev_names(names):
@@ -63,7 +63,7 @@ def scan_dukev_split(split_dir, progress=True):
                                  f'scanning {os.path.basename(root)}', progress):
         id_dir = os.path.join(root, pid_name)
         if not pid_name.isdigit():
-            raise DatabaseError(f'{id_dir}: identity directory name is not a number (expected e.g. 0001)')
+            raise DataError(f'{id_dir}: identity directory name is not a number (expected e.g. 0001)')
         for track in list_subdirs(id_dir, 'one directory per tracklet, e.g. 0001'):
             d = os.path.join(id_dir, track)
             listed.add(d, list_frames(d))
@@ -76,8 +76,8 @@ def scan_dukev_split(split_dir, progress=True):
     pid, cam, ok = parse_dukev_names(listed.names)
     if not ok.all():
         i = int(np.argmin(ok))
-        raise DatabaseError(f'{listed.path(i)}: not a DukeV frame name (expected <pid:4>_C<cam>_F<frame:4>_X<n> '
-                            f'or <pid:4>C<cam>F<frame:4>X<n>, e.g. 0001_C6_F0099_X30823.jpg)')
+        raise DataError(f'{listed.path(i)}: not a DukeV frame name (expected <pid:4>_C<cam>_F<frame:4>_X<n> '
+                        f'or <pid:4>C<cam>F<frame:4>X<n>, e.g. 0001_C6_F0099_X30823.jpg)')
     frames = listed
     order = frame_order(dukev_frame_numbers(listed.names), counts)
     if order is not None:  # mixed name styles: old ones sort first as text
@@ -89,15 +89,15 @@ def scan_dukev_split(split_dir, progress=True):
     if bad.any():
         i = int(np.argmax(bad))
         id_dir = os.path.dirname(frames.dirs[frames.group(i)])
-        raise DatabaseError(f'{frames.path(i)}: the name says pid {pid[i]} but the frame is in identity '
-                            f'directory {id_dir}')
+        raise DataError(f'{frames.path(i)}: the name says pid {pid[i]} but the frame is in identity '
+                        f'directory {id_dir}')
     # A tracklet comes from one camera: every frame must agree with the first.
     bad = cam != np.repeat(cam[start], counts)
     if bad.any():
         i = int(np.argmax(bad))
         t = int(np.searchsorted(end, i))
-        raise DatabaseError(f'{frames.path(i)}: camera {cam[i]} differs from camera {cam[start[t]]} of the '
-                            f'first frame of its tracklet {frames.path(int(start[t]))}')
+        raise DataError(f'{frames.path(i)}: camera {cam[i]} differs from camera {cam[start[t]]} of the '
+                        f'first frame of its tracklet {frames.path(int(start[t]))}')
     info = np.stack([start, end, np.asarray(pids, np.int64), cam[end]], axis=1)
     return frames, keys, info
 
@@ -113,13 +113,13 @@ def _query_keys(query_dir):
 def build_dukev_database(data_dir, output_dir, progress=True):
     """Write DukeV_database files for `data_dir` holding train, query and gallery."""
     if not os.path.isdir(data_dir):
-        raise DatabaseError(f'{data_dir}: directory not found (expected the DukeMTMC-VideoReID directory '
-                            f'holding train, query and gallery)')
+        raise DataError(f'{data_dir}: directory not found (expected the DukeMTMC-VideoReID directory '
+                        f'holding train, query and gallery)')
     split_dirs = {s: os.path.join(data_dir, s) for s in ('train', 'query', 'gallery')}
     for s, d in split_dirs.items():
         if not os.path.isdir(d):
-            raise DatabaseError(f'{d}: directory not found (expected the DukeV {s} split, '
-                                f'<id>/<tracklet>/<frames>)')
+            raise DataError(f'{d}: directory not found (expected the DukeV {s} split, '
+                            f'<id>/<tracklet>/<frames>)')
     with replacing_directory(output_dir) as root:  # created now: an unwritable place fails before the scan
         query_keys = _query_keys(split_dirs['query'])
         out = {}
@@ -135,9 +135,9 @@ def build_dukev_database(data_dir, output_dir, progress=True):
         missing = [key for key in query_keys if key not in row_of]
         if missing:
             q = os.path.join(split_dirs['query'], *missing[0])
-            raise DatabaseError(f'{q}: query tracklet not found in gallery (expected '
-                                f'{os.path.join(split_dirs["gallery"], *missing[0])}; {len(missing)} query '
-                                f'tracklet(s) missing)')
+            raise DataError(f'{q}: query tracklet not found in gallery (expected '
+                            f'{os.path.join(split_dirs["gallery"], *missing[0])}; {len(missing)} query '
+                            f'tracklet(s) missing)')
         out['query_IDX.npy'] = np.asarray([row_of[key] for key in query_keys], dtype=np.int64)
         write_files(root, out)
 

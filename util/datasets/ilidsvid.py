@@ -15,7 +15,7 @@ import os
 
 from util.datasets.common import (list_persons, load_ls_set, person_number, progress as progress_bar, read_sequence,
                                   replacing_directory, splits_from_ls_set, two_camera_database, write_files)
-from util.errors import DatabaseError
+from util.errors import DataError
 
 CAMERAS = ('cam1', 'cam2')
 SPLIT_FILE = os.path.join('train-test people splits', 'train_test_splits_ilidsvid.mat')
@@ -27,23 +27,23 @@ def build_ilidsvid_database(data_dir, output_dir, progress=True):
     seq_root = os.path.join(data_dir, 'i-LIDS-VID', 'sequences')
     split_file = os.path.join(data_dir, SPLIT_FILE)
     if not os.path.isdir(data_dir):
-        raise DatabaseError(f'{data_dir}: directory not found (expected the iLIDS-VID directory holding '
-                            f'i-LIDS-VID/sequences and "train-test people splits")')
+        raise DataError(f'{data_dir}: directory not found (expected the iLIDS-VID directory holding '
+                        f'i-LIDS-VID/sequences and "train-test people splits")')
     for cam in CAMERAS:
         d = os.path.join(seq_root, cam)
         if not os.path.isdir(d):
-            raise DatabaseError(f'{d}: directory not found (expected one directory per person, e.g. person001)')
+            raise DataError(f'{d}: directory not found (expected one directory per person, e.g. person001)')
     cam_dirs = [os.path.abspath(os.path.join(seq_root, cam)) for cam in CAMERAS]
     persons = list_persons(cam_dirs[0], 'one directory per person, e.g. person001')
     others = set(list_persons(cam_dirs[1], 'one directory per person, e.g. person001'))
     for name in persons:
         if name not in others:
-            raise DatabaseError(f'{os.path.join(cam_dirs[1], name)}: directory not found (every person of '
-                                f'{cam_dirs[0]} needs a sequence in both cameras)')
+            raise DataError(f'{os.path.join(cam_dirs[1], name)}: directory not found (every person of '
+                            f'{cam_dirs[0]} needs a sequence in both cameras)')
     extra = sorted(others - set(persons))
     if extra:
-        raise DatabaseError(f'{os.path.join(cam_dirs[0], extra[0])}: directory not found (every person of '
-                            f'{cam_dirs[1]} needs a sequence in both cameras)')
+        raise DataError(f'{os.path.join(cam_dirs[0], extra[0])}: directory not found (every person of '
+                        f'{cam_dirs[1]} needs a sequence in both cameras)')
     ls_set = load_ls_set(split_file, len(persons), f'the {len(persons)} sorted person directories of {cam_dirs[0]}')
 
     with replacing_directory(output_dir) as root:

@@ -21,7 +21,7 @@ import numpy as np
 
 from util.datasets.common import (FrameList, IMAGE_EXTENSIONS, IMAGE_HINT, field_numbers, frame_order, info_rows,
                                   load_mat, progress as progress_bar, replacing_directory, write_files)
-from util.errors import DatabaseError
+from util.errors import DataError
 
 LIST_FILES = {'train': os.path.join('list_sequence', 'list_seq_train.txt'),
               'test': os.path.join('list_sequence', 'list_seq_test.txt')}
@@ -33,7 +33,7 @@ NAME_HINT = '<tracklet>_<frame>_<cam>_<n>.jpg'
 def read_list(path):
     """(prefixes, pids, line numbers) of a list_seq file; a malformed line is an error naming its number."""
     if not os.path.isfile(path):
-        raise DatabaseError(f'{path}: file not found (expected lines "<sequence path prefix> <pid>")')
+        raise DataError(f'{path}: file not found (expected lines "<sequence path prefix> <pid>")')
     prefixes, pids, lines = [], [], []
     with open(path, encoding='utf-8') as f:
         for k, line in enumerate(f, 1):
@@ -41,12 +41,12 @@ def read_list(path):
             if not fields:
                 continue
             if len(fields) != 2 or not fields[1].lstrip('-').isdigit():
-                raise DatabaseError(f'{path} line {k}: {line.strip()!r} (expected "<sequence path prefix> <pid>")')
+                raise DataError(f'{path} line {k}: {line.strip()!r} (expected "<sequence path prefix> <pid>")')
             prefixes.append(fields[0])
             pids.append(int(fields[1]))
             lines.append(k)
     if not prefixes:
-        raise DatabaseError(f'{path}: no sequences (expected lines "<sequence path prefix> <pid>")')
+        raise DataError(f'{path}: no sequences (expected lines "<sequence path prefix> <pid>")')
     return prefixes, pids, lines
 
 
@@ -61,10 +61,10 @@ class _Listing:
             try:
                 self._names[d] = sorted(os.listdir(d))
             except FileNotFoundError:
-                raise DatabaseError(f'{d}: directory not found (expected the frames of {list_file} line '
-                                    f'{line})') from None
+                raise DataError(f'{d}: directory not found (expected the frames of {list_file} line '
+                                f'{line})') from None
             except OSError as e:
-                raise DatabaseError(f'{d}: cannot list directory ({e.strerror})') from None
+                raise DataError(f'{d}: cannot list directory ({e.strerror})') from None
         return self._names[d]
 
 
@@ -80,12 +80,12 @@ def scan_list(data_dir, list_file, progress=True):
         lo = bisect.bisect_left(names, base)
         hi = bisect.bisect_left(names, base + '\U0010ffff', lo)
         if lo == hi:
-            raise DatabaseError(f'{list_file} line {lines[k]}: prefix {prefix!r} matches no frame in {d}')
+            raise DataError(f'{list_file} line {lines[k]}: prefix {prefix!r} matches no frame in {d}')
         matched = names[lo:hi]
         if not all(map(str.endswith, matched, [IMAGE_EXTENSIONS] * len(matched))):
             bad = next(n for n in matched if not n.endswith(IMAGE_EXTENSIONS))
-            raise DatabaseError(f'{os.path.join(d, bad)}: not an image file (expected only {IMAGE_HINT} with '
-                                f'the prefix {base!r} of {list_file} line {lines[k]})')
+            raise DataError(f'{os.path.join(d, bad)}: not an image file (expected only {IMAGE_HINT} with '
+                            f'the prefix {base!r} of {list_file} line {lines[k]})')
         frames.add(d, matched)
 
     counts = np.asarray(frames.counts, np.int64)
@@ -93,8 +93,8 @@ def scan_list(data_dir, list_file, progress=True):
     number, cam, ok = parsed[:, 0], parsed[:, 1], ok.all(1)
     if not ok.all():
         i = int(np.argmin(ok))
-        raise DatabaseError(f'{frames.path(i)}: frame name does not parse (expected {NAME_HINT}: frame number '
-                            f'and camera in the second and third fields)')
+        raise DataError(f'{frames.path(i)}: frame name does not parse (expected {NAME_HINT}: frame number '
+                        f'and camera in the second and third fields)')
     order = frame_order(number, counts)
     if order is not None:  # frame numbers of unequal width
         start = np.cumsum(counts) - counts
@@ -105,8 +105,8 @@ def scan_list(data_dir, list_file, progress=True):
     first = np.repeat(cam[np.cumsum(counts) - counts], counts)
     if (cam != first).any():
         i = int(np.argmax(cam != first))
-        raise DatabaseError(f'{frames.path(i)}: camera {cam[i]} differs from camera {first[i]} of the first frame '
-                            f'of its sequence ({list_file} line {lines[frames.group(i)]})')
+        raise DataError(f'{frames.path(i)}: camera {cam[i]} differs from camera {first[i]} of the first frame '
+                        f'of its sequence ({list_file} line {lines[frames.group(i)]})')
     return frames, info_rows(counts, pids, cam[np.cumsum(counts) - 1])
 
 
@@ -114,21 +114,21 @@ def load_query(path, num_rows, list_file):
     what = f"a 'query' vector of 1-based rows of {list_file} (1..{num_rows})"
     query = load_mat(path, 'query', what)
     if query.ndim > 2 or min(query.shape) != 1:
-        raise DatabaseError(f"{path}: variable 'query' has shape {query.shape}; expected {what}")
+        raise DataError(f"{path}: variable 'query' has shape {query.shape}; expected {what}")
     query = query.reshape(-1).astype(np.int64)
     bad = np.flatnonzero((query < 1) | (query > num_rows))
     if bad.size:
-        raise DatabaseError(f'{path}: query entry {bad[0] + 1} is {query[bad[0]]}; expected {what}')
+        raise DataError(f'{path}: query entry {bad[0] + 1} is {query[bad[0]]}; expected {what}')
     if len(np.unique(query)) != len(query):
-        raise DatabaseError(f'{path}: a query row is listed twice; expected {what}, each row once')
+        raise DataError(f'{path}: a query row is listed twice; expected {what}, each row once')
     return query - 1
 
 
 def build_lsvid_database(data_dir, output_dir, progress=True):
     """Write train_path.txt, train_info.npy, test_path.txt, test_info.npy, query_IDX.npy, gallery_IDX.npy."""
     if not os.path.isdir(data_dir):
-        raise DatabaseError(f'{data_dir}: directory not found (expected the LS-VID directory holding '
-                            f'list_sequence/, test/data/info_test.mat, tracklet_train/ and tracklet_test/)')
+        raise DataError(f'{data_dir}: directory not found (expected the LS-VID directory holding '
+                        f'list_sequence/, test/data/info_test.mat, tracklet_train/ and tracklet_test/)')
     lists = {s: os.path.join(data_dir, f) for s, f in LIST_FILES.items()}
     num_rows = {s: len(read_list(path)[0]) for s, path in lists.items()}  # cheap checks before the scan
     query = load_query(os.path.join(data_dir, QUERY_FILE), num_rows['test'], lists['test'])

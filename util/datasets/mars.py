@@ -18,7 +18,7 @@ import numpy as np
 
 from util.datasets.common import (FrameList, codes, field_numbers, has, is_digit, list_frames, list_subdirs, load_mat,
                                   number, progress as progress_bar, replacing_directory, write_files)
-from util.errors import DatabaseError
+from util.errors import DataError
 
 
 def parse_mars_names(names):
@@ -40,7 +40,7 @@ def _load_info(path, key):
     what = 'a (N, 4) array of tracklet rows [start, end, pid, cam]'
     info = load_mat(path, key, what)
     if info.ndim != 2 or info.shape[1] != 4:
-        raise DatabaseError(f'{path}: variable {key!r} has shape {info.shape}; expected {what}')
+        raise DataError(f'{path}: variable {key!r} has shape {info.shape}; expected {what}')
     return info
 
 
@@ -49,7 +49,7 @@ def _row_text(info_file, info, r):
 
 
 def check_mars_info(info, frames, info_file, split):
-    """Check 1-based MARS info rows against the frames of a split; DatabaseError names the first bad row.
+    """Check 1-based MARS info rows against the frames of a split; DataError names the first bad row.
 
     The rows must tile the frame list in order (first starts at 1, each starts right after the previous
     ends, the last ends at the last frame) and every frame name must carry the row's pid and camera.
@@ -59,30 +59,30 @@ def check_mars_info(info, frames, info_file, split):
     n = len(frames)
     bad = np.flatnonzero(start > end)
     if bad.size:
-        raise DatabaseError(f'{_row_text(info_file, info, bad[0])}: start is after end')
+        raise DataError(f'{_row_text(info_file, info, bad[0])}: start is after end')
     if start[0] != 1:
-        raise DatabaseError(f'{_row_text(info_file, info, 0)}: the first row must start at frame 1 '
-                            f'(rows tile the {n} frames of {split} in order)')
+        raise DataError(f'{_row_text(info_file, info, 0)}: the first row must start at frame 1 '
+                        f'(rows tile the {n} frames of {split} in order)')
     bad = np.flatnonzero(start[1:] != end[:-1] + 1)
     if bad.size:
         r = bad[0]
         what = 'a gap before' if start[r + 1] > end[r] + 1 else 'an overlap with'
-        raise DatabaseError(f'{info_file} rows {r + 1}-{r + 2}: row {r + 2} starts at frame {start[r + 1]} '
-                            f'but row {r + 1} ends at frame {end[r]} ({what} row {r + 2}; rows must tile '
-                            f'the {n} frames of {split} in order)')
+        raise DataError(f'{info_file} rows {r + 1}-{r + 2}: row {r + 2} starts at frame {start[r + 1]} '
+                        f'but row {r + 1} ends at frame {end[r]} ({what} row {r + 2}; rows must tile '
+                        f'the {n} frames of {split} in order)')
 
     pid, cam, ok = parse_mars_names(frames.names)
     if not ok.all():
         i = int(np.argmin(ok))
-        raise DatabaseError(f'{frames.path(i)}: not a MARS frame name (expected '
-                            f'<pid:4>C<cam>T<tracklet:4>F<frame>, e.g. 0001C1T0001F001.jpg)')
+        raise DataError(f'{frames.path(i)}: not a MARS frame name (expected '
+                        f'<pid:4>C<cam>T<tracklet:4>F<frame>, e.g. 0001C1T0001F001.jpg)')
     # The identity directory holds its own frames only.
     dir_prefix = codes([os.path.basename(d) for d in frames.dirs], 4)
     wrong_dir = (np.repeat(dir_prefix, frames.counts, axis=0) != codes(frames.names, 4)).any(1)
     if wrong_dir.any():
         i = int(np.argmax(wrong_dir))
-        raise DatabaseError(f'{frames.path(i)}: frame of another identity (its name does not start with the '
-                            f'name of its directory)')
+        raise DataError(f'{frames.path(i)}: frame of another identity (its name does not start with the '
+                        f'name of its directory)')
     lengths = end - start + 1
     mismatch = None
     if end[-1] == n:
@@ -91,12 +91,12 @@ def check_mars_info(info, frames, info_file, split):
             return
     _explain_frame_mismatch(info, frames, info_file, split)  # a missing or extra frame, if that is what it is
     if mismatch is None:
-        raise DatabaseError(f'{_row_text(info_file, info, len(info) - 1)}: the last row must end at frame '
-                            f'{n}, the number of frames in {split}')
+        raise DataError(f'{_row_text(info_file, info, len(info) - 1)}: the last row must end at frame '
+                        f'{n}, the number of frames in {split}')
     i = int(np.argmax(mismatch))
     r = int(np.searchsorted(end, i + 1))
-    raise DatabaseError(f'{_row_text(info_file, info, r)} covers frame {i + 1} {frames.path(i)}, '
-                        f'whose name says pid {pid[i]}, camera {cam[i]}')
+    raise DataError(f'{_row_text(info_file, info, r)} covers frame {i + 1} {frames.path(i)}, '
+                    f'whose name says pid {pid[i]}, camera {cam[i]}')
 
 
 def _explain_frame_mismatch(info, frames, info_file, split):
@@ -115,8 +115,8 @@ def _explain_frame_mismatch(info, frames, info_file, split):
     a, b = int(run_start[r]), int(run_end[r])
     where = frames.dirs[frames.group(a)]
     if r >= len(info):
-        raise DatabaseError(f'{where}: frames {names[a]} .. {names[b]} are covered by no row of {info_file} '
-                            f'(its {len(info)} rows end at frame {row_end[-1] + 1} of {split}): extra frames?')
+        raise DataError(f'{where}: frames {names[a]} .. {names[b]} are covered by no row of {info_file} '
+                        f'(its {len(info)} rows end at frame {row_end[-1] + 1} of {split}): extra frames?')
     covered = int(row_end[r] - row_start[r] + 1)
     frame_no, _ = field_numbers(names[a:b + 1], -1, sep='F')
     jump = np.flatnonzero(np.diff(frame_no) != 1)
@@ -127,8 +127,8 @@ def _explain_frame_mismatch(info, frames, info_file, split):
         after = names[b + 1] if b + 1 < len(names) else f'the end of {split}'
         around = f'its frames run from {names[a]} to {names[b]}, followed by {after}'
     missing = 'missing' if b - a + 1 < covered else 'extra'
-    raise DatabaseError(f'{where}: tracklet {names[a][:11]} has {b - a + 1} frames but '
-                        f'{_row_text(info_file, info, r)} covers {covered}: a frame is {missing} ({around})')
+    raise DataError(f'{where}: tracklet {names[a][:11]} has {b - a + 1} frames but '
+                    f'{_row_text(info_file, info, r)} covers {covered}: a frame is {missing} ({around})')
 
 
 def check_query_idx(query_idx, num_rows, query_file, info_file):
@@ -137,8 +137,8 @@ def check_query_idx(query_idx, num_rows, query_file, info_file):
     bad = np.flatnonzero((q < 1) | (q > num_rows))
     if bad.size:
         k = bad[0]
-        raise DatabaseError(f'{query_file}: entry {k + 1} is {q[k]}, but {info_file} has {num_rows} rows '
-                            f'(expected 1-based row numbers 1..{num_rows})')
+        raise DataError(f'{query_file}: entry {k + 1} is {q[k]}, but {info_file} has {num_rows} rows '
+                        f'(expected 1-based row numbers 1..{num_rows})')
 
 
 def scan_mars_split(split_dir, progress=True):
@@ -159,15 +159,15 @@ def build_mars_database(data_dir, info_dir, output_dir, progress=True):
     split_dirs = {s: os.path.join(data_dir, f'bbox_{s}') for s in ('train', 'test')}
     # Cheap checks first, so that a typo does not cost a full scan.
     if not os.path.isdir(data_dir):
-        raise DatabaseError(f'{data_dir}: directory not found (expected the MARS directory holding '
-                            f'bbox_train and bbox_test)')
+        raise DataError(f'{data_dir}: directory not found (expected the MARS directory holding '
+                        f'bbox_train and bbox_test)')
     if not os.path.isdir(info_dir):
-        raise DatabaseError(f'{info_dir}: directory not found (expected MARS-evaluation/info holding '
-                            f'tracks_train_info.mat, tracks_test_info.mat and query_IDX.mat)')
+        raise DataError(f'{info_dir}: directory not found (expected MARS-evaluation/info holding '
+                        f'tracks_train_info.mat, tracks_test_info.mat and query_IDX.mat)')
     for s, d in split_dirs.items():
         if not os.path.isdir(d):
-            raise DatabaseError(f'{d}: directory not found (expected the MARS {s} frames, one directory '
-                                f'per identity)')
+            raise DataError(f'{d}: directory not found (expected the MARS {s} frames, one directory '
+                            f'per identity)')
     with replacing_directory(output_dir) as root:  # created now: an unwritable place fails before the scan
         train_info = _load_info(info_files['train'], 'track_train_info')
         test_info = _load_info(info_files['test'], 'track_test_info')

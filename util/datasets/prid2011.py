@@ -18,7 +18,7 @@ import os
 from util.datasets.common import (check_split_names, list_persons, load_ls_set, load_mat, load_split_json,
                                   person_number, progress as progress_bar, read_sequence, replacing_directory,
                                   splits_from_ls_set, two_camera_database, write_files)
-from util.errors import DatabaseError
+from util.errors import DataError
 
 CAMERAS = ('cam_a', 'cam_b')
 SPLIT_FILES = ('splits_prid2011.json', 'train_test_splits_prid.mat')
@@ -32,8 +32,8 @@ def _default_split_file(data_dir):
         path = os.path.join(data_dir, name)
         if os.path.isfile(path):
             return path
-    raise DatabaseError(f'{data_dir}: no split file (expected {SPLIT_FILES[0]} (torchreid) or {SPLIT_FILES[1]} '
-                        f'(from iLIDS-VID) there, or pass --splits FILE)')
+    raise DataError(f'{data_dir}: no split file (expected {SPLIT_FILES[0]} (torchreid) or {SPLIT_FILES[1]} '
+                    f'(from iLIDS-VID) there, or pass --splits FILE)')
 
 
 def standard_persons(lengths):
@@ -46,12 +46,12 @@ def build_prid2011_database(data_dir, output_dir, splits_file=None, progress=Tru
     """Write O/split_0 .. O/split_9 and O/splits.json for the PRID2011 directory `data_dir`."""
     shot_dir = os.path.join(data_dir, 'prid_2011', 'multi_shot')
     if not os.path.isdir(data_dir):
-        raise DatabaseError(f'{data_dir}: directory not found (expected the PRID2011 directory holding '
-                            f'prid_2011/multi_shot/cam_a and cam_b)')
+        raise DataError(f'{data_dir}: directory not found (expected the PRID2011 directory holding '
+                        f'prid_2011/multi_shot/cam_a and cam_b)')
     cam_dirs = [os.path.abspath(os.path.join(shot_dir, cam)) for cam in CAMERAS]
     for d in cam_dirs:
         if not os.path.isdir(d):
-            raise DatabaseError(f'{d}: directory not found (expected one directory per person, e.g. person_0001)')
+            raise DataError(f'{d}: directory not found (expected one directory per person, e.g. person_0001)')
     splits_file = splits_file or _default_split_file(data_dir)
     from_mat = splits_file.lower().endswith('.mat')
     splits = None if from_mat else load_split_json(splits_file)
@@ -67,8 +67,8 @@ def build_prid2011_database(data_dir, output_dir, splits_file=None, progress=Tru
     if from_mat:
         for name in needed:
             if known[name] is not None:
-                raise DatabaseError(f'{known[name]}: directory not found (persons person_0001 .. person_0200 '
-                                    f'are in both cameras, and the .mat splits need both sequences)')
+                raise DataError(f'{known[name]}: directory not found (persons person_0001 .. person_0200 '
+                                f'are in both cameras, and the .mat splits need both sequences)')
     else:
         check_split_names(splits, known, splits_file)
 
@@ -80,9 +80,9 @@ def build_prid2011_database(data_dir, output_dir, splits_file=None, progress=Tru
             persons = standard_persons({n: (len(a[1]), len(b[1])) for n, (a, b) in sequences.items()})
             raw = load_mat(splits_file, 'ls_set', 'a (10, 178) array of 1-based person indices')
             if raw.ndim == 2 and raw.shape[0] == 10 and raw.shape[1] != len(persons):
-                raise DatabaseError(f'{cam_dirs[0]}: {len(persons)} of person_0001 .. person_0200 have at least '
-                                    f'{MIN_FRAMES} frames in both cameras, but {splits_file} indexes {raw.shape[1]} '
-                                    f'persons (expected the official multi_shot tree, which gives 178)')
+                raise DataError(f'{cam_dirs[0]}: {len(persons)} of person_0001 .. person_0200 have at least '
+                                f'{MIN_FRAMES} frames in both cameras, but {splits_file} indexes {raw.shape[1]} '
+                                f'persons (expected the official multi_shot tree, which gives 178)')
             ls_set = load_ls_set(splits_file, len(persons), f'the sorted list of the {len(persons)} persons of '
                                                             f'person_0001 .. person_0200 with at least {MIN_FRAMES} '
                                                             f'frames in both cameras')
