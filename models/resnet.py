@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from util.checkpoint import load_torch_file
-from util.errors import CheckpointError
+from util.errors import BROKEN_DEPENDENCY, CheckpointError
 from .non_local import NonLocalBlock, StripeNonLocalBlock
 
 STAGE_DEPTHS = (3, 4, 6, 3)
@@ -184,7 +184,9 @@ def _imagenet_state_dict():
             f"or --pretrained PATH (a ResNet-50 state dict)")
     try:
         return torch.hub.load_state_dict_from_url(IMAGENET_URL, map_location='cpu', check_hash=True)
-    except Exception as e:  # noqa: BLE001 - any download failure becomes one line
+    except BROKEN_DEPENDENCY:
+        raise
+    except Exception as e:  # noqa: BLE001 - any download failure (network, disk, hash) becomes one line
         raise CheckpointError(
             f"pretrained='imagenet': downloading {IMAGENET_URL} to {path} failed ({e}); "
             f"pass --pretrained none or --pretrained PATH") from None

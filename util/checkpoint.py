@@ -20,7 +20,7 @@ import tempfile
 import numpy as np
 import torch
 
-from util.errors import CheckpointError, OutputError
+from util.errors import BROKEN_DEPENDENCY, CheckpointError, OutputError
 
 RESUME_FORMAT = 'ste-nvan-resume-v1'
 CONFIG_FORMAT = 'ste-nvan-config-v1'
@@ -156,7 +156,9 @@ def load_torch_file(path, what='checkpoint'):
         raise CheckpointError(f'{what} {path}: no such file')
     try:
         obj = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is one line for the user
+    except BROKEN_DEPENDENCY:
+        raise
+    except Exception as err:  # noqa: BLE001 - any unpickling failure of a user's file is one line
         raise CheckpointError(f'{what} {path}: cannot be read as a PyTorch file ({_load_failure(path, err)})') \
             from None
     bad = _first_non_finite(obj)

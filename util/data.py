@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from util.errors import DataError, ReIDError, one_line
+from util.errors import BROKEN_DEPENDENCY, DataError, ReIDError, one_line
 from util.frames import (DeviceBatch, DeviceClip, choose_decoder, libjpeg_agrees, load_clip, read_encoded_clip,
                          read_source_clip)
 from util.sampling import (TEST_SAMPLING_MODES, IdentityBatchSampler, shard_bounds, test_clip_indices,
@@ -56,7 +56,9 @@ def _load_int_array(path, what):
     _require_file(path, what)
     try:
         array = np.load(path, allow_pickle=False)
-    except Exception as err:
+    except BROKEN_DEPENDENCY:
+        raise
+    except Exception as err:  # format errors of a damaged file: one line for the user
         raise DataError(f'{path}: not a readable .npy file ({one_line(err)}); expected {what}') from None
     if array.dtype.kind not in 'iuf' or (array.dtype.kind == 'f' and not np.all(np.isfinite(array)
                                                                                  & (array == np.round(array)))):
@@ -264,7 +266,7 @@ class ClipLoader(DataLoader):
                 batch = next(iterator)
             except StopIteration:
                 return
-            except Exception as err:
+            except Exception as err:  # every error: stop the workers, then raise it (a project error unwrapped)
                 self._release(iterator)
                 del iterator
                 lines = str(err).strip().splitlines()

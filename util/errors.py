@@ -27,6 +27,12 @@ class OutputError(ReIDError):
     """An output path (checkpoint directory, log, features, pictures, results) that cannot be written."""
 
 
+# What a broken install or a bug raises, never a damaged user file. The handlers that turn any failure of
+# reading a user's file into one line (unpickling, np.load, scipy.io.loadmat, Pillow, a download) re-raise
+# these first, so that a broken dependency shows its traceback instead of blaming the file.
+BROKEN_DEPENDENCY = (ImportError, AttributeError, NameError)
+
+
 def one_line(err):
     """An exception's message on one line (its type name when it has none), for messages that quote it."""
     return ' '.join(str(err).split()) or type(err).__name__

@@ -18,7 +18,7 @@ from models import build_model, checkpoint_num_class, load_checkpoint, to_channe
 from util.data import make_test_loader, read_database, read_rows
 from util.distributed import cleanup, gather_tensors, init_distributed
 from util.checkpoint import atomic_save, check_writable
-from util.errors import DataError, ReIDError
+from util.errors import BROKEN_DEPENDENCY, DataError, ReIDError
 from util.frames import DeviceBatch, normalize_clip
 from util.losses import temporal_pool
 from util.metrics import evaluate_distances, evaluate_mars, format_result, match_masks
@@ -217,9 +217,9 @@ def load_features(path, flag='--features'):
             out = {k: data[k] for k in FEATURE_KEYS}
             out['gallery_idx'] = data['gallery_idx'] if 'gallery_idx' in data.files else None
             out['test_sampling'] = str(data['test_sampling']) if 'test_sampling' in data.files else None
-    except DataError:
+    except (DataError, *BROKEN_DEPENDENCY):
         raise
-    except Exception as err:
+    except Exception as err:  # zipfile, pickle and format errors of a damaged file: one line for the user
         raise DataError(f'{flag} {path}: not a readable .npz file ({type(err).__name__}: {err})') from None
     n = len(out['features'])
     if out['features'].ndim != 2 or out['labels'].shape != (n,) or out['cams'].shape != (n,):

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from util.errors import DataError, one_line
+from util.errors import BROKEN_DEPENDENCY, DataError, one_line
 from util.resize import pil_bilinear_resize
 
 try:
@@ -97,7 +97,9 @@ def _read_pil(path, height=None, width=None):
         with Image.open(path) as img:
             img = img if img.mode == 'RGB' else img.convert('RGB')
             return np.asarray(img) if height is None else _resize(img, height, width)
-    except Exception as err:
+    except BROKEN_DEPENDENCY:
+        raise
+    except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError... for a damaged image: one line
         raise DataError(f'cannot read frame {path}: {one_line(err)}') from None
 
 

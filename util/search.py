@@ -10,7 +10,7 @@ import zipfile
 
 import numpy as np
 
-from util.errors import DataError
+from util.errors import BROKEN_DEPENDENCY, DataError
 
 SEARCH_CHUNK = 4096  # gallery rows scored at once: (Q, chunk) similarities, (chunk, D) features
 
@@ -67,9 +67,9 @@ def open_features(path, what='features file'):
         if features is None:
             with np.load(path, allow_pickle=False) as data:
                 features = data['features']
-    except DataError:
+    except (DataError, *BROKEN_DEPENDENCY):
         raise
-    except Exception as err:
+    except Exception as err:  # zipfile, pickle and format errors of a damaged file: one line for the user
         raise DataError(f'{what} {path}: not a readable .npz file ({type(err).__name__}: {err})') from None
     n = len(features)
     if features.ndim != 2 or not np.issubdtype(features.dtype, np.floating):

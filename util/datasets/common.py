@@ -17,7 +17,7 @@ import numpy as np
 import scipy.io
 from tqdm import tqdm
 
-from util.errors import DataError
+from util.errors import BROKEN_DEPENDENCY, DataError
 
 # The original's list: these extensions in lower or upper case.
 IMAGE_EXTENSIONS = ('.jpg', '.JPG', '.jpeg', '.JPEG', '.png', '.PNG', '.ppm', '.PPM', '.bmp', '.BMP')
@@ -351,7 +351,9 @@ def load_mat(path, key, what):
         raise DataError(f'{path}: file not found (expected {what} with variable {key!r})')
     try:
         mat = scipy.io.loadmat(path)
-    except Exception as e:  # scipy raises several types for a damaged file; v7.3 files are HDF5
+    except BROKEN_DEPENDENCY:
+        raise
+    except Exception as e:  # scipy raises several types for a damaged file (one line); v7.3 files are HDF5
         mat = _load_hdf5_mat(path, e)
     if key not in mat:
         found = ', '.join(sorted(k for k in mat if not k.startswith('__'))) or 'none'
