@@ -15,7 +15,8 @@ import sys
 
 import numpy as np
 
-from util.errors import DataError, ReIDError
+from util.errors import DataError
+from util.options import run_main
 from util.pictures.attention import ATT_DPI, attention_figure
 from util.pictures.curves import plot_training_curves
 from util.pictures.ranks import load_features_npz, save_ranked_results
@@ -115,19 +116,19 @@ def _run_attention(args):
     print(f'attention maps of {len(maps)} non-local blocks written to {out}')
 
 
-def main(argv=None):
+def _run(argv):
     args = _parser().parse_args(argv)
-    try:
-        if args.command == 'curves':
-            print(f'training curves written to {plot_training_curves(args.metrics, args.out)}')
-        elif args.command == 'ranks':
-            _run_ranks(args)
-        else:
-            _run_attention(args)
-    except ReIDError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    return 0
+    if args.command == 'curves':
+        print(f'training curves written to {plot_training_curves(args.metrics, args.out)}')
+    elif args.command == 'ranks':
+        _run_ranks(args)
+    else:
+        _run_attention(args)
+
+
+def main(argv=None):
+    """The command line's exit status: 0, or 2 after one ``error:`` line (util.options.run_main)."""
+    return run_main(_run, argv)
 
 
 if __name__ == '__main__':
