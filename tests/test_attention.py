@@ -6,16 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import read_png
 from util import visualize
 from util.pictures import attention
 
 S = 4  # clip length
-
-
-def _png(path):
-    img = np.asarray(Image.open(path).convert('RGB'))
-    assert img.std() > 0, f'{path} is blank'
-    return img
 
 
 def _write_test_split(tmp_path, n_tracks=7, frames_per_track=3):
@@ -71,7 +66,7 @@ def test_attention_figure(tmp_path, clip):
     out = tmp_path / 'attention.png'
     fig.savefig(out, dpi=attention.ATT_DPI)
     fig_w, fig_h = attention.attention_figure_size(len(maps), S, 64, 32)
-    assert _png(out).shape[:2] == (round(fig_h * attention.ATT_DPI), round(fig_w * attention.ATT_DPI))
+    assert read_png(out).shape[:2] == (round(fig_h * attention.ATT_DPI), round(fig_w * attention.ATT_DPI))
 
 
 def test_attention_of_stripe_blocks_on_frame_pairs(clip):
@@ -103,7 +98,7 @@ def test_attention_cli(tmp_path, capsys):
             '--S', str(S), '--height', '64', '--width', '32', '--query_frame', '2', '--out', str(out)]
     assert visualize.main(argv) == 0
     fig_w, fig_h = attention.attention_figure_size(2, S, 64, 32)
-    assert _png(out).shape[:2] == (round(fig_h * attention.ATT_DPI), round(fig_w * attention.ATT_DPI))
+    assert read_png(out).shape[:2] == (round(fig_h * attention.ATT_DPI), round(fig_w * attention.ATT_DPI))
     assert 'attention maps of 2 non-local blocks' in capsys.readouterr().out
 
     argv[argv.index('--track') + 1] = '99'

@@ -13,10 +13,8 @@ import torch
 
 from models.non_local import attend
 from util.data import make_test_loader, read_database
-from util.datasets.mars import build_mars_database
 from util.frames import normalize_clip
 from util.resize import pil_bilinear_resize
-from util.synthetic import make_mars
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 
@@ -25,12 +23,9 @@ H, W = 64, 32
 
 
 @pytest.fixture(scope='module')
-def db(tmp_path_factory):
-    root = tmp_path_factory.mktemp('mars')
-    make_mars(root / 'MARS', seed=2, num_train_ids=4, num_test_ids=4, height=H, width=W, max_len=12,
-              num_junk=2, num_distractors=2)
-    build_mars_database(root / 'MARS', root / 'MARS' / 'MARS-evaluation' / 'info', root / 'db', progress=False)
-    return root / 'db'
+def db(tiny_mars):
+    return tiny_mars(seed=2, num_train_ids=4, num_test_ids=4, height=H, width=W, max_len=12, num_junk=2,
+                     num_distractors=2) / 'db'
 
 
 def test_normalisation_on_the_gpu_equals_the_cpu():

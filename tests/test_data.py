@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torchvision import transforms as T
 
+from helpers import random_image, reference_pipeline, reference_uint8
 from util import data
 from util.data import (Database, TestClipDataset, TrainClipDataset, make_test_loader, make_train_loader,
                        read_database)
@@ -16,39 +16,16 @@ from util.sampling import chunk_frames, test_clip_indices, train_frame_indices
 H, W = 16, 8
 
 
-def random_image(rng, h, w):
-    """A smooth random picture (JPEG-friendly), with some noise so every pixel differs."""
-    small = Image.fromarray(rng.integers(0, 256, (4, 3, 3), dtype=np.uint8))
-    base = np.asarray(small.resize((w, h), Image.BICUBIC)).astype(int)
-    return Image.fromarray(np.clip(base + rng.integers(-8, 9, base.shape), 0, 255).astype(np.uint8))
-
-
 @pytest.fixture
-def split(tmp_path):
+def split(jpegs):
     """12 frames of 16x8 JPEGs, 4 tracklets of 3 identities, and the database files describing them."""
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(12):
-        path = tmp_path / f'f{i:02d}.jpg'
-        random_image(rng, H, W).save(path, quality=90)
-        paths.append(str(path))
-    (tmp_path / 'path.txt').write_text('\n'.join(paths) + '\n')
+    paths = [str(jpegs / f'f{i:02d}.jpg') for i in range(12)]
+    (jpegs / 'path.txt').write_text('\n'.join(paths) + '\n')
     # rows: [start, end, pid, cam]; F = 2, 5, 1, 4
     info = np.array([[0, 1, 7, 1], [2, 6, 3, 2], [7, 7, 7, 3], [8, 11, 12, 1]], dtype=np.int32)
-    np.save(tmp_path / 'info.npy', info)
-    np.save(tmp_path / 'query.npy', np.array([[1, 3]], dtype=np.uint16))
-    return tmp_path
-
-
-def reference_pipeline(path, height, width):
-    """The original per-frame transform."""
-    transform = T.Compose([T.Resize((height, width)), T.ToTensor(),
-                           T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
-    return transform(Image.open(path))
-
-
-def reference_uint8(path, height, width):
-    return T.PILToTensor()(T.Resize((height, width))(Image.open(path).convert('RGB')))
+    np.save(jpegs / 'info.npy', info)
+    np.save(jpegs / 'query.npy', np.array([[1, 3]], dtype=np.uint16))
+    return jpegs
 
 
 # ---- database files -----------------------------------------------------------------------------------

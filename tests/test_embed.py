@@ -10,48 +10,13 @@ from PIL import Image
 
 import evaluate
 import extract_features
-from models import build_model, original_state_dict
-from util.data import read_database
-from util.datasets.mars import build_mars_database
+from helpers import CLIP, MARS_HEIGHT, MARS_S, MARS_WIDTH, MODEL
 from util.embed import TrackletEmbedder, find_tracklets, frame_sort_key, tracklet_database, tracklet_labels
 from util.evaluation import load_features
 from util.options import run_main
 from util.sampling import TEST_SAMPLING_MODES
-from util.synthetic import make_mars
 
-H, W, S = 32, 16, 4
-CLIP = ['--S', str(S), '--height', str(H), '--width', str(W), '--num_workers', '0', '--device', 'cpu',
-        '--batch_size', '5']
-
-
-def random_checkpoint(path, model_type='resnet50_s1', num_class=3, seed=0, height=H, **kw):
-    """A random-init model with non-trivial BatchNorm statistics, saved as the original's state dict."""
-    torch.manual_seed(seed)
-    model = build_model(model_type, num_class, pretrained='none', height=height, **kw)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-    torch.save(original_state_dict(model), path)
-    return path
-
-
-@pytest.fixture(scope='module')
-def mars(tmp_path_factory):
-    """A tiny synthetic MARS test split, its database, one folder per test tracklet and a checkpoint."""
-    root = tmp_path_factory.mktemp('mars')
-    make_mars(root / 'MARS', seed=4, num_train_ids=3, num_test_ids=3, height=H, width=W, min_len=2, max_len=9,
-              num_junk=1, num_distractors=1)
-    build_mars_database(root / 'MARS', root / 'MARS' / 'MARS-evaluation' / 'info', root / 'db', progress=False)
-    db = read_database(root / 'db' / 'test_path.txt', root / 'db' / 'test_info.npy')
-    # MARS keeps an identity's tracklets in one folder: give each tracklet its own (links to its frames)
-    for row, (start, end, _, _) in enumerate(db.info):
-        d = root / 'tracks' / f'{row:03d}'
-        d.mkdir(parents=True)
-        for p in db.paths[start:end + 1]:
-            os.symlink(p, d / os.path.basename(p))
-    random_checkpoint(root / 'ckpt.pth')
-    return root
+H, W, S = MARS_HEIGHT, MARS_WIDTH, MARS_S
 
 
 def db_flags(root):
@@ -60,17 +25,15 @@ def db_flags(root):
             '--query_info', str(d / 'query_IDX.npy')]
 
 
-MODEL = ['--model_type', 'resnet50_s1', '--temporal', 'mean']
-
 
 @pytest.mark.parametrize('mode', TEST_SAMPLING_MODES)
-def test_extract_features_equal_evaluate(mars, tmp_path, mode):
+def test_extract_features_equal_evaluate(mars_tracks, tmp_path, mode):
     """Same tracklets and flags: extract_features.py's features, labels and cams are evaluate.py's."""
     sampling = [] if mode == 'chunks' else ['--test_sampling', mode]
-    ckpt = ['--load_ckpt', str(mars / 'ckpt.pth')]
-    assert evaluate.main(db_flags(mars) + ckpt + MODEL + CLIP + sampling
+    ckpt = ['--load_ckpt', str(mars_tracks / 'ckpt.pth')]
+    assert evaluate.main(db_flags(mars_tracks) + ckpt + MODEL + CLIP + sampling
                          + ['--save_features', str(tmp_path / 'eval.npz')]) == 0
-    assert extract_features.main(ckpt + MODEL + CLIP + sampling + ['--tracklets', str(mars / 'tracks'),
+    assert extract_features.main(ckpt + MODEL + CLIP + sampling + ['--tracklets', str(mars_tracks / 'tracks'),
                                                                    '--out', str(tmp_path / 'own.npz')]) == 0
     ref, own = np.load(tmp_path / 'eval.npz'), np.load(tmp_path / 'own.npz')
     np.testing.assert_array_equal(own['features'], ref['features'])
@@ -82,21 +45,21 @@ def test_extract_features_equal_evaluate(mars, tmp_path, mode):
     np.testing.assert_array_equal(own['query_idx'], np.flatnonzero(ref['labels'] > 0))
 
 
-def test_features_file_is_scored_by_evaluate(mars, tmp_path, capsys):
+def test_features_file_is_scored_by_evaluate(mars_tracks, tmp_path, capsys):
     out = tmp_path / 'own.npz'
-    assert extract_features.main(['--load_ckpt', str(mars / 'ckpt.pth')] + MODEL + CLIP
-                                 + ['--tracklets', str(mars / 'tracks'), '--out', str(out)]) == 0
+    assert extract_features.main(['--load_ckpt', str(mars_tracks / 'ckpt.pth')] + MODEL + CLIP
+                                 + ['--tracklets', str(mars_tracks / 'tracks'), '--out', str(out)]) == 0
     assert {'cams', 'features', 'labels', 'query_idx'} <= set(load_features(out))
     capsys.readouterr()
     assert evaluate.main(['--features', str(out)]) == 0
     assert 'CMC : ' in capsys.readouterr().out
 
 
-def test_frame_lists_and_folders_give_the_same_features(mars):
+def test_frame_lists_and_folders_give_the_same_features(mars_tracks):
     """The API: folders and lists of frame paths, several tracklets per call, (N, 2048) float32."""
-    embedder = TrackletEmbedder(mars / 'ckpt.pth', 'resnet50_s1', S=S, height=H, width=W, batch_size=2,
+    embedder = TrackletEmbedder(mars_tracks / 'ckpt.pth', 'resnet50_s1', S=S, height=H, width=W, batch_size=2,
                                 device='cpu')
-    folders = find_tracklets([mars / 'tracks'])[:3]
+    folders = find_tracklets([mars_tracks / 'tracks'])[:3]
     lists = [sorted(os.path.join(f, n) for n in os.listdir(f)) for f in folders]  # MARS names: name order
     a, b = embedder.embed(folders), embedder.embed(lists)
     assert a.shape == (3, 2048) and a.dtype == np.float32
@@ -104,7 +67,7 @@ def test_frame_lists_and_folders_give_the_same_features(mars):
     np.testing.assert_array_equal(embedder.embed(folders[1:2])[0], a[1])
 
 
-def test_frames_ordered_numerically_any_size_and_format(mars, tmp_path):
+def test_frames_ordered_numerically_any_size_and_format(mars_tracks, tmp_path):
     """Frames sort by the number in their names; PNG frames of another size are resized as evaluation does."""
     assert sorted(['f10.jpg', 'f2.jpg', 'f1.png', 'a9_x.jpg'], key=frame_sort_key) == \
         ['a9_x.jpg', 'f1.png', 'f2.jpg', 'f10.jpg']
@@ -119,7 +82,7 @@ def test_frames_ordered_numerically_any_size_and_format(mars, tmp_path):
     db = tracklet_database([d])
     assert [os.path.basename(p) for p in db.paths] == ['frame_1.png', 'frame_2.png', 'frame_10.png', 'frame_33.png']
     np.testing.assert_array_equal(db.info, [[0, 3, -1, -1]])
-    embedder = TrackletEmbedder(mars / 'ckpt.pth', 'resnet50_s1', S=S, height=H, width=W, device='cpu')
+    embedder = TrackletEmbedder(mars_tracks / 'ckpt.pth', 'resnet50_s1', S=S, height=H, width=W, device='cpu')
     np.testing.assert_array_equal(embedder.embed([d]), embedder.embed([db.paths]))
 
 
@@ -144,8 +107,8 @@ def test_root_with_nested_tracklet_folders(tmp_path):
     assert found == ['cam1/id2/t1', 'cam1/id10/t1', 'cam2/id1/t3']
 
 
-def run_extract(mars, tmp_path, capsys, tracklets, model=MODEL, ckpt=None):
-    code = run_main(extract_features.main, ['--load_ckpt', str(ckpt or mars / 'ckpt.pth')] + model + CLIP
+def run_extract(mars_tracks, tmp_path, capsys, tracklets, model=MODEL, ckpt=None):
+    code = run_main(extract_features.main, ['--load_ckpt', str(ckpt or mars_tracks / 'ckpt.pth')] + model + CLIP
                     + ['--tracklets', *map(str, tracklets), '--out', str(tmp_path / 'f.npz')])
     err = capsys.readouterr().err.replace('\r', '\n').strip().splitlines()[-1]  # after any progress bar
     assert code == 2 and err.startswith('error: '), (code, err)
@@ -153,33 +116,33 @@ def run_extract(mars, tmp_path, capsys, tracklets, model=MODEL, ckpt=None):
     return err
 
 
-def test_bad_input_is_one_line_and_exit_2(mars, tmp_path, capsys):
+def test_bad_input_is_one_line_and_exit_2(mars_tracks, tmp_path, capsys):
     empty = tmp_path / 'empty'
     empty.mkdir()
-    assert f'{empty}: empty folder' in run_extract(mars, tmp_path, capsys, [empty])
+    assert f'{empty}: empty folder' in run_extract(mars_tracks, tmp_path, capsys, [empty])
     no_images = tmp_path / 'no_images'
     no_images.mkdir()
     (no_images / 'readme.txt').write_text('x')
-    assert f'{no_images}: no images' in run_extract(mars, tmp_path, capsys, [no_images])
-    assert 'no such directory' in run_extract(mars, tmp_path, capsys, [tmp_path / 'missing'])
+    assert f'{no_images}: no images' in run_extract(mars_tracks, tmp_path, capsys, [no_images])
+    assert 'no such directory' in run_extract(mars_tracks, tmp_path, capsys, [tmp_path / 'missing'])
     broken = tmp_path / 'broken'
-    shutil.copytree(mars / 'tracks' / '000', broken, symlinks=False)
+    shutil.copytree(mars_tracks / 'tracks' / '000', broken, symlinks=False)
     bad = sorted(broken.iterdir())[-1]
     bad.write_bytes(b'\xff\xd8\xff not really a JPEG')
-    assert f'cannot read frame {bad}' in run_extract(mars, tmp_path, capsys, [broken])
-    err = run_extract(mars, tmp_path, capsys, [mars / 'tracks'], model=['--model_type', 'resnet50_NL',
+    assert f'cannot read frame {bad}' in run_extract(mars_tracks, tmp_path, capsys, [broken])
+    err = run_extract(mars_tracks, tmp_path, capsys, [mars_tracks / 'tracks'], model=['--model_type', 'resnet50_NL',
                                                                           '--temporal', 'Done'])
     assert 'does not fit resnet50_NL' in err and 'looks like --model_type resnet50_s1' in err
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
-def test_embedding_on_the_gpu_matches_the_cpu(mars):
+def test_embedding_on_the_gpu_matches_the_cpu(mars_tracks):
     """--device cuda gives the CPU's features up to kernel rounding (fp32), and close ones under --amp bf16."""
-    folders = find_tracklets([mars / 'tracks'])
+    folders = find_tracklets([mars_tracks / 'tracks'])
     kw = dict(S=S, height=H, width=W, batch_size=4)
-    cpu = TrackletEmbedder(mars / 'ckpt.pth', 'resnet50_s1', device='cpu', **kw).embed(folders)
+    cpu = TrackletEmbedder(mars_tracks / 'ckpt.pth', 'resnet50_s1', device='cpu', **kw).embed(folders)
     for amp, tol in (('none', 1e-3), ('bf16', 5e-2)):
-        gpu = TrackletEmbedder(mars / 'ckpt.pth', 'resnet50_s1', device='cuda', amp=amp, **kw).embed(folders)
+        gpu = TrackletEmbedder(mars_tracks / 'ckpt.pth', 'resnet50_s1', device='cuda', amp=amp, **kw).embed(folders)
         assert gpu.dtype == np.float32 and np.linalg.norm(gpu - cpu) / np.linalg.norm(cpu) < tol, amp
 
 

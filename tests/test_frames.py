@@ -9,41 +9,13 @@ import sys
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from torchvision import transforms as T
 
+from helpers import random_image, reference_pipeline, reference_uint8
 from util import frames
 from util.errors import DataError
 from util.frames import DeviceBatch, load_clip, load_frame, normalize_clip, read_encoded_clip, read_source_clip
 
 H, W = 16, 8
-
-
-def random_image(rng, h, w):
-    """A smooth random picture (JPEG-friendly), with some noise so every pixel differs."""
-    small = Image.fromarray(rng.integers(0, 256, (4, 3, 3), dtype=np.uint8))
-    base = np.asarray(small.resize((w, h), Image.BICUBIC)).astype(int)
-    return Image.fromarray(np.clip(base + rng.integers(-8, 9, base.shape), 0, 255).astype(np.uint8))
-
-
-def reference_pipeline(path, height, width):
-    """The original per-frame transform."""
-    transform = T.Compose([T.Resize((height, width)), T.ToTensor(),
-                           T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
-    return transform(Image.open(path))
-
-
-def reference_uint8(path, height, width):
-    return T.PILToTensor()(T.Resize((height, width))(Image.open(path).convert('RGB')))
-
-
-@pytest.fixture
-def jpegs(tmp_path):
-    """12 frames of 16x8 JPEGs, f00.jpg .. f11.jpg."""
-    rng = np.random.default_rng(0)
-    for i in range(12):
-        random_image(rng, H, W).save(tmp_path / f'f{i:02d}.jpg', quality=90)
-    return tmp_path
 
 
 # ---- decoding -----------------------------------------------------------------------------------------

@@ -2,14 +2,7 @@
 import importlib.util
 import os
 
-import numpy as np
-from PIL import Image
-
-
-def _png(path):
-    img = np.asarray(Image.open(path).convert('RGB'))
-    assert img.std() > 0, f'{path} is blank'
-    return img
+from helpers import read_png
 
 
 def test_make_figures(tmp_path):
@@ -20,5 +13,5 @@ def test_make_figures(tmp_path):
     written = make_figures.main(['--out_dir', str(tmp_path)])
     assert sorted(os.path.basename(p) for p in written) == ['NVAN.png', 'STE-NVAN.png', 'baseline.png']
     for path, (w, h) in zip(written, [(150, 48), (150, 64), (150, 64)]):  # canvas units of 1/10 inch
-        assert _png(path).shape[:2] == (round(h / 10 * make_figures.DPI), round(w / 10 * make_figures.DPI))
+        assert read_png(path).shape[:2] == (round(h / 10 * make_figures.DPI), round(w / 10 * make_figures.DPI))
         assert os.path.getsize(path) < 300 * 1024

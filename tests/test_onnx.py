@@ -11,7 +11,7 @@ import torch
 import export_onnx
 from models import build_model, load_checkpoint
 from models.export import ClipEmbedder, export_onnx as export, onnx_features, relative_difference
-from test_embed import random_checkpoint
+from helpers import random_checkpoint
 from util.evaluation import clip_features, prepare_clips
 from util.options import run_main
 

@@ -5,17 +5,12 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import read_png
 from util import visualize
 from util.errors import DataError, ReIDError
 from util.pictures import ranks
 
 H, W, S = 32, 16, 4  # drawn frame size and clip length
-
-
-def _png(path):
-    img = np.asarray(Image.open(path).convert('RGB'))
-    assert img.std() > 0, f'{path} is blank'
-    return img
 
 
 # test rows [pid, cam]; queries are rows 0 and 6
@@ -84,7 +79,7 @@ def test_drawn_borders_read_green_for_good_red_for_wrong_grey_for_junk(tmp_path)
     paths, info = _write_frames(tmp_path)
     drawn = ranks.save_ranked_results(str(tmp_path / 'ranks'), _crafted_features(), info[:, 2], info[:, 3],
                                     QUERY_IDX[:1], paths, info, S, num_queries=1, topk=2, height=H, width=W)
-    img = _png(tmp_path / 'ranks' / drawn[0].image)
+    img = read_png(tmp_path / 'ranks' / drawn[0].image)
     assert [_hue(_border_colour(img, 1, c)) for c in range(4)] == ['grey', 'red', 'grey', 'green']
     assert _hue(_border_colour(img, 0, 0)) == 'blue'  # the query's own frames
 
@@ -104,7 +99,7 @@ def test_ranked_results_crafted_case(tmp_path):
     for q in drawn:
         kinds, first = expected[q.query_row]
         assert (q.first_match_rank, q.rank1_correct) == (first, first == 1)
-        img = _png(out / q.image)
+        img = read_png(out / q.image)
         assert img.shape[:2][::-1] == ranks.ranked_image_size(S, len(kinds), H, W)
         width = 2 * ranks.MARGIN + max(S, len(kinds)) * (W + 2 * ranks.BORDER) + (max(S, len(kinds)) - 1) * ranks.GAP
         height = 2 * ranks.MARGIN + 2 * (ranks.HEADER_H + H + 2 * ranks.BORDER + ranks.LABEL_H) + ranks.STRIP_GAP
@@ -156,7 +151,7 @@ def test_ranked_results_all_frames(tmp_path):
     drawn = ranks.save_ranked_results(str(out), _crafted_features(), info[:, 2], info[:, 3], QUERY_IDX, paths,
                                     info, S, queries=[1], topk=2, height=H, width=W, all_frames=True)
     kinds = ['junk', 'good', 'wrong']  # query row 6, two non-junk items
-    img = _png(out / drawn[0].image)
+    img = read_png(out / drawn[0].image)
     assert img.shape[:2][::-1] == ranks.ranked_image_size(S, len(kinds), H, W, all_frames=True)
     strip_h = ranks.HEADER_H + H + 2 * ranks.BORDER + ranks.LABEL_H
     assert img.shape[0] == 2 * ranks.MARGIN + 4 * strip_h + 3 * ranks.STRIP_GAP

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 import search
-from test_embed import CLIP, MODEL, mars  # noqa: F401  (the tiny MARS fixture)
+from helpers import CLIP, MODEL
 from util.options import run_main
 from util.search import cosine_topk, open_features, save_tracklet_features
 from util.pictures.ranks import ranked_image_size
@@ -84,11 +84,11 @@ def test_search_prints_the_ranking(tmp_path, capsys):
     assert out.count('Query ') == 2 and 'cosine similarity' in out
 
 
-def test_search_folders_and_picture(mars, tmp_path, capsys):  # noqa: F811
+def test_search_folders_and_picture(mars_tracks, tmp_path, capsys):  # noqa: F811
     """A query folder against a gallery root embedded with the model; the picture has the ranked layout."""
-    query = mars / 'tracks' / '003'
-    args = ['--load_ckpt', str(mars / 'ckpt.pth')] + MODEL + CLIP
-    assert search.main(args + ['--query', str(query), '--gallery', str(mars / 'tracks'), '--topk', '4',
+    query = mars_tracks / 'tracks' / '003'
+    args = ['--load_ckpt', str(mars_tracks / 'ckpt.pth')] + MODEL + CLIP
+    assert search.main(args + ['--query', str(query), '--gallery', str(mars_tracks / 'tracks'), '--topk', '4',
                                '--visualize', str(tmp_path / 'ranked.png')]) == 0
     out = capsys.readouterr().out
     rows = ROW.findall(out)

@@ -1,0 +1,56 @@
+"""Helpers several test files share (fixtures live in conftest.py).
+
+``reference_pipeline`` and ``reference_uint8`` are independent oracles: the original's per-frame torchvision
+transform, written out again here so that the project's fast decoding paths are checked against a second
+statement of SPEC rather than against themselves.
+"""
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from models import build_model, original_state_dict
+
+# The tiny MARS of the `mars_tracks` fixture and the evaluation flags that read it.
+MARS_HEIGHT, MARS_WIDTH, MARS_S = 32, 16, 4
+CLIP = ['--S', str(MARS_S), '--height', str(MARS_HEIGHT), '--width', str(MARS_WIDTH), '--num_workers', '0',
+        '--device', 'cpu', '--batch_size', '5']
+MODEL = ['--model_type', 'resnet50_s1', '--temporal', 'mean']
+
+
+def random_image(rng, h, w):
+    """A smooth random picture (JPEG-friendly), with some noise so every pixel differs."""
+    small = Image.fromarray(rng.integers(0, 256, (4, 3, 3), dtype=np.uint8))
+    base = np.asarray(small.resize((w, h), Image.BICUBIC)).astype(int)
+    return Image.fromarray(np.clip(base + rng.integers(-8, 9, base.shape), 0, 255).astype(np.uint8))
+
+
+def reference_pipeline(path, height, width):
+    """The original per-frame transform."""
+    transform = T.Compose([T.Resize((height, width)), T.ToTensor(),
+                           T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
+    return transform(Image.open(path))
+
+
+def reference_uint8(path, height, width):
+    """The original's resized frame before ToTensor: uint8 (3, height, width)."""
+    return T.PILToTensor()(T.Resize((height, width))(Image.open(path).convert('RGB')))
+
+
+def read_png(path):
+    """The RGB pixels of a written picture, which must not be blank."""
+    img = np.asarray(Image.open(path).convert('RGB'))
+    assert img.std() > 0, f'{path} is blank'
+    return img
+
+
+def random_checkpoint(path, model_type='resnet50_s1', num_class=3, seed=0, height=MARS_HEIGHT, **kw):
+    """A random-init model with non-trivial BatchNorm statistics, saved as the original's state dict."""
+    torch.manual_seed(seed)
+    model = build_model(model_type, num_class, pretrained='none', height=height, **kw)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    torch.save(original_state_dict(model), path)
+    return path
