@@ -1,18 +1,14 @@
 """util.pictures.curves: metrics.csv reading and the training-curves PNG (size, empty columns, errors), and
 ``python -m util.visualize curves``."""
+import errno
+
 import numpy as np
 import pytest
-from PIL import Image
 
+from helpers import read_png
 from util import visualize
 from util.errors import DataError
 from util.pictures import curves
-
-
-def _png(path):
-    img = np.asarray(Image.open(path).convert('RGB'))
-    assert img.std() > 0, f'{path} is blank'
-    return img
 
 
 METRICS_HEADER = 'epoch,trip_loss,frame_id_loss,track_id_loss,total_loss,lr,rank1,rank5,rank10,rank20,mAP,seconds\n'
@@ -32,14 +28,14 @@ def test_curves_with_empty_columns(tmp_path):
     out = curves.plot_training_curves(str(csv))
     assert out == str(tmp_path / 'training_curves.png')
     width, height = (round(v * curves.CURVES_DPI) for v in curves.CURVES_FIGSIZE)
-    assert _png(out).shape == (height, width, 3) == (420, 1400, 3)
+    assert read_png(out).shape == (height, width, 3) == (420, 1400, 3)
 
 
 def test_curves_without_validation_and_cli(tmp_path):
     csv = _write_metrics(tmp_path / 'metrics.csv', ['1,0.9,,,0.9,0.0001,,,,,,', '2,0.8,,,0.8,0.0001,,,,,,'])
     out = tmp_path / 'c.png'
     assert visualize.main(['curves', '--metrics', str(csv), '--out', str(out)]) == 0
-    assert _png(out).shape[:2] == (420, 1400)
+    assert read_png(out).shape[:2] == (420, 1400)
 
 
 def test_read_metrics_csv_values_and_empty_cells(tmp_path):
@@ -67,10 +63,22 @@ def test_curves_errors(tmp_path, capsys):
     assert err.startswith('error: ') and 'missing.csv: metrics file not found' in err
 
 
+@pytest.mark.parametrize('fault, status, line', [
+    (OSError(errno.ENOSPC, 'No space left on device', 'out.png'), 2, 'error: out.png: No space left on device\n'),
+    (KeyboardInterrupt(), 130, 'error: interrupted\n')])
+def test_cli_faults_are_one_line_as_in_every_script(tmp_path, monkeypatch, capsys, fault, status, line):
+    """python -m util.visualize handles errors through util.options.run_main, like the top-level scripts."""
+    def fail(*args, **kwargs):
+        raise fault
+    monkeypatch.setattr(visualize, 'plot_training_curves', fail)
+    assert visualize.main(['curves', '--metrics', str(tmp_path / 'metrics.csv')]) == status
+    assert capsys.readouterr().err == line
+
+
 def test_cmc_plot(tmp_path):
     from types import SimpleNamespace
     results = {'plain': SimpleNamespace(cmc=np.linspace(0.5, 1.0, 60), mAP=0.4),
                'rerank': SimpleNamespace(cmc=np.linspace(0.6, 1.0, 3), mAP=0.5)}  # shorter than max_rank
     curves.plot_cmc(str(tmp_path / 'cmc.png'), results)
-    assert _png(tmp_path / 'cmc.png').shape[:2] == (504, 720)  # 6 x 4.2 inches at 120 dpi
+    assert read_png(tmp_path / 'cmc.png').shape[:2] == (504, 720)  # 6 x 4.2 inches at 120 dpi
     assert sorted(p.name for p in tmp_path.iterdir()) == ['cmc.png']  # written atomically: no temporary left

@@ -29,24 +29,19 @@ import util.engine as engine
 from models import build_model
 from util.checkpoint import (RunLock, atomic_save, load_resume_state, remove_stale_temporaries, rng_state,
                              set_rng_state, write_text)
-from util.datasets.mars import build_mars_database
 from util.distributed import init_distributed
 from util.errors import OutputError
 from util.engine import NonFiniteLossError, compute_losses
 from util.losses import batch_hard_triplet_soft
 from util.evaluation import prepare_clips
 from util.options import build_parser, parse_args, run_main
-from util.synthetic import make_mars
 
 
 @pytest.fixture(scope='module')
-def db(tmp_path_factory):
+def db(tiny_mars):
     """Database files of a tiny synthetic MARS: 4 train and 4 test identities, 32x16 frames."""
-    root = tmp_path_factory.mktemp('mars')
-    make_mars(root / 'MARS', seed=0, num_train_ids=4, num_test_ids=4, height=32, width=16, max_len=12,
-              num_junk=2, num_distractors=2)
-    build_mars_database(root / 'MARS', root / 'MARS' / 'MARS-evaluation' / 'info', root / 'db', progress=False)
-    return root / 'db'
+    return tiny_mars(seed=0, num_train_ids=4, num_test_ids=4, height=32, width=16, max_len=12, num_junk=2,
+                     num_distractors=2) / 'db'
 
 
 def db_args(d):
