@@ -1,3 +1,8 @@
+"""util.metrics: the MARS metric (CMC and mAP with the good / junk rule of SPEC).
+
+Independent oracles live here on purpose: a case ranked by hand, and ``original_style_metric``, the original
+release's cmc.py restated (it is not imported from the project or the benchmarks, so that the vectorised
+metric is checked against a second statement of SPEC, not against itself)."""
 import numpy as np
 import pytest
 import torch
