@@ -13,13 +13,13 @@ JSON) is left out of its column's statistics.
 
 import argparse
 import io
-import json
 import os
 import sys
 
 import pandas as pd
 
 from util.checkpoint import atomic_save
+from util.datasets.common import read_json
 from util.errors import DataError
 from util.options import run_main
 
@@ -42,14 +42,7 @@ def _label(path, name):
 
 def read_results(path, reranked=False):
     """The five numbers of one --results file (fractions; None where the JSON has null)."""
-    try:
-        with open(path, encoding='utf-8') as f:
-            record = json.load(f)
-    except FileNotFoundError:
-        raise DataError(f'{path}: file not found (expected the JSON that evaluate.py --results writes)') from None
-    except (OSError, ValueError) as e:
-        raise DataError(f'{path}: cannot read it as JSON ({e}); expected the file evaluate.py --results writes') \
-            from None
+    record = read_json(path, 'the JSON that evaluate.py --results writes')
     if reranked:
         if not isinstance(record, dict) or 'reranked' not in record:
             raise DataError(f'{path}: no "reranked" scores (expected a run of evaluate.py --rerank --results)')

@@ -318,16 +318,21 @@ def splits_from_ls_set(ls_set, names):
             for row in ls_set.tolist()]
 
 
-def load_split_json(path):
-    """torchreid's splits file: a list of 10 {"train": [person dir names], "test": [...]}."""
-    what = 'a list of 10 {"train": [person directory names], "test": [...]} (torchreid\'s format)'
+def read_json(path, what):
+    """The value of a user's JSON file; a missing or unreadable one is one DataError naming `what` it should be."""
     try:
         with open(path, encoding='utf-8') as f:
-            splits = json.load(f)
+            return json.load(f)
     except FileNotFoundError:
         raise DataError(f'{path}: file not found (expected {what})') from None
     except (OSError, ValueError) as e:
         raise DataError(f'{path}: cannot read it as JSON ({e}); expected {what}') from None
+
+
+def load_split_json(path):
+    """torchreid's splits file: a list of 10 {"train": [person dir names], "test": [...]}."""
+    what = 'a list of 10 {"train": [person directory names], "test": [...]} (torchreid\'s format)'
+    splits = read_json(path, what)
     if not isinstance(splits, list) or len(splits) != 10:
         got = f'a list of {len(splits)}' if isinstance(splits, list) else f'a {type(splits).__name__}'
         raise DataError(f'{path}: holds {got}; expected {what}')
