@@ -1,3 +1,7 @@
+"""util.losses: the soft-margin batch-hard triplet loss, temporal pooling and the identity losses.
+
+Independent oracles on purpose: hand-computed batches, and ``_original_style_triplet``, the original
+release's loop restated here (values and gradients), so that the vectorised loss is not checked against itself."""
 import math
 
 import pytest

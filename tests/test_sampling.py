@@ -1,4 +1,7 @@
-"""Clip sampling (SPEC section 2) and the identity-balanced batch sampler."""
+"""Clip sampling (SPEC section 2) and the identity-balanced batch sampler.
+
+``reference_chunks`` is an independent oracle on purpose: SPEC section 2 restated as a plain loop, sharing
+no code with util.sampling."""
 import math
 
 import numpy as np
