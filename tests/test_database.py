@@ -83,18 +83,10 @@ def read_dir(d):
 # Fixtures
 # ----------------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope='module')
-def mars_src(tmp_path_factory):
-    d = tmp_path_factory.mktemp('src') / 'mars'
-    make_mars(d, seed=3, num_junk=2, num_distractors=2, **TINY)
-    return d
-
-
 @pytest.fixture
-def mars(tmp_path, mars_src):
+def mars(tmp_path, synthetic_copy):
     """A private copy (tests damage it) and the paths the builder takes."""
-    d = tmp_path / 'MARS'
-    shutil.copytree(mars_src, d)
+    d = synthetic_copy(make_mars, tmp_path / 'MARS', seed=3, num_junk=2, num_distractors=2, **TINY)
     return d, d / 'MARS-evaluation' / 'info', tmp_path / 'out' / 'MARS_database'
 
 

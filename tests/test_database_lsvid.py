@@ -3,7 +3,6 @@ every bad input. The expected database is restated plainly (glob of the prefix, 
 
 import glob
 import os
-import shutil
 
 import h5py
 import numpy as np
@@ -14,17 +13,10 @@ from util.errors import DataError
 from util.synthetic import make_lsvid
 
 
-@pytest.fixture(scope='module')
-def lsvid_src(tmp_path_factory):
-    d = tmp_path_factory.mktemp('src') / 'LS-VID'
-    make_lsvid(d, seed=3, num_train_ids=3, num_test_ids=3, height=16, width=8, max_len=6)
-    return d
-
-
 @pytest.fixture
-def lsvid(tmp_path, lsvid_src):
-    d = tmp_path / 'LS-VID'
-    shutil.copytree(lsvid_src, d)
+def lsvid(tmp_path, synthetic_copy):
+    d = synthetic_copy(make_lsvid, tmp_path / 'LS-VID', seed=3, num_train_ids=3, num_test_ids=3, height=16,
+                       width=8, max_len=6)
     return d, tmp_path / 'out' / 'LSVID_database'
 
 

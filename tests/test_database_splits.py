@@ -91,17 +91,9 @@ def expect_error(fn, match, out):
 # iLIDS-VID
 # ----------------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope='module')
-def ilids_src(tmp_path_factory):
-    d = tmp_path_factory.mktemp('src') / 'iLIDS-VID'
-    make_ilidsvid(d, seed=1, num_persons=6, max_len=5)
-    return d
-
-
 @pytest.fixture
-def ilids(tmp_path, ilids_src):
-    d = tmp_path / 'iLIDS-VID'
-    shutil.copytree(ilids_src, d)
+def ilids(tmp_path, synthetic_copy):
+    d = synthetic_copy(make_ilidsvid, tmp_path / 'iLIDS-VID', seed=1, num_persons=6, max_len=5)
     return d, tmp_path / 'out' / 'iLIDSVID_database'
 
 
@@ -174,18 +166,10 @@ def test_ilidsvid_tree_errors(ilids):
 # PRID2011
 # ----------------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope='module')
-def prid_src(tmp_path_factory):
-    d = tmp_path_factory.mktemp('src') / 'PRID2011'
-    make_prid2011(d, seed=2, num_shared=6, num_short=2, num_cam_a_only=1, num_cam_b_only=2, height=32, width=16,
-                  max_len=28)
-    return d
-
-
 @pytest.fixture
-def prid(tmp_path, prid_src):
-    d = tmp_path / 'PRID2011'
-    shutil.copytree(prid_src, d)
+def prid(tmp_path, synthetic_copy):
+    d = synthetic_copy(make_prid2011, tmp_path / 'PRID2011', seed=2, num_shared=6, num_short=2, num_cam_a_only=1,
+                       num_cam_b_only=2, height=32, width=16, max_len=28)
     return d, tmp_path / 'out' / 'PRID2011_database'
 
 
