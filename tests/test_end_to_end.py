@@ -161,17 +161,33 @@ def test_torchrun_two_processes_train_like_one(db, tmp_path, losses):
     assert rows[0] == rows[1]  # the same losses
 
 
+COMPILE_RUNNER = '''import functools, sys
+sys.path.insert(0, {root!r})
+import torch
+# AOTAutograd without inductor's C++ code generation: the whole torch.compile path of --compile (dynamo graph
+# capture, functionalised forward and backward, the _orig_mod. wrapper) in seconds instead of minutes on 2 cores
+torch.compile = functools.partial(torch.compile, backend='aot_eager')
+import train_baseline
+from util.options import run_main
+sys.exit(run_main(train_baseline.main, sys.argv[1:]))
+'''
+
+
 @pytest.mark.slow
 def test_compile_trains_like_eager_and_saves_original_keys(db, tmp_path):
-    """--compile (torch.compile, inductor) on the baseline: the same losses as the eager run up to kernel fusion
-    rounding, and a checkpoint in the original key format that evaluate.py loads without --compile. One
-    iteration (P = all 4 identities), so the epoch's losses are those of the first forward pass: after an Adam
-    step, rounding differences in near-zero gradients grow to lr-sized ones."""
+    """--compile (torch.compile; here with the aot_eager backend, see COMPILE_RUNNER) on the baseline: the same
+    losses as the eager run up to rounding, and a checkpoint in the original key format that evaluate.py loads
+    without --compile. One iteration (P = all 4 identities), so the epoch's losses are those of the first
+    forward pass: after an Adam step, rounding differences in near-zero gradients grow to lr-sized ones.
+    Inductor's own kernels are PyTorch's to test; benchmarks/gpu_check.sh runs them (bench_train's compile
+    configuration)."""
     model = ['--model_type', 'resnet50_s1', '--temporal', 'mean', '--track_id_loss', '--seed', '3',
              '--class_per_batch', '4']
+    runner = tmp_path / 'compile_train.py'
+    runner.write_text(COMPILE_RUNNER.format(root=ROOT))
     losses = {}
     for name, extra in (('eager', []), ('compiled', ['--compile'])):
-        run('train_baseline.py', *db_args(db), *TRAIN, *model, *extra, '--ckpt', tmp_path / name)
+        run(runner, *db_args(db), *TRAIN, *model, *extra, '--ckpt', tmp_path / name)
         with open(tmp_path / name / 'metrics.csv') as f:
             header, row = f.read().splitlines()[:2]
         losses[name] = {k: float(v) for k, v in zip(header.split(','), row.split(','))
