@@ -289,44 +289,6 @@ def test_rerank_against_the_real_module(tmp_path, capsys):
     assert (tmp_path / 'cmc.png').stat().st_size > 0
 
 
-@pytest.mark.slow
-def test_torchrun_all_continuous_features_equal_one_process(tmp_path):
-    """evaluate.py under torchrun (2 gloo processes, tracklets split between them) in an all-frames mode: the
-    gathered per-tracklet means equal one process's, and the scores print once."""
-    import subprocess
-    import sys
-    from models import build_model, original_state_dict
-    from util.datasets.mars import build_mars_database
-    from util.synthetic import make_mars
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    make_mars(tmp_path / 'MARS', seed=1, num_train_ids=2, num_test_ids=4, height=32, width=16, max_len=14,
-              num_junk=1, num_distractors=1)
-    build_mars_database(tmp_path / 'MARS', tmp_path / 'MARS' / 'MARS-evaluation' / 'info', tmp_path / 'db',
-                        progress=False)
-    torch.manual_seed(0)
-    torch.save(original_state_dict(build_model('resnet50_s1', 3, temporal='mean', pretrained='none', height=32)),
-               tmp_path / 'w.pth')
-    db = tmp_path / 'db'
-    argv = ['--test_txt', db / 'test_path.txt', '--test_info', db / 'test_info.npy', '--query_info',
-            db / 'query_IDX.npy', '--model_type', 'resnet50_s1', '--temporal', 'mean', '--S', '4', '--height', '32',
-            '--width', '16', '--num_workers', '0', '--device', 'cpu', '--batch_size', '3',
-            '--test_sampling', 'all_continuous', '--load_ckpt', tmp_path / 'w.pth']
-    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    outs = {}
-    for name, launcher in (('one', []), ('two', ['-m', 'torch.distributed.run', '--standalone',
-                                                 '--nproc_per_node', '2'])):
-        proc = subprocess.run([sys.executable, *launcher, os.path.join(root, 'evaluate.py'), *map(str, argv),
-                               '--save_features', str(tmp_path / f'{name}.npz')],
-                              cwd=root, env=env, capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        outs[name] = proc.stdout
-    one, two = (load_features(str(tmp_path / f'{n}.npz')) for n in ('one', 'two'))
-    np.testing.assert_allclose(two['features'], one['features'], rtol=1e-5, atol=1e-6)
-    assert np.array_equal(two['labels'], one['labels']) and two['test_sampling'] == 'all_continuous'
-    assert outs['two'].count('CMC : ') == 1
-
-
 def test_k2_above_the_probe_and_gallery_is_refused(tmp_path, capsys):
     feats, pid, cam, query, gallery = features_set()
     save_features(tmp_path / 'f.npz', feats, pid, cam, query, gallery)
