@@ -9,8 +9,8 @@ byte-compatible with the original release's (there: creat_DukeV_database.py); se
 import argparse
 import sys
 
-from util.datasets.dukev import build_dukev_database
-from util.options import run_main
+from util.cli.options import run_main
+from util.data.datasets.dukev import build_dukev_database
 
 
 def build_parser():

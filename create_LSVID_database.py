@@ -8,8 +8,8 @@ See util/datasets/lsvid.py for the layout and the query/gallery protocol.
 import argparse
 import sys
 
-from util.datasets.lsvid import build_lsvid_database
-from util.options import run_main
+from util.cli.options import run_main
+from util.data.datasets.lsvid import build_lsvid_database
 
 
 def build_parser():

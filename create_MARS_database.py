@@ -8,8 +8,8 @@ The files are byte-compatible with the original release's; see util/datasets/mar
 import argparse
 import sys
 
-from util.datasets.mars import build_mars_database
-from util.options import run_main
+from util.cli.options import run_main
+from util.data.datasets.mars import build_mars_database
 
 
 def build_parser():

@@ -8,8 +8,8 @@ See util/datasets/prid2011.py for the layout, the split files and the standard 1
 import argparse
 import sys
 
-from util.datasets.prid2011 import build_prid2011_database
-from util.options import run_main
+from util.cli.options import run_main
+from util.data.datasets.prid2011 import build_prid2011_database
 
 
 def build_parser():

@@ -8,8 +8,8 @@ See util/datasets/ilidsvid.py for the layout and the split rule.
 import argparse
 import sys
 
-from util.datasets.ilidsvid import build_ilidsvid_database
-from util.options import run_main
+from util.cli.options import run_main
+from util.data.datasets.ilidsvid import build_ilidsvid_database
 
 
 def build_parser():

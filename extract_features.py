@@ -9,10 +9,10 @@ with a known identity): search.py reads it, and evaluate.py --features scores it
 """
 import sys
 
-from util.checkpoint import check_writable
-from util.embed import embedder_from_args, find_tracklets, tracklet_database
-from util.options import parse_args, run_main
-from util.search import save_tracklet_features
+from util.cli.options import parse_args, run_main
+from util.evaluation.embed import embedder_from_args, find_tracklets, tracklet_database
+from util.evaluation.search import save_tracklet_features
+from util.train.run import check_writable
 
 
 def main(argv=None):

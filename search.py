@@ -12,10 +12,10 @@ import sys
 
 import numpy as np
 
+from util.cli.options import parse_args, run_main
+from util.data.sampling import test_frame_indices
 from util.errors import DataError
-from util.options import parse_args, run_main
-from util.sampling import test_frame_indices
-from util.search import check_dimensions, cosine_topk, draw_search, open_features, reranked_topk
+from util.evaluation.search import check_dimensions, cosine_topk, draw_search, open_features, reranked_topk
 from util.pictures.ranks import match_kinds
 
 
@@ -23,7 +23,7 @@ def load_tracklets(path, flag, args, embedder):
     """Features, labels, cams and paths of --query / --gallery: embedded when a folder, else read."""
     if not os.path.isdir(path):
         return open_features(path, flag)
-    from util.embed import embedder_from_args, find_tracklets, tracklet_database  # torch: only for folders
+    from util.evaluation.embed import embedder_from_args, find_tracklets, tracklet_database  # torch: only for folders
     tracklets = find_tracklets([path])
     db = tracklet_database(tracklets)
     if embedder[0] is None:
@@ -41,7 +41,7 @@ def describe(side, i, short=False):
 
 
 def picture(out, args, query, q, gallery, rows, scores, score_name):
-    from util.embed import list_frames
+    from util.evaluation.embed import list_frames
     frames = list_frames(str(query['paths'][q]))
     shown = test_frame_indices(0, len(frames) - 1, args.S)                   # the query clip's frames
     labels = np.concatenate([query['labels'][q:q + 1], gallery['labels'][rows]])
@@ -57,7 +57,7 @@ def picture(out, args, query, q, gallery, rows, scores, score_name):
 def main(argv=None):
     args = parse_args('search', argv)
     if args.visualize is not None:
-        from util.checkpoint import check_writable
+        from util.train.run import check_writable
         check_writable(args.visualize, '--visualize')
     embedder = [None]
     query = load_tracklets(args.query, '--query', args, embedder)

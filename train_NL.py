@@ -5,8 +5,8 @@ Under torchrun (`torchrun --nproc_per_node=N train_NL.py ...`) the batch is spli
 """
 import sys
 
-from util.engine import train
-from util.options import parse_args, run_main
+from util.cli.options import parse_args, run_main
+from util.train.engine import train
 
 
 def main(argv=None):

@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from util.metrics import cosine_distance, evaluate_mars, evaluate_mars_reference, score_distances  # noqa: E402
+from tests.reference import evaluate_mars_reference
+from util.evaluation.metrics import cosine_distance, evaluate_mars, score_distances
 
 
 def mars_like_set(seed=0, n_ids=634, n_junk=870, n_distractors=3248, n_tracklets=12180, n_queries=1980,

@@ -10,7 +10,7 @@ pooling and softmax are not counted. Torch's FLOP table has no entry for the CPU
 (aten._scaled_dot_product_flash_attention_for_cpu), so count_flops maps it to torch's own SDPA formula;
 SDPA and the explicit path then count the same (two batched matmuls per block).
 
-Each training-step configuration runs in a fresh subprocess: one step (util.engine.train_step in fp32 with
+Each training-step configuration runs in a fresh subprocess: one step (util.train.engine.train_step in fp32 with
 the arguments of run_baseline.sh / run_NL.sh: forward, batch-hard triplet + track ID loss, backward, Adam)
 is run cold, then `--repeats` timed steps (median). Peak memory is the high-water mark of the process's
 resident memory during the cold step minus the resident memory just before it (Linux VmHWM, reset through
@@ -24,11 +24,11 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from bench_train import training_args  # benchmarks/ is the script's directory, on sys.path
-from machine import peak_memory, run_worker, serve_worker, sync
+from benchmarks.bench_train import training_args  # benchmarks/ is the script's directory, on sys.path
+from benchmarks.machine import peak_memory, run_worker, serve_worker, sync
 from models import MODEL_TYPES, build_model
-from util.engine import build_optimizer, train_step
-from util.evaluation import prepare_clips
+from util.evaluation.extract import prepare_clips
+from util.train.engine import build_optimizer, train_step
 
 _CPU_FLASH = getattr(torch.ops.aten, '_scaled_dot_product_flash_attention_for_cpu', None)
 
@@ -156,7 +156,7 @@ def main(argv=None):
                     latency_repeats=args.latency_repeats, threads=args.threads))
             cells.setdefault('explicit', cells['sdpa'])   # no attention in the baseline
 
-        def pair(key, scale, spec):
+        def pair(key, scale, spec, cells=cells):
             if not cells:
                 return '-'
             errors = sorted({c['error'] for c in cells.values() if 'error' in c})

@@ -17,11 +17,9 @@ import time
 
 import torch
 
-from machine import cpu_name  # benchmarks/machine.py; the script directory is on sys.path
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from models import MODEL_TYPES, build_model  # noqa: E402
-from models.export import ClipEmbedder, export_onnx, onnx_features, relative_difference  # noqa: E402
+from benchmarks.machine import cpu_name  # benchmarks/machine.py; the script directory is on sys.path
+from models import MODEL_TYPES, build_model
+from models.export import ClipEmbedder, export_onnx, onnx_features, relative_difference
 
 
 def clips_per_second(run, clips, repeats):

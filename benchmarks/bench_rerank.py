@@ -28,17 +28,16 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from benchmarks.bench_metric import mars_like_set
+from benchmarks.machine import machine_info, peak_rss_bytes, reset_peak_rss, rss_bytes, worker_env
+from tests.reference import rerank_reference
+from util.evaluation.metrics import evaluate_mars, score_distances
+from util.evaluation.rerank import k_reciprocal_distance, pairwise_distance, rerank_distance
 
-from bench_metric import mars_like_set  # noqa: E402  (benchmarks/ is the script directory)
-from machine import machine_info, peak_rss_bytes, reset_peak_rss, rss_bytes, worker_env  # noqa: E402
-from util.metrics import evaluate_mars, score_distances  # noqa: E402
-from util.rerank import k_reciprocal_distance, pairwise_distance, rerank_distance, rerank_reference  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 MARS = dict(n_ids=634, n_junk=870, n_distractors=3248, n_tracklets=12180, n_queries=1980)
 MIB = 2 ** 20
@@ -134,8 +133,9 @@ def worker_reference(args, tmp):
     # its one full sort alone, both ways: the released code's default argsort against the stable one
     original = (dist / np.max(dist, axis=0)).T
     for kind in ('stable', 'default'):
-        out[f'argsort_{kind}'], _ = measure(lambda: np.argsort(original, axis=1, kind=None if kind == 'default'
-                                                               else kind), torch.device('cpu'))
+        sort_kind = None if kind == 'default' else kind
+        out[f'argsort_{kind}'], _ = measure(lambda k=sort_kind: np.argsort(original, axis=1, kind=k),
+                                            torch.device('cpu'))
     return out
 
 

@@ -5,15 +5,15 @@ tracklets of about 60 frames over 6 cameras) plus matching MARS-evaluation .mat 
 same run and on the same warm directory cache:
 
   reference scan   os.listdir + sorted + os.path.abspath per frame (the original's listing)
-  our scan         util.datasets.mars.scan_mars_split for both splits, path-list text included
+  our scan         util.data.datasets.mars.scan_mars_split for both splits, path-list text included
   original build   the original script's whole job: the listing, np.savetxt, loadmat, np.save
-  our build        util.datasets.mars.build_mars_database: listing, every consistency check, atomic write
+  our build        util.data.datasets.mars.build_mars_database: listing, every consistency check, atomic write
 
 and, on an LS-VID-shaped tree (default 2,980,000 frames in 14,943 sequences of four-field names, listed in
 list_sequence/*.txt, with an HDF5 info_test.mat):
 
   LS-VID reference   glob(prefix*) + sorted + abspath per listed sequence (the public LS-VID loaders)
-  LS-VID our build   util.datasets.lsvid.build_lsvid_database: one listing per directory, prefixes by
+  LS-VID our build   util.data.datasets.lsvid.build_lsvid_database: one listing per directory, prefixes by
                      bisection, names parsed for all frames at once, every check, atomic write
 
 Every row gives microseconds per frame, so the two datasets compare directly.
@@ -38,10 +38,12 @@ import time
 import numpy as np
 import scipy.io
 
-from machine import cpu_name  # benchmarks/machine.py (the script's directory), which puts the root on sys.path
-from util.datasets.common import IMAGE_EXTENSIONS
-from util.datasets.lsvid import build_lsvid_database
-from util.datasets.mars import build_mars_database, scan_mars_split
+from benchmarks.machine import (
+    cpu_name,  # benchmarks/machine.py (the script's directory), which puts the root on sys.path
+)
+from util.data.datasets.common import IMAGE_EXTENSIONS
+from util.data.datasets.lsvid import build_lsvid_database
+from util.data.datasets.mars import build_mars_database, scan_mars_split
 
 LSVID_FRAMES, LSVID_SEQUENCES = 2_980_000, 14_943
 MARS_FRAMES = 509_914 + 681_089

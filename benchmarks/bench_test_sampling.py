@@ -1,7 +1,7 @@
 """Test-time feature extraction under the four --test_sampling modes: frames per second on one model.
 
 Writes synthetic JPEG tracklets whose lengths spread like MARS's (a few frames to a few hundred, scaled
-by --max_len), then times util.evaluation.extract_features on the test loader of each mode, end to end
+by --max_len), then times util.evaluation.extract.extract_features on the test loader of each mode, end to end
 (decoding in --num_workers workers, normalisation, the network, the per-tracklet means):
 
 * chunks (the paper's, one clip per tracklet), first (one clip), all_sampled and all_continuous
@@ -17,21 +17,18 @@ to chunks mode (the target: all-frames modes within 20%, i.e. at least 0.80). Mo
         [--height 64 --width 32] [--S 4] [--batch_size 16] [--amp bf16]
 """
 import argparse
-import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.bench_input import write_frames  # noqa: E402
-from benchmarks.machine import cpu_name  # noqa: E402
-from models import build_model  # noqa: E402
-from util.data import Database, collate_clips, make_test_loader  # noqa: E402
-from util.evaluation import extract_features, prepare_clips, clip_features  # noqa: E402
-from util.sampling import TEST_SAMPLING_MODES, test_clip_indices  # noqa: E402
+from benchmarks.bench_input import write_frames
+from benchmarks.machine import cpu_name
+from models import build_model
+from util.data.loaders import Database, collate_clips, make_test_loader
+from util.data.sampling import TEST_SAMPLING_MODES, test_clip_indices
+from util.evaluation.extract import clip_features, extract_features, prepare_clips
 
 
 def mars_like_lengths(n, max_len, rng):
@@ -57,7 +54,7 @@ def time_mode(model, db, args, device, mode):
 @torch.no_grad()
 def time_per_tracklet(model, db, args, device):
     """all_continuous with one tracklet's clips per batch (the frames read in the main process)."""
-    from util.frames import load_clip
+    from util.data.frames import load_clip
     _sync(device)
     start = time.perf_counter()
     out, frames = [], 0

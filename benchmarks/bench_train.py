@@ -4,7 +4,7 @@
     python benchmarks/bench_train.py --device cuda     # the paper's batch: P=8 K=4 S=8 at 256x128
     python benchmarks/bench_train.py --types resnet50_NL --configs fp32-explicit bf16-cl-sdpa --json out.json
 
-One training step is util.engine.train_step, the step train_baseline.py / train_NL.py take per batch, with
+One training step is util.train.engine.train_step, the step train_baseline.py / train_NL.py take per batch, with
 the arguments run_baseline.sh / run_NL.sh give it: uint8 clips normalised on the device, forward,
 batch-hard soft-margin triplet loss on the clip features plus the track-level ID loss (resnet50_s1: frame
 outputs mean-pooled first, FPL), backward, Adam (engine.build_optimizer). Random clips stand in for the data so
@@ -37,13 +37,20 @@ from collections import namedtuple
 
 import torch
 
-from machine import (machine_info, peak_memory, resolve_device, run_worker, serve_worker, timed,  # benchmarks/
-                     worker_env)
+from benchmarks.machine import (  # benchmarks/
+    machine_info,
+    peak_memory,
+    resolve_device,
+    run_worker,
+    serve_worker,
+    timed,
+    worker_env,
+)
 from models import MODEL_TYPES, build_model, to_channels_last
 from models.resnet import stage_heights
-from util.engine import build_optimizer, train_step
-from util.evaluation import clip_features, prepare_clips
-from util.options import build_parser
+from util.cli.options import build_parser
+from util.evaluation.extract import clip_features, prepare_clips
+from util.train.engine import build_optimizer, train_step
 
 Config = namedtuple('Config', 'amp channels_last attention compile tf32', defaults=(False, True))
 CONFIGS = {
@@ -238,7 +245,7 @@ def main(argv=None):
                 continue
             peak = '-' if r['peak_bytes'] is None else f'{r["peak_bytes"] / 2**20:,.0f}'
 
-            def ratio(key):
+            def ratio(key, r=r, base=base):
                 return f'{r[key] / base[key]:.2f}x' if base else '-'
 
             print(f'| {model_type:<21} | {config:<20} | {r["train_clips_per_s"]:13.2f} | '

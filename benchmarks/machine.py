@@ -1,15 +1,14 @@
 """What the benchmarks share: the machine line their tables print, the measuring worker processes, resident
 memory and its peak, and waiting for the device. Torch is imported only where it is used, so that the
 database benchmark runs without it."""
+import gc
 import json
 import os
-import gc
 import platform
 import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # every benchmark imports this module first: models/ and util/ become importable
 
 
 def cpu_name():

@@ -15,15 +15,13 @@ Prints the number of clips each --test_sampling mode gives (clips/s = clips / ev
 """
 import argparse
 import os
-import sys
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.bench_input import write_frames  # noqa: E402
-from models import build_model, original_state_dict  # noqa: E402
-from util.sampling import TEST_SAMPLING_MODES, chunk_length  # noqa: E402
+from benchmarks.bench_input import write_frames
+from models import build_model, original_state_dict
+from util.data.sampling import TEST_SAMPLING_MODES, chunk_length
 
 
 def main(argv=None):

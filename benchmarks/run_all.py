@@ -23,11 +23,10 @@ import tempfile
 import threading
 import time
 
+from benchmarks.machine import machine_info, resolve_device, worker_env
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-
-from machine import machine_info, resolve_device, worker_env  # noqa: E402
 
 NAMES = ('scan', 'metric', 'rerank', 'input', 'models', 'train', 'onnx')
 WHAT = {

@@ -4,10 +4,24 @@
     load_checkpoint(model, 'ckpt/NVAN.pth')          # the original release's files load unchanged
     torch.save(original_state_dict(model), 'ckpt_best.pth')
 """
-from .checkpoint import (checkpoint_num_class, guess_config, load_checkpoint, load_state, original_state_dict,
-                         read_checkpoint)
-from .network import (MODEL_TYPES, ReIDNet, attention_maps, build_model, non_local_blocks, set_attention,
-                      to_channels_last, unwrap_model)
+from .checkpoint import (
+                         checkpoint_num_class,
+                         guess_config,
+                         load_checkpoint,
+                         load_state,
+                         original_state_dict,
+                         read_checkpoint,
+)
+from .network import (
+                         MODEL_TYPES,
+                         ReIDNet,
+                         attention_maps,
+                         build_model,
+                         non_local_blocks,
+                         set_attention,
+                         to_channels_last,
+                         unwrap_model,
+)
 from .non_local import ATTENTION_IMPLS, NonLocalBlock, StripeNonLocalBlock
 from .resnet import ResNet50, imagenet_weights_path
 

@@ -7,7 +7,7 @@ We save the same, so either code base loads the other's files, and load strictly
 The four non-local types share parameter names and shapes for the same non_layers (the stripe count, the
 temporal grouping, --temporal and --stride have no parameters); only resnet50_NL's layer1 blocks differ
 (g.0 / phi.0). Weights alone can therefore load into a configuration they were not trained with. Our runs
-record their configuration (util.checkpoint.save_best_weights: ``ckpt_best.json`` beside
+record their configuration (util.train.run.save_best_weights: ``ckpt_best.json`` beside
 ``ckpt_best.pth``; the 'config' entry of last.pth), and a contradiction with the model is refused. The
 original's released files carry none: for them only the key and shape checks apply.
 """
@@ -17,8 +17,9 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
-from util.checkpoint import load_torch_file, read_weights_config
 from util.errors import CheckpointError
+from util.train.run import load_torch_file, read_weights_config
+
 from .network import CLASSIFIER_STD, VARIANTS, unwrap_model
 
 _WRAPPER_PREFIXES = ('module.', '_orig_mod.')

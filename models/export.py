@@ -1,8 +1,8 @@
 """The eval network as one self-contained function of raw clips, for ONNX export.
 
 ``ClipEmbedder(model)`` maps uint8 RGB clips (B, S, 3, H, W), what a camera pipeline has, to the (B, 2048)
-eval features evaluate.py computes: the ImageNet normalisation (util.data.normalize_clip) is inside, and
-resnet50_s1 pools its S frame features with its --temporal mode (util.losses.temporal_pool) inside.
+eval features evaluate.py computes: the ImageNet normalisation (util.data.loaders.normalize_clip) is inside, and
+resnet50_s1 pools its S frame features with its --temporal mode (util.train.losses.temporal_pool) inside.
 """
 import os
 import warnings
@@ -11,8 +11,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from util.frames import normalize_clip
-from util.losses import temporal_pool
+from util.data.frames import normalize_clip
+from util.train.losses import temporal_pool
+
 from .network import unwrap_model
 
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from util.errors import ModelConfigError
+
 from .non_local import NonLocalBlock, StripeNonLocalBlock, check_attention
 from .resnet import STAGE_DEPTHS, ResNet50, load_pretrained, read_pretrained, stage_heights
 

@@ -16,8 +16,9 @@ import threading
 import torch
 import torch.nn as nn
 
-from util.checkpoint import load_torch_file
 from util.errors import BROKEN_DEPENDENCY, CheckpointError
+from util.train.run import load_torch_file
+
 from .non_local import NonLocalBlock, StripeNonLocalBlock
 
 STAGE_DEPTHS = (3, 4, 6, 3)

@@ -1,18 +1,14 @@
 """Fixtures several test files share; plain helpers are in helpers.py."""
 import os
 import shutil
-import sys
 
 import numpy as np
 import pytest
+from helpers import MARS_HEIGHT, MARS_WIDTH, random_checkpoint, random_image
 
-# Make the repository root importable (models/, util/) when pytest runs from anywhere.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from helpers import MARS_HEIGHT, MARS_WIDTH, random_checkpoint, random_image  # noqa: E402
-from util.data import read_database  # noqa: E402
-from util.datasets.mars import build_mars_database  # noqa: E402
-from util.synthetic import make_mars  # noqa: E402
+from util.data.datasets.mars import build_mars_database
+from util.data.loaders import read_database
+from util.data.synthetic import make_mars
 
 
 @pytest.fixture(scope='session')
@@ -37,7 +33,7 @@ def tiny_mars(tmp_path_factory):
 @pytest.fixture(scope='session')
 def synthetic_copy(tmp_path_factory):
     """Factory: ``synthetic_copy(make, dest, **kwargs)`` puts at `dest` a private copy (a test may damage it)
-    of the synthetic dataset a util.synthetic writer `make` writes with `kwargs`, and returns `dest`. Each
+    of the synthetic dataset a util.data.synthetic writer `make` writes with `kwargs`, and returns `dest`. Each
     dataset is written once per session."""
     written = {}
 

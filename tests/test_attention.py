@@ -4,10 +4,10 @@ their layout over the frames of full-map and stripe blocks) and the figure, and
 import numpy as np
 import pytest
 import torch
+from helpers import read_png
 from PIL import Image
 
-from helpers import read_png
-from util import visualize
+from util.cli import visualize
 from util.pictures import attention
 
 S = 4  # clip length
@@ -37,7 +37,7 @@ def _check_maps(model, clip, maps):
     """Every block's weights are softmax rows, equal to the models package's own capture, and the query's
     row is what the figure spreads over the frames (nothing outside the query's window)."""
     from models import attention_maps, non_local_blocks
-    from util.frames import normalize_clip
+    from util.data.frames import normalize_clip
 
     assert [m.name for m in maps] == [name for name, _ in non_local_blocks(model)]
     reference = {name: w for name, _, _, w in attention_maps(model, normalize_clip(clip.unsqueeze(0)))}

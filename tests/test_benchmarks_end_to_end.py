@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from util.synthetic import make_dukev, make_ilidsvid
+from util.data.synthetic import make_dukev, make_ilidsvid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--n_epochs', '1', '--S', '4', '--height', '32', '--width', '16', '--batch_size', '8', '--class_per_batch',

@@ -1,7 +1,8 @@
 """What only a CUDA device can show: normalisation on the GPU, nvJPEG decoding, the fused attention kernels,
 the exact resize on the GPU, and the scripts with --device cuda (bf16 / fp16 with channels_last,
 --decode_on_device, --compile). NCCL
-needs two GPUs (one process per device), so torchrun on one GPU creates no process group and is not here. Skipped where torch sees no CUDA device; `bash benchmarks/gpu_check.sh` runs them on a GPU."""
+needs two GPUs (one process per device), so torchrun on one GPU creates no process group and is not here. Skipped
+where torch sees no CUDA device; `bash benchmarks/gpu_check.sh` runs them on a GPU."""
 import os
 import re
 import subprocess
@@ -12,9 +13,9 @@ import pytest
 import torch
 
 from models.non_local import attend
-from util.data import make_test_loader, read_database
-from util.frames import normalize_clip
-from util.resize import pil_bilinear_resize
+from util.data.frames import normalize_clip
+from util.data.loaders import make_test_loader, read_database
+from util.data.resize import pil_bilinear_resize
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 

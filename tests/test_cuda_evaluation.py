@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from util.evaluation import save_features
-from util.metrics import cosine_distance, evaluate_mars, score_distances, score_distances_torch
+from util.evaluation.extract import save_features
+from util.evaluation.metrics import cosine_distance, evaluate_mars, score_distances, score_distances_torch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 
@@ -55,7 +55,7 @@ def test_metric_on_the_gpu_equals_the_cpu():
 
 
 def test_rerank_on_the_gpu_equals_the_cpu(tmp_path):
-    pytest.importorskip('util.rerank')
+    pytest.importorskip('util.evaluation.rerank')
     feats, pid, cam, query = structured(2, n_ids=60)
     save_features(tmp_path / 'f.npz', feats, pid, cam, query)
     records = {}

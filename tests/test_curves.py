@@ -4,12 +4,11 @@ import errno
 
 import numpy as np
 import pytest
-
 from helpers import read_png
-from util import visualize
+
+from util.cli import visualize
 from util.errors import DataError
 from util.pictures import curves
-
 
 METRICS_HEADER = 'epoch,trip_loss,frame_id_loss,track_id_loss,total_loss,lr,rank1,rank5,rank10,rank20,mAP,seconds\n'
 
@@ -39,7 +38,8 @@ def test_curves_without_validation_and_cli(tmp_path):
 
 
 def test_read_metrics_csv_values_and_empty_cells(tmp_path):
-    csv = _write_metrics(tmp_path / 'metrics.csv', ['1,0.9,,5.1,6.0,0.0001,,,,,,3.5', '2,0.7,,4.0,4.7,1e-05,0.5,,,,0.25,'])
+    csv = _write_metrics(tmp_path / 'metrics.csv',
+                         ['1,0.9,,5.1,6.0,0.0001,,,,,,3.5', '2,0.7,,4.0,4.7,1e-05,0.5,,,,0.25,'])
     columns = curves.read_metrics_csv(str(csv))
     assert list(columns) == METRICS_HEADER.strip().split(',')
     assert columns['epoch'].tolist() == [1.0, 2.0] and columns['lr'].tolist() == [1e-4, 1e-5]
@@ -67,7 +67,7 @@ def test_curves_errors(tmp_path, capsys):
     (OSError(errno.ENOSPC, 'No space left on device', 'out.png'), 2, 'error: out.png: No space left on device\n'),
     (KeyboardInterrupt(), 130, 'error: interrupted\n')])
 def test_cli_faults_are_one_line_as_in_every_script(tmp_path, monkeypatch, capsys, fault, status, line):
-    """python -m util.visualize handles errors through util.options.run_main, like the top-level scripts."""
+    """python -m util.visualize handles errors through util.cli.options.run_main, like the top-level scripts."""
     def fail(*args, **kwargs):
         raise fault
     monkeypatch.setattr(visualize, 'plot_training_curves', fail)

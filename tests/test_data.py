@@ -1,17 +1,23 @@
-"""util.data: database files, the clip datasets and their loaders, with every decoder (frame decoding itself
+"""util.data.loaders: database files, the clip datasets and their loaders, with every decoder (frame decoding itself
 is tested in tests/test_frames.py)."""
 import numpy as np
 import pytest
 import torch
+from helpers import random_image, reference_pipeline, reference_uint8
 from PIL import Image
 
-from helpers import random_image, reference_pipeline, reference_uint8
-from util import data
-from util.data import (Database, TestClipDataset, TrainClipDataset, make_test_loader, make_train_loader,
-                       read_database)
+from util.data import loaders as data
+from util.data.frames import DeviceBatch, load_clip, load_frame, normalize_clip
+from util.data.loaders import (
+    Database,
+    TestClipDataset,
+    TrainClipDataset,
+    make_test_loader,
+    make_train_loader,
+    read_database,
+)
+from util.data.sampling import chunk_frames, test_clip_indices, train_frame_indices
 from util.errors import DataError
-from util.frames import DeviceBatch, load_clip, load_frame, normalize_clip
-from util.sampling import chunk_frames, test_clip_indices, train_frame_indices
 
 H, W = 16, 8
 
@@ -218,7 +224,7 @@ def test_test_loader_order_and_shards(split):
 
 @pytest.mark.parametrize('mode', ['chunks', 'first', 'all_sampled', 'all_continuous'])
 def test_test_sampling_clips_are_test_clip_indices(split, mode):
-    """Every --test_sampling mode's clips, tracklet by tracklet, are util.sampling.test_clip_indices; the
+    """Every --test_sampling mode's clips, tracklet by tracklet, are util.data.sampling.test_clip_indices; the
     loaded pixels are those frames; all_* batches mix the clips of several tracklets."""
     db = read_database(split / 'path.txt', split / 'info.npy')
     dataset = TestClipDataset(db, 3, H, W, sampling=mode)

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import scipy.io
 
-from util.datasets.common import field_numbers
-from util.datasets.dukev import build_dukev_database, dukev_frame_numbers, parse_dukev_names
-from util.datasets.mars import build_mars_database, parse_mars_names
+from util.data.datasets.common import field_numbers
+from util.data.datasets.dukev import build_dukev_database, dukev_frame_numbers, parse_dukev_names
+from util.data.datasets.mars import build_mars_database, parse_mars_names
+from util.data.synthetic import make_dukev, make_mars
 from util.errors import DataError
-from util.synthetic import make_dukev, make_mars
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXTS = ('.jpg', '.JPG', '.jpeg', '.JPEG', '.png', '.PNG', '.ppm', '.PPM', '.bmp', '.BMP')
@@ -218,8 +218,9 @@ def test_mars_rows_must_cover_every_frame(mars):
     last = sorted(os.listdir(d))[-1]
     frames = sorted(os.listdir(d / last))
     os.remove(d / last / frames[-1])
-    msg = expect_error(lambda: build_mars(mars), rf'bbox_train/{last}: tracklet {frames[-1][:11]} has \d+ frames but '
-                                                 r'.*tracks_train_info\.mat row \d+ .* covers \d+: a frame is missing', out)
+    msg = expect_error(lambda: build_mars(mars),
+                       rf'bbox_train/{last}: tracklet {frames[-1][:11]} has \d+ frames but '
+                       r'.*tracks_train_info\.mat row \d+ .* covers \d+: a frame is missing', out)
     assert f'to {frames[-2]}, followed by the end of' in msg
 
 
@@ -323,14 +324,14 @@ def test_output_dir_is_replaced_as_a_whole_keeping_other_files(mars):
     assert os.listdir(out.parent) == ['MARS_database']  # no temporary directory left
 
 
-def _fail_on_call(monkeypatch, module, name, k, error=OSError(28, 'No space left on device')):
+def _fail_on_call(monkeypatch, module, name, k, error=None):
     """Make module.name raise on its k-th call (1-based)."""
     real, calls = getattr(module, name), []
 
     def wrapper(*args, **kwargs):
         calls.append(1)
         if len(calls) == k:
-            raise error
+            raise OSError(28, 'No space left on device') if error is None else error
         return real(*args, **kwargs)
     monkeypatch.setattr(module, name, wrapper)
 
@@ -344,7 +345,7 @@ def test_a_failed_rebuild_leaves_the_old_database_complete(mars, monkeypatch, wh
     # The rebuild reads a copy elsewhere: every path differs, so a mix of the two databases would show.
     copy = data_dir.parent / 'MARS_copy'
     shutil.copytree(data_dir, copy)
-    import util.datasets.common as common
+    import util.data.datasets.common as common
     if where == 'write':  # the disk fills up at the third file
         _fail_on_call(monkeypatch, common.np, 'save', 2)
     elif where == 'swap':  # the rename of the new directory into place fails

@@ -8,9 +8,9 @@ import h5py
 import numpy as np
 import pytest
 
-from util.datasets.lsvid import build_lsvid_database
+from util.data.datasets.lsvid import build_lsvid_database
+from util.data.synthetic import make_lsvid
 from util.errors import DataError
-from util.synthetic import make_lsvid
 
 
 @pytest.fixture

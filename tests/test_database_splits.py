@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import scipy.io
 
-from util.datasets.ilidsvid import build_ilidsvid_database
-from util.datasets.prid2011 import build_prid2011_database
+from util.data.datasets.ilidsvid import build_ilidsvid_database
+from util.data.datasets.prid2011 import build_prid2011_database
+from util.data.synthetic import make_ilidsvid, make_prid2011
 from util.errors import DataError
-from util.synthetic import make_ilidsvid, make_prid2011
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DB_FILES = ['gallery_IDX.npy', 'query_IDX.npy', 'test_info.npy', 'test_path.txt', 'train_info.npy',

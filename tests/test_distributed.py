@@ -14,11 +14,20 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from util.distributed import (CPUSyncBatchNorm, DistContext, _convert_cpu_sync_batchnorm, all_gather_with_grad,
-                              barrier, cleanup, gather_tensors, init_distributed, wrap_model)
 from models import unwrap_model
-from util.engine import train_step
+from util.distributed import (
+    CPUSyncBatchNorm,
+    DistContext,
+    _convert_cpu_sync_batchnorm,
+    all_gather_with_grad,
+    barrier,
+    cleanup,
+    gather_tensors,
+    init_distributed,
+    wrap_model,
+)
 from util.errors import ReIDError
+from util.train.engine import train_step
 
 WORLD = 2
 P, K, S, H, W = 4, 2, 2, 8, 4  # global batch: P ids x K clips of S frames
@@ -30,7 +39,7 @@ LR = {"sgd": 0.5, "adam": 1e-2}
 CONFIGS = [("sgd", torch.float32, 1e-5), ("sgd", torch.float64, 1e-10), ("adam", torch.float64, 1e-10)]
 
 try:  # the project's loss once it exists; the SPEC definition otherwise
-    from util.losses import batch_hard_triplet_soft as triplet
+    from util.train.losses import batch_hard_triplet_soft as triplet
 except ImportError:
     def triplet(x, labels):
         dist = ((x[:, None] - x[None]) ** 2).sum(-1).add(1e-12).sqrt()  # (B, B)
@@ -122,7 +131,8 @@ def _worker(rank, port, out_dir):
     for opt_name, dtype, _ in CONFIGS:
         torch.manual_seed(0)
         model = wrap_model(TinyClipNet().to(dtype), ctx)
-        res["bn_types"] = sorted({type(m).__name__ for m in unwrap_model(model).modules() if "Norm" in type(m).__name__})
+        res["bn_types"] = sorted({type(m).__name__ for m in unwrap_model(model).modules()
+                                  if "Norm" in type(m).__name__})
         res["wrapper"] = type(model).__name__
         res[opt_name, dtype] = (train_steps(model, clips[local_rows(rank)], clip_labels[local_rows(rank)], opt_name,
                                             WORLD), copy.deepcopy(unwrap_model(model).state_dict()))

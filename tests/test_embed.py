@@ -1,4 +1,4 @@
-"""util.embed and extract_features.py: tracklet folders -> the features evaluate.py computes for the same
+"""util.evaluation.embed and extract_features.py: tracklet folders -> the features evaluate.py computes for the same
 frames and flags; frame order, labels from frame names, and one-line errors for bad input."""
 import os
 import shutil
@@ -6,15 +6,15 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from helpers import CLIP, MARS_HEIGHT, MARS_S, MARS_WIDTH, MODEL
 from PIL import Image
 
 import evaluate
 import extract_features
-from helpers import CLIP, MARS_HEIGHT, MARS_S, MARS_WIDTH, MODEL
-from util.embed import TrackletEmbedder, find_tracklets, frame_sort_key, tracklet_database, tracklet_labels
-from util.evaluation import load_features
-from util.options import run_main
-from util.sampling import TEST_SAMPLING_MODES
+from util.cli.options import run_main
+from util.data.sampling import TEST_SAMPLING_MODES
+from util.evaluation.embed import TrackletEmbedder, find_tracklets, frame_sort_key, tracklet_database, tracklet_labels
+from util.evaluation.extract import load_features
 
 H, W, S = MARS_HEIGHT, MARS_WIDTH, MARS_S
 

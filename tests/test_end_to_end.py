@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from util.datasets.mars import build_mars_database
-from util.synthetic import make_mars
+from util.data.datasets.mars import build_mars_database
+from util.data.synthetic import make_mars
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CMC_LINE = re.compile(r'^CMC : \d\.\d{4} , mAP : \d\.\d{4}$', re.M)
@@ -39,7 +39,7 @@ TRAIN = SMALL + ['--class_per_batch', '2', '--track_per_class', '2', '--n_epochs
 
 
 def run(*argv, check=True, env=None):
-    env = None if env is None else {**os.environ, **env}
+    env = {**os.environ, 'PYTHONPATH': ROOT, **(env or {})}  # the runner scripts import this checkout's modules
     proc = subprocess.run([sys.executable, *map(str, argv)], cwd=ROOT, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f'{argv[0]} exited with {proc.returncode}:\n{proc.stdout}\n{proc.stderr}')
@@ -125,11 +125,10 @@ def test_bad_input_exit_status_and_message(tmp_path):
 
 
 F64_RUNNER = '''import sys
-sys.path.insert(0, {root!r})
 import torch
 torch.set_default_dtype(torch.float64)  # exact comparison: no float32 rounding amplified by 50 layers
 import train_baseline
-from util.options import run_main
+from util.cli.options import run_main
 sys.exit(run_main(train_baseline.main, sys.argv[1:]))
 '''
 
@@ -143,11 +142,11 @@ def test_torchrun_two_processes_train_like_one(db, tmp_path):
     rank-1 and mAP as one process. (One step with the triplet and track ID losses is tests/test_distributed.py's
     test_one_step_equals_single_process, in-process.)"""
     runner = tmp_path / 'f64_train.py'
-    runner.write_text(F64_RUNNER.format(root=ROOT))
+    runner.write_text(F64_RUNNER)
     argv = [*db_args(db), *TRAIN, '--optimizer', 'sgd', '--lr', '1e-3', '--model_type', 'resnet50_s1',
             '--temporal', 'mean', '--class_per_batch', '2', '--test_sampling', 'all_continuous']
     run(runner, *argv, '--ckpt', tmp_path / 'one')
-    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': ROOT}
     proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
                            str(runner), *map(str, argv), '--ckpt', str(tmp_path / 'two')],
                           cwd=ROOT, env=env, capture_output=True, text=True)
@@ -167,13 +166,12 @@ def test_torchrun_two_processes_train_like_one(db, tmp_path):
 
 
 COMPILE_RUNNER = '''import functools, sys
-sys.path.insert(0, {root!r})
 import torch
 # AOTAutograd without inductor's C++ code generation: the whole torch.compile path of --compile (dynamo graph
 # capture, functionalised forward and backward, the _orig_mod. wrapper) in seconds instead of minutes on 2 cores
 torch.compile = functools.partial(torch.compile, backend='aot_eager')
 import train_baseline
-from util.options import run_main
+from util.cli.options import run_main
 sys.exit(run_main(train_baseline.main, sys.argv[1:]))
 '''
 
@@ -189,7 +187,7 @@ def test_compile_trains_like_eager_and_saves_original_keys(db, tmp_path):
     model = ['--model_type', 'resnet50_s1', '--temporal', 'mean', '--track_id_loss', '--seed', '3',
              '--class_per_batch', '4']
     runner = tmp_path / 'compile_train.py'
-    runner.write_text(COMPILE_RUNNER.format(root=ROOT))
+    runner.write_text(COMPILE_RUNNER)
     losses = {}
     for name, extra in (('eager', []), ('compiled', ['--compile'])):
         run(runner, *db_args(db), *TRAIN, *model, *extra, '--ckpt', tmp_path / name)

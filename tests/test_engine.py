@@ -25,16 +25,23 @@ import torch
 import torch.nn.functional as F
 
 import train_baseline
-import util.engine as engine
+import util.train.engine as engine
 from models import build_model
-from util.checkpoint import (RunLock, atomic_save, load_resume_state, remove_stale_temporaries, rng_state,
-                             set_rng_state, write_text)
+from util.cli.options import build_parser, parse_args, run_main
 from util.distributed import init_distributed
 from util.errors import OutputError
-from util.engine import NonFiniteLossError, compute_losses
-from util.losses import batch_hard_triplet_soft
-from util.evaluation import prepare_clips
-from util.options import build_parser, parse_args, run_main
+from util.evaluation.extract import prepare_clips
+from util.train.engine import NonFiniteLossError, compute_losses
+from util.train.losses import batch_hard_triplet_soft
+from util.train.run import (
+    RunLock,
+    atomic_save,
+    load_resume_state,
+    remove_stale_temporaries,
+    rng_state,
+    set_rng_state,
+    write_text,
+)
 
 
 @pytest.fixture(scope='module')
@@ -95,12 +102,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # MARKER and waits there to be killed or interrupted.
 STOPPED_IN_SAVE = """
 import sys, time
-sys.path.insert(0, {root!r})
 import torch
-import util.checkpoint
+import util.train.run
 real_save = torch.save
 def stopping_save(obj, f, *args, **kwargs):
-    if isinstance(obj, dict) and obj.get('format') == util.checkpoint.RESUME_FORMAT and obj['epoch'] == {epoch}:
+    if isinstance(obj, dict) and obj.get('format') == util.train.run.RESUME_FORMAT and obj['epoch'] == {epoch}:
         f.write(b'part of a checkpoint')
         f.flush()
         open({marker!r}, 'w').close()
@@ -108,7 +114,7 @@ def stopping_save(obj, f, *args, **kwargs):
     return real_save(obj, f, *args, **kwargs)
 torch.save = stopping_save
 import train_baseline
-from util.options import run_main
+from util.cli.options import run_main
 sys.exit(run_main(train_baseline.main, sys.argv[1:]))
 """
 
@@ -116,9 +122,9 @@ sys.exit(run_main(train_baseline.main, sys.argv[1:]))
 def start_stopped_in_save(tmp_path, argv, epoch):
     """The training subprocess, once it is inside the write of last.pth after `epoch` epochs."""
     script, marker = tmp_path / 'stopped_in_save.py', tmp_path / 'in_save'
-    script.write_text(STOPPED_IN_SAVE.format(root=ROOT, epoch=epoch, marker=str(marker)))
+    script.write_text(STOPPED_IN_SAVE.format(epoch=epoch, marker=str(marker)))
     proc = subprocess.Popen([sys.executable, str(script), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+                            text=True, env={**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': ROOT})
     deadline = time.time() + 600
     while not marker.exists():
         if proc.poll() is not None or time.time() > deadline:
@@ -162,8 +168,8 @@ def test_atomic_save_failure_leaves_old_file_and_no_temporary(tmp_path):
 
 
 def test_check_writable_refuses_unwritable_outputs(tmp_path):
-    from util.checkpoint import check_writable
     from util.errors import OutputError
+    from util.train.run import check_writable
     check_writable(tmp_path / 'new' / 'f.npz', '--save_features')          # creates the missing directory
     assert os.listdir(tmp_path / 'new') == []                               # and leaves no probe file
     (tmp_path / 'file').write_text('x')
@@ -413,8 +419,8 @@ def test_features_of_an_empty_shard_have_the_feature_width(db):
     """With more processes than test tracklets a rank loads nothing; its (0, D) features must still
     concatenate with the other ranks' (n, D) ones."""
     from models import build_model
-    from util.data import make_test_loader, read_database
-    from util.evaluation import extract_features
+    from util.data.loaders import make_test_loader, read_database
+    from util.evaluation.extract import extract_features
     test = read_database(db / 'test_path.txt', db / 'test_info.npy', db / 'query_IDX.npy')
     n = len(test.info)
     model = build_model('resnet50_s1', 4, pretrained='none', height=32, S=2)
@@ -484,11 +490,11 @@ def test_unwritable_outputs_are_refused_before_any_work(db, tmp_path, capsys, mo
         assert message in _fail(argv, capsys)
 
     # a read-only directory (root writes anywhere, so the file system says it here)
-    import util.checkpoint
+    import util.train.run
 
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-    monkeypatch.setattr(util.checkpoint.tempfile, 'mkstemp', read_only)
+    monkeypatch.setattr(util.train.run.tempfile, 'mkstemp', read_only)
     message = _fail(baseline_args(db, tmp_path / 'e'), capsys)
     assert message == f'error: --ckpt {tmp_path / "e"}: cannot write there (Read-only file system)'
 
@@ -559,9 +565,9 @@ def test_a_second_process_on_the_same_directory_stops_at_once(db, tmp_path, caps
     ckpt = tmp_path / 'ckpt'
     ckpt.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, '-c', 'import sys, time; sys.path.insert(0, sys.argv[2]); from util.checkpoint import '
-         'RunLock; RunLock(sys.argv[1]).acquire(); print("locked", flush=True); time.sleep(300)', str(ckpt), ROOT],
-        stdout=subprocess.PIPE, text=True)
+        [sys.executable, '-c', 'import sys, time; from util.train.run import '
+         'RunLock; RunLock(sys.argv[1]).acquire(); print("locked", flush=True); time.sleep(300)', str(ckpt)],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, 'PYTHONPATH': ROOT})
     try:
         assert holder.stdout.readline().strip() == 'locked'
         monkeypatch.setattr(engine, 'read_database', _not_read)

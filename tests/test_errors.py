@@ -8,9 +8,13 @@ import torch
 from PIL import Image
 
 from models import resnet
-from util import checkpoint, data, evaluation, frames, search
-from util.datasets import common
+from util.data import frames
+from util.data import loaders as data
+from util.data.datasets import common
 from util.errors import BROKEN_DEPENDENCY, CheckpointError, DataError, ReIDError
+from util.evaluation import extract as evaluation
+from util.evaluation import search
+from util.train import run as checkpoint
 
 
 def _raiser(exc):

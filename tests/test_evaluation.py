@@ -9,12 +9,12 @@ import torch
 from PIL import Image
 
 import evaluate
-from util.data import Database, collate_clips, make_test_loader
-from util.evaluation import chance_level, extract_features, load_features, save_features, score
-from util.frames import load_clip, normalize_clip
-from util.sampling import TEST_SAMPLING_MODES, test_clip_indices, test_frame_indices
-from util.metrics import evaluate_mars
-from util.options import run_main
+from util.cli.options import run_main
+from util.data.frames import load_clip, normalize_clip
+from util.data.loaders import Database, collate_clips, make_test_loader
+from util.data.sampling import TEST_SAMPLING_MODES, test_clip_indices, test_frame_indices
+from util.evaluation.extract import chance_level, extract_features, load_features, save_features, score
+from util.evaluation.metrics import evaluate_mars
 from util.pictures.ranks import load_features_npz
 
 
@@ -235,7 +235,7 @@ def test_all_clips_shards_gather_to_the_whole(tiny_db):
 
 @pytest.fixture
 def recorded_rerank(monkeypatch):
-    """util.rerank replaced by 2 - 2 cos (the re-ranking's original distance), recording its arguments:
+    """util.evaluation.rerank replaced by 2 - 2 cos (the re-ranking's original distance), recording its arguments:
     the wiring is checked apart from the re-ranking itself (tests/test_rerank.py)."""
     import sys
     import types
@@ -247,7 +247,8 @@ def recorded_rerank(monkeypatch):
         g = torch.nn.functional.normalize(gallery, dim=1)
         return (2 - 2 * p @ g.T).float()
 
-    monkeypatch.setitem(sys.modules, 'util.rerank', types.SimpleNamespace(k_reciprocal_distance=k_reciprocal_distance))
+    monkeypatch.setitem(sys.modules, 'util.evaluation.rerank',
+                        types.SimpleNamespace(k_reciprocal_distance=k_reciprocal_distance))
     return calls
 
 
@@ -275,14 +276,14 @@ def test_rerank_scores_the_reranked_distances(tmp_path, capsys, recorded_rerank,
 
 
 def test_rerank_against_the_real_module(tmp_path, capsys):
-    rerank = pytest.importorskip('util.rerank')
+    rerank = pytest.importorskip('util.evaluation.rerank')
     feats, pid, cam, query, gallery = features_set(seed=4)
     save_features(tmp_path / 'f.npz', feats, pid, cam, query, gallery)
     code, out, err = run(['--features', tmp_path / 'f.npz', '--rerank', '--rerank_k1', 6, '--rerank_k2', 3,
                           '--results', tmp_path / 'r.json', '--cmc_plot', tmp_path / 'cmc.png'], capsys)
     assert code == 0, err
     dist = rerank.k_reciprocal_distance(torch.from_numpy(feats[query]), torch.from_numpy(feats[gallery]), 6, 3, 0.3)
-    from util.metrics import evaluate_mars_reference
+    from reference import evaluate_mars_reference
     expected = evaluate_mars_reference(feats, pid, cam, query, gallery_idx=gallery, dist=dist.numpy())
     record = json.loads((tmp_path / 'r.json').read_text())
     assert record['reranked']['mAP'] == expected.mAP and record['reranked']['cmc'] == expected.cmc[:50].tolist()

@@ -1,4 +1,4 @@
-"""util.frames: frame decoding (libjpeg-turbo and Pillow give the same pixels, the fallbacks), the ImageNet
+"""util.data.frames: frame decoding (libjpeg-turbo and Pillow give the same pixels, the fallbacks), the ImageNet
 normalisation, and the device batches of --resize_on_device / --decode_on_device (tests/test_data.py checks
 them through the loaders)."""
 import itertools
@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from helpers import random_image, reference_pipeline, reference_uint8
-from util import frames
+
+from util.data import frames
+from util.data.frames import DeviceBatch, load_clip, load_frame, normalize_clip, read_encoded_clip, read_source_clip
 from util.errors import DataError
-from util.frames import DeviceBatch, load_clip, load_frame, normalize_clip, read_encoded_clip, read_source_clip
 
 H, W = 16, 8
 
@@ -107,7 +107,7 @@ def test_decode_with_a_broken_torchvision_is_not_hidden(jpegs, monkeypatch):
 
 def test_decode_without_torchvision_io_warns_and_uses_pillow():
     code = ("import sys, warnings; sys.modules['torchvision.io'] = None; warnings.simplefilter('always')\n"
-            "import util.frames as f; print(f.decode_jpeg)")
+            "import util.data.frames as f; print(f.decode_jpeg)")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.run([sys.executable, '-c', code], cwd=root, capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == 'None', proc.stderr

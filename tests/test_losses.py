@@ -1,4 +1,4 @@
-"""util.losses: the soft-margin batch-hard triplet loss, temporal pooling and the identity losses.
+"""util.train.losses: the soft-margin batch-hard triplet loss, temporal pooling and the identity losses.
 
 Independent oracles on purpose: hand-computed batches, and ``_original_style_triplet``, the original
 release's loop restated here (values and gradients), so that the vectorised loss is not checked against itself."""
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from util.errors import ModelConfigError
-from util.engine import compute_losses
-from util.losses import batch_hard_triplet_soft, pairwise_euclidean, temporal_pool
+from util.train.engine import compute_losses
+from util.train.losses import batch_hard_triplet_soft, pairwise_euclidean, temporal_pool
 
 
 def softplus(z):

@@ -1,4 +1,4 @@
-"""util.metrics: the MARS metric (CMC and mAP with the good / junk rule of SPEC).
+"""util.evaluation.metrics: the MARS metric (CMC and mAP with the good / junk rule of SPEC).
 
 Independent oracles live here on purpose: a case ranked by hand, and ``original_style_metric``, the original
 release's cmc.py restated (it is not imported from the project or the benchmarks, so that the vectorised
@@ -6,10 +6,17 @@ metric is checked against a second statement of SPEC, not against itself)."""
 import numpy as np
 import pytest
 import torch
+from reference import evaluate_mars_reference
 
 from util.errors import DataError
-from util.metrics import (MarsResult, cosine_distance, evaluate_distances, evaluate_mars, evaluate_mars_reference,
-                          format_result, match_masks)
+from util.evaluation.metrics import (
+    MarsResult,
+    cosine_distance,
+    evaluate_distances,
+    evaluate_mars,
+    format_result,
+    match_masks,
+)
 
 
 def assert_same(a, b):
@@ -43,7 +50,7 @@ HAND_CAM = [1, 1, 2, 2, 3, 1, 3, 2, 1]
 
 def torch_metric(features, labels, cams, query_idx, rank_size=10000, gallery_idx=None):
     """The torch path of --device cuda (cosine_distance_torch + score_distances_torch), here on the CPU."""
-    from util.metrics import _check_rows, cosine_distance_torch, score_distances_torch
+    from util.evaluation.metrics import _check_rows, cosine_distance_torch, score_distances_torch
     labels, cams, query_idx, gallery_idx, ranks = _check_rows(len(features), labels, cams, query_idx, rank_size,
                                                               gallery_idx)
     dist = cosine_distance_torch(torch.from_numpy(features), query_idx, gallery_idx)
@@ -413,7 +420,7 @@ def test_format_result_short_list_and_skipped_queries():
 @pytest.mark.parametrize('seed, pool, rank_size, gallery', [(0, None, 0, False), (1, 40, 0, False),
                                                             (2, None, 30, True), (3, 25, 0, True)])
 def test_torch_ranking_equals_numpy_from_the_same_distances(seed, pool, rank_size, gallery):
-    from util.metrics import score_distances, score_distances_torch
+    from util.evaluation.metrics import score_distances, score_distances_torch
     rng = np.random.default_rng(seed)
     feats, pid, cam = structured_set(rng, pool=pool)
     q = np.concatenate([mars_queries(pid, cam)[:30], np.flatnonzero(pid == -1)[:3], np.flatnonzero(pid == 0)[:3]])
@@ -426,7 +433,7 @@ def test_torch_ranking_equals_numpy_from_the_same_distances(seed, pool, rank_siz
 
 
 def test_torch_distances_match_numpy():
-    from util.metrics import cosine_distance_torch
+    from util.evaluation.metrics import cosine_distance_torch
     rng = np.random.default_rng(0)
     feats, pid, cam = structured_set(rng)
     feats[5] = 0  # undefined cosine: +inf

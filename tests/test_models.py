@@ -9,7 +9,6 @@ import json
 import os
 import random
 import re
-import sys
 
 import pytest
 import torch
@@ -18,13 +17,22 @@ import torch.nn.functional as F
 
 import models
 import models.resnet as resnet
-from models import (MODEL_TYPES, NonLocalBlock, StripeNonLocalBlock, attention_maps, build_model,
-                    checkpoint_num_class, load_checkpoint, non_local_blocks, original_state_dict, set_attention,
-                    to_channels_last)
+from benchmarks.bench_models import count_flops
+from benchmarks.bench_models import main as model_cost_table
+from models import (
+    MODEL_TYPES,
+    NonLocalBlock,
+    StripeNonLocalBlock,
+    attention_maps,
+    build_model,
+    checkpoint_num_class,
+    load_checkpoint,
+    non_local_blocks,
+    original_state_dict,
+    set_attention,
+    to_channels_last,
+)
 from util.errors import CheckpointError, ModelConfigError
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'benchmarks'))
-from bench_models import count_flops, main as model_cost_table  # noqa: E402
 
 H, W = 32, 16
 NL_TYPES = [t for t in MODEL_TYPES if t != 'resnet50_s1']
@@ -552,7 +560,8 @@ def test_non_finite_checkpoint_tensor_is_refused(tmp_path):
                                               r'infinite values of 2048 \(and 1 more tensors\); the run that wrote '
                                               r'it diverged'):
         load_checkpoint(model, tmp_path / 'nan.pth')
-    with pytest.raises(CheckpointError, match=r'pretrained.pth: tensor bn1.weight holds 64 NaN or infinite values of 64;'):
+    with pytest.raises(CheckpointError,
+                       match=r'pretrained.pth: tensor bn1.weight holds 64 NaN or infinite values of 64;'):
         pretrained = {k[len('module.features.backbone.'):]: v for k, v in state.items() if 'backbone' in k}
         pretrained['bn1.weight'] = torch.full((64,), float('nan'))
         torch.save(pretrained, tmp_path / 'pretrained.pth')
@@ -561,7 +570,7 @@ def test_non_finite_checkpoint_tensor_is_refused(tmp_path):
 
 def _best_file(tmp_path, model, config, name='ckpt_best.pth'):
     """ckpt_best.pth + ckpt_best.json as a training run writes them (tiny stride-0 tensors)."""
-    from util.checkpoint import save_best_weights
+    from util.train.run import save_best_weights
     state = {k: torch.zeros(()).expand(v.shape) for k, v in original_state_dict(model).items()}
     save_best_weights(tmp_path / name, state, config)
     return tmp_path / name

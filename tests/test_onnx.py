@@ -7,13 +7,14 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
+from helpers import random_checkpoint
 
 import export_onnx
 from models import build_model, load_checkpoint
-from models.export import ClipEmbedder, export_onnx as export, onnx_features, relative_difference
-from helpers import random_checkpoint
-from util.evaluation import clip_features, prepare_clips
-from util.options import run_main
+from models.export import ClipEmbedder, onnx_features, relative_difference
+from models.export import export_onnx as export
+from util.cli.options import run_main
+from util.evaluation.extract import clip_features, prepare_clips
 
 S, H, W = 4, 32, 16
 NL = dict(non_layers=(1, 1, 1, 0), stripes=(2, 2, 2, 2))  # small, and valid for S=4 in every type

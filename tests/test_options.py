@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from util.options import build_parser, parse_args, str2bool
+from util.cli.options import build_parser, parse_args, str2bool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -223,15 +223,15 @@ def test_run_evaluate_sh_blocks(tmp_path):
 
 def test_model_types_are_the_networks():
     import models.network
-    import util.options
-    assert util.options.MODEL_TYPES is models.network.MODEL_TYPES
+    import util.cli.options
+    assert util.cli.options.MODEL_TYPES is models.network.MODEL_TYPES
 
 
 def test_run_main_turns_file_system_faults_into_one_line(capsys):
     import errno
 
+    from util.cli.options import run_main
     from util.errors import OutputError
-    from util.options import run_main
 
     def full_disk(argv):
         raise OSError(errno.ENOSPC, 'No space left on device', '/data/ckpt/metrics.csv')

@@ -3,10 +3,10 @@ with the metric, the gallery index), index.html, and ``python -m util.visualize 
 import numpy as np
 import pytest
 import torch
+from helpers import read_png
 from PIL import Image
 
-from helpers import read_png
-from util import visualize
+from util.cli import visualize
 from util.errors import DataError, ReIDError
 from util.pictures import ranks
 
@@ -120,7 +120,7 @@ def test_ranked_results_crafted_case(tmp_path):
 
 
 def test_ranked_results_agree_with_metric(tmp_path):
-    from util.metrics import evaluate_mars
+    from util.evaluation.metrics import evaluate_mars
     paths, info = _write_frames(tmp_path, frames_per_track=1)
     features = _crafted_features()
     drawn = ranks.save_ranked_results(str(tmp_path / 'r'), torch.from_numpy(features), torch.from_numpy(info[:, 2]),
@@ -132,7 +132,7 @@ def test_ranked_results_agree_with_metric(tmp_path):
 
 def test_ranked_results_with_gallery_index(tmp_path):
     """Only gallery rows are drawn, in the metric's order, and the first correct rank is the metric's."""
-    from util.metrics import evaluate_mars
+    from util.evaluation.metrics import evaluate_mars
     paths, info = _write_frames(tmp_path, frames_per_track=1)
     features = _crafted_features()
     gallery = np.array([1, 2, 3, 4, 5])  # neither query row (0, 6) is in the gallery

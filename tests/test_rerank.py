@@ -3,7 +3,7 @@
 The oracle is ``rerank_reference``: a plain restatement of the authors' released loops (float32 numpy, one
 full argsort, a Python loop per item, the inverted index of V), sharing no code with the vectorised torch
 path. Both get the same original distance matrix. Re-ranked distances must agree within 1e-5, and CMC and
-mAP through the project's metric (util.metrics.score_distances) must be equal.
+mAP through the project's metric (util.evaluation.metrics.score_distances) must be equal.
 
 Tie order: the released code ranks with numpy's default argsort, which leaves the order of equal distances
 to the sort algorithm; ours and the oracle (sort_kind='stable') put them in index order. On features
@@ -17,10 +17,11 @@ import re
 import numpy as np
 import pytest
 import torch
+from reference import rerank_reference
 
-import util.rerank as rerank
-from util.metrics import score_distances
-from util.rerank import k_reciprocal_distance, pairwise_distance, rerank_distance, rerank_reference
+import util.evaluation.rerank as rerank
+from util.evaluation.metrics import score_distances
+from util.evaluation.rerank import k_reciprocal_distance, pairwise_distance, rerank_distance
 
 TOL = 1e-5
 PARAMETERS = [(20, 6, 0.3), (5, 1, 0.0), (7, 3, 1.0), (3, 10, 0.5), (1, 2, 0.3)]

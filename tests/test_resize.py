@@ -1,10 +1,10 @@
-"""util.resize: Pillow's bilinear resize repeated in torch must equal Pillow byte for byte."""
+"""util.data.resize: Pillow's bilinear resize repeated in torch must equal Pillow byte for byte."""
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from util.resize import pil_bilinear_resize, pil_bilinear_resize_torch, pil_bilinear_taps
+from util.data.resize import pil_bilinear_resize, pil_bilinear_resize_torch, pil_bilinear_taps
 
 SOURCE_SIZES = [(128, 64), (384, 192), (100, 37), (17, 5), (257, 127), (1, 1), (3, 300)]
 TARGET_SIZES = [(256, 128), (255, 129), (8, 4), (40, 7), (1, 1)]

@@ -1,15 +1,15 @@
 """Clip sampling (SPEC section 2) and the identity-balanced batch sampler.
 
 ``reference_chunks`` is an independent oracle on purpose: SPEC section 2 restated as a plain loop, sharing
-no code with util.sampling."""
+no code with util.data.sampling."""
 import math
 
 import numpy as np
 import pytest
 
-from util import sampling
+from util.data import sampling
+from util.data.sampling import IdentityBatchSampler, chunk_frames, shard_bounds, train_frame_indices
 from util.errors import DataError
-from util.sampling import IdentityBatchSampler, chunk_frames, shard_bounds, train_frame_indices
 
 
 def reference_chunks(start, end, S):

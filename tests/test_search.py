@@ -1,15 +1,16 @@
-"""util.search and search.py: chunked top-k equals a full sort, memory-mapped features files, the printed
+"""util.evaluation.search and search.py: chunked top-k equals a full sort, memory-mapped features files, the printed
 ranking, the picture, re-ranking wiring, and one-line errors."""
 import os
 import re
+
 import numpy as np
 import pytest
+from helpers import CLIP, MODEL
 from PIL import Image
 
 import search
-from helpers import CLIP, MODEL
-from util.options import run_main
-from util.search import cosine_topk, open_features, save_tracklet_features
+from util.cli.options import run_main
+from util.evaluation.search import cosine_topk, open_features, save_tracklet_features
 from util.pictures.ranks import ranked_image_size
 
 
@@ -97,9 +98,10 @@ def test_search_folders_and_picture(mars_tracks, tmp_path, capsys):  # noqa: F81
 
 
 def test_rerank_ranks_by_the_reranked_distance(tmp_path, capsys):
-    """--rerank ranks the gallery by util.rerank.k_reciprocal_distance(probe, gallery, k1, k2, lambda)."""
+    """--rerank ranks the gallery by util.evaluation.rerank.k_reciprocal_distance(probe, gallery, k1, k2, lambda)."""
     import torch
-    from util.rerank import k_reciprocal_distance
+
+    from util.evaluation.rerank import k_reciprocal_distance
     gallery, query = features(40), features(2, seed=2)
     gallery[:20] += 2 * query[0]  # a neighbourhood for the k-reciprocal sets
     write_side(tmp_path / 'g.npz', gallery)

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from util.cli.splits_summary import main, summarize
 from util.errors import DataError
-from util.splits_summary import main, summarize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

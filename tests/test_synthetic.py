@@ -11,8 +11,9 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from util.options import run_main
-from util.synthetic import MARKER, main, make_dukev, make_ilidsvid, make_lsvid, make_mars, make_prid2011
+from util.cli.options import run_main
+from util.cli.synthetic import main
+from util.data.synthetic import MARKER, make_dukev, make_ilidsvid, make_lsvid, make_mars, make_prid2011
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(num_train_ids=4, num_test_ids=4, height=16, width=8)
@@ -98,7 +99,7 @@ def test_identity_differs_from_others_more_than_from_itself(tmp_path):
               num_junk=0, num_distractors=0)
     info, names = load_info(tmp_path / 'm', 'train')
     feats = []
-    for start, end, pid, _ in info:
+    for start, end, _, _ in info:
         ims = [np.asarray(Image.open(tmp_path / 'm' / 'bbox_train' / n[:4] / n), np.float32)
                for n in names[start - 1:end]]
         person = np.mean(ims, 0)[6:30, 5:11]  # (H', W', 3) centre of the box
@@ -161,8 +162,8 @@ def test_regenerating_replaces_an_earlier_set_only(tmp_path, capsys):
     (other / 'precious.txt').write_text('x')
     assert run_main(main, ['dukev', '--out', str(other)]) == 2  # the command line's error handling
     err = capsys.readouterr().err
-    assert err == f'error: {other}: directory is not empty and was not written by util.synthetic (expected a new ' \
-                  f'or empty directory, or an earlier synthetic dataset)\n'
+    assert err == f'error: {other}: directory is not empty and was not written by util.data.synthetic (expected a ' \
+                  f'new or empty directory, or an earlier synthetic dataset)\n'
     assert os.listdir(other) == ['precious.txt']
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from util.errors import ModelConfigError, ReIDError
 
+
 @dataclass
 class AttentionMap:
     """Attention of one non-local block for the chosen query position.
@@ -85,7 +86,8 @@ def query_attention(model, clip, query_frame=0, query_pos=None):
     ``query_pos`` (y, x) a pixel of it (default: the centre). Returns a list of :class:`AttentionMap`.
     """
     import torch
-    from util.frames import normalize_clip
+
+    from util.data.frames import normalize_clip
 
     if clip.dim() != 4 or clip.shape[1] != 3 or clip.dtype != torch.uint8:
         raise ReIDError(f'clip: expected a uint8 (S, 3, H, W) tensor, got {clip.dtype} {tuple(clip.shape)}')

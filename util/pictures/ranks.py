@@ -58,10 +58,10 @@ def cosine_ranking(features, query_rows, gallery_idx=None):
     """Gallery rows per query, in the order the metric ranks them: (Q, G) int64 rows of ``features``.
 
     The gallery is ``gallery_idx`` or every row of ``features`` (the query itself included), sorted by the
-    metric's negative cosine similarity (util.metrics.cosine_distance) with a stable sort: ties keep gallery
+    metric's negative cosine similarity (util.evaluation.metrics.cosine_distance) with a stable sort: ties keep gallery
     order.
     """
-    from util.metrics import cosine_distance
+    from util.evaluation.metrics import cosine_distance
     order = np.argsort(cosine_distance(np.asarray(features), np.asarray(query_rows), gallery_idx), axis=1,
                        kind='stable')
     return order if gallery_idx is None else np.asarray(gallery_idx, dtype=np.int64)[order]
@@ -69,8 +69,8 @@ def cosine_ranking(features, query_rows, gallery_idx=None):
 
 def match_kinds(labels, cams, query_row):
     """'good' / 'wrong' / 'junk' for every row against one query row (the metric's rule,
-    util.metrics.match_masks)."""
-    from util.metrics import match_masks
+    util.evaluation.metrics.match_masks)."""
+    from util.evaluation.metrics import match_masks
     labels, cams = np.asarray(labels), np.asarray(cams)
     good, junk = (m[0] for m in match_masks(labels[query_row:query_row + 1], cams[query_row:query_row + 1],
                                             labels, cams))
@@ -117,7 +117,7 @@ class _FrameCache:
     """Frames loaded once per call (the same gallery tracklets recur across queries)."""
 
     def __init__(self, paths, height, width):
-        from util.frames import load_frame
+        from util.data.frames import load_frame
         self.paths, self.height, self.width, self.load_frame = paths, height, width, load_frame
         self.cache = {}
 
@@ -227,7 +227,7 @@ def save_ranked_results(out_dir, features, labels, cams, query_idx, paths, info,
     metric skips: junk tiles are shown where they rank but carry no rank number.
     Returns the list of :class:`RankedQuery` drawn.
     """
-    from util.sampling import test_frame_indices
+    from util.data.sampling import test_frame_indices
 
     features, labels, cams, query_idx, info = (_numpy(a) for a in (features, labels, cams, query_idx, info))
     labels, cams, query_idx = labels.reshape(-1), cams.reshape(-1), query_idx.astype(np.int64).reshape(-1)
@@ -297,7 +297,7 @@ metric: id -1, or the query identity in the query camera, the query itself inclu
 
 def load_features_npz(path):
     """features, labels, cams, query_idx, gallery_idx (None: every row) of a file written by
-    ``evaluate.py --save_features``, read and checked by util.evaluation.load_features."""
-    from util.evaluation import load_features
+    ``evaluate.py --save_features``, read and checked by util.evaluation.extract.load_features."""
+    from util.evaluation.extract import load_features
     saved = load_features(path)
     return saved['features'], saved['labels'], saved['cams'], saved['query_idx'], saved['gallery_idx']

@@ -35,10 +35,9 @@ and benchmarks; it shares no code with the fast path.
 """
 import numbers
 
-import numpy as np
 import torch
 
-__all__ = ['k_reciprocal_distance', 'pairwise_distance', 'rerank_distance', 'rerank_reference']
+__all__ = ['k_reciprocal_distance', 'pairwise_distance', 'rerank_distance']
 
 _BLOCK_ELEMENTS = 1 << 23  # bound on the elements of the dense temporaries of one block of rows
 _PAIR_ELEMENTS = 1 << 21  # and on the entries of the sparse products' index arrays (int64) of one block
@@ -320,56 +319,3 @@ def _jaccard_blend(dist, rows, cols, vals, num_query, lambda_value):
         jaccard = m.div_(torch.sub(2., m)).neg_().add_(1)
         torch.mul(dist[a:b, q:], lambda_value, out=out[a:b]).add_(jaccard.mul_(1 - lambda_value))
     return out
-
-
-# ----------------------------------------------------------------------------------------------------------
-# plain reference
-
-
-def rerank_reference(dist, num_query, k1=20, k2=6, lambda_value=0.3, sort_kind='stable'):
-    """The released algorithm as plain float32 numpy loops, step by step, for tests and benchmarks.
-
-    dist: (N, N) original distance (before normalisation), probe rows first; returns the (Q, N - Q)
-    re-ranked distance. The released float32 version squares the Euclidean distances it is given; this
-    takes the squared distance (SPEC 10's 2 - 2 cos) itself. sort_kind: the kind of the one full argsort of
-    the distance rows; 'stable' puts equal distances in index order (the fast path's order), None is
-    numpy's default, as released.
-    """
-    original = np.asarray(dist, dtype=np.float32)
-    original = (original / np.max(original, axis=0)).T  # columns divided by their maximum, transposed
-    n = len(original)
-    rank = np.argsort(original, axis=1, kind=sort_kind).astype(np.int32)
-    half = int(np.around(k1 / 2.))
-
-    def reciprocal(i, k):
-        forward = rank[i, :k + 1]
-        backward = rank[forward, :k + 1]
-        return forward[np.where(backward == i)[0]]
-
-    V = np.zeros_like(original)
-    for i in range(n):
-        r_i = reciprocal(i, k1)
-        expanded = r_i
-        for c in r_i:
-            r_c = reciprocal(c, half)
-            if len(np.intersect1d(r_c, r_i)) > 2. / 3 * len(r_c):
-                expanded = np.append(expanded, r_c)
-        expanded = np.unique(expanded)
-        weight = np.exp(-original[i, expanded])
-        V[i, expanded] = weight / np.sum(weight)
-
-    if k2 != 1:
-        V_qe = np.zeros_like(V)
-        for i in range(n):
-            V_qe[i] = np.mean(V[rank[i, :k2]], axis=0)
-        V = V_qe
-
-    owners = [np.where(V[:, c] != 0)[0] for c in range(n)]  # inverted index: rows with column c
-    jaccard = np.zeros((num_query, n), dtype=np.float32)
-    for i in range(num_query):
-        m = np.zeros(n, dtype=np.float32)
-        for c in np.where(V[i] != 0)[0]:
-            m[owners[c]] = m[owners[c]] + np.minimum(V[i, c], V[owners[c], c])
-        jaccard[i] = 1 - m / (2. - m)
-    final = jaccard * (1 - lambda_value) + original[:num_query] * lambda_value
-    return final[:, num_query:]

@@ -32,16 +32,42 @@ from tqdm import tqdm
 
 from models import build_model, load_checkpoint, load_state, original_state_dict, to_channels_last, unwrap_model
 from models.network import DEFAULT_NON_LAYERS, DEFAULT_STRIPES
-from util.checkpoint import (LOCK_NAME, RUN_OUTPUTS, RunLock, changed_args, check_writable, existing_run_files,
-                             load_resume_state, remove_stale_temporaries, resolve_resume_path, save_best_weights,
-                             save_resume_state, set_rng_state, write_text)
-from util.data import make_train_loader, read_database
-from util.distributed import (all_gather_with_grad, barrier, broadcast_object, cleanup, gather_tensors,
-                              init_distributed, wrap_model)
+from util.data.loaders import make_train_loader, read_database
+from util.distributed import (
+    all_gather_with_grad,
+    barrier,
+    broadcast_object,
+    cleanup,
+    gather_tensors,
+    init_distributed,
+    wrap_model,
+)
 from util.errors import CheckpointError, OutputError, ReIDError
-from util.evaluation import (autocast, decoder_choice, extract_features, gather_features, make_eval_loader,
-                             prepare_clips, score)
-from util.losses import batch_hard_triplet_soft, temporal_pool
+from util.evaluation.extract import (
+    autocast,
+    decoder_choice,
+    extract_features,
+    gather_features,
+    make_eval_loader,
+    prepare_clips,
+    score,
+)
+from util.train.losses import batch_hard_triplet_soft, temporal_pool
+from util.train.run import (
+    LOCK_NAME,
+    RUN_OUTPUTS,
+    RunLock,
+    changed_args,
+    check_writable,
+    existing_run_files,
+    load_resume_state,
+    remove_stale_temporaries,
+    resolve_resume_path,
+    save_best_weights,
+    save_resume_state,
+    set_rng_state,
+    write_text,
+)
 
 # Adam weight decay of the two original scripts; SGD uses 1e-4 in both.
 ADAM_WEIGHT_DECAY = {'baseline': 1e-5, 'NL': 5e-5}
@@ -356,7 +382,7 @@ class Trainer:
             for it, (clips, labels) in enumerate(bar):
                 values = train_step(self.model, self.optimizer, self.scaler, clips, labels, args, self.frame_level,
                                     self.ctx.world_size,
-                                    on_non_finite=lambda values: self._non_finite_message(epoch, it, values))
+                                    on_non_finite=lambda values, it=it: self._non_finite_message(epoch, it, values))
                 n += 1
                 for k, v in values.items():
                     sums[k] = sums.get(k, 0.0) + v
@@ -465,7 +491,7 @@ class Trainer:
 
 
 def train(args):
-    """Entry point of train_baseline.py and train_NL.py (args from util.options.parse_args)."""
+    """Entry point of train_baseline.py and train_NL.py (args from util.cli.options.parse_args)."""
     ctx = init_distributed(args.device)
     try:
         trainer = Trainer(args, ctx)

@@ -17,7 +17,7 @@ Two opt-in modes move work from the workers to where the network runs, for GPU m
 cannot keep up; the workers then hand over a :class:`DeviceBatch` (of :class:`DeviceClip` from
 :func:`read_source_clip` or :func:`read_encoded_clip`) and ``batch.decode(device)`` finishes it.
 ``decoder='resize_on_device'`` (``--resize_on_device``): the workers decode each frame at its own size, as
-above, and the device resizes it with Pillow's own integer arithmetic (:mod:`util.resize`), so the clips
+above, and the device resizes it with Pillow's own integer arithmetic (:mod:`util.data.resize`), so the clips
 equal the default pipeline's exactly; it saves the workers the resize of datasets whose frames are not
 already HxW (DukeV). ``decoder='device'`` (``--decode_on_device``): the workers only read the JPEG files,
 and each batch is decoded on the device, with nvJPEG in one batched call on a GPU, or with libjpeg-turbo in
@@ -33,14 +33,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from util.data.resize import pil_bilinear_resize
 from util.errors import BROKEN_DEPENDENCY, DataError, one_line
-from util.resize import pil_bilinear_resize
 
 try:
     from torchvision.io import ImageReadMode, decode_jpeg
 except ImportError as err:  # Pillow decodes everything, slower: say so rather than hide a broken install
     decode_jpeg = None
-    warnings.warn(f'torchvision.io cannot be imported ({err}); JPEG frames are decoded with Pillow (slower)')
+    warnings.warn(f'torchvision.io cannot be imported ({err}); JPEG frames are decoded with Pillow (slower)',
+                  stacklevel=2)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -301,7 +302,7 @@ class DeviceBatch:
         by_size = defaultdict(list)
         for i, image in enumerate(images):
             by_size[tuple(image.shape[1:])].append(i)
-        for size, idx in by_size.items():  # one resize per source size (MARS: none at all)
+        for idx in by_size.values():  # one resize per source size (MARS: none at all)
             group = torch.stack([images[i] for i in idx])                    # (n, 3, h', w')
             decoded[torch.tensor(idx, device=device)] = pil_bilinear_resize(group, h, w)
         clips = decoded[self.frames.to(device)]                              # (B, S, 3, H, W)

@@ -78,7 +78,7 @@ def _as_numpy(x):
     return np.asarray(x)
 
 
-def _check_inputs(features, labels, cams, query_idx, rank_size, gallery_idx=None):
+def check_inputs(features, labels, cams, query_idx, rank_size, gallery_idx=None):
     """Validate and convert to numpy; returns (features, labels, cams, query_idx, gallery_idx, R).
 
     gallery_idx stays None when absent (every row is the gallery); R is at most the gallery size."""
@@ -104,7 +104,7 @@ def _check_index(name, idx, n, what):
 
 
 def _check_rows(n, labels, cams, query_idx, rank_size, gallery_idx=None):
-    """The label side of _check_inputs for n test rows: (labels, cams, query_idx, gallery_idx, R)."""
+    """The label side of check_inputs for n test rows: (labels, cams, query_idx, gallery_idx, R)."""
     labels, cams = _as_numpy(labels), _as_numpy(cams)
     for name, arr in (('labels', labels), ('cams', cams)):
         if arr.shape != (n,):
@@ -314,7 +314,7 @@ def evaluate_mars(features, labels, cams, query_idx, rank_size=10000, block=256,
                                                                   gallery_idx)
         dist = cosine_distance_torch(feats.to(device), query_idx, gallery_idx)  # (Q, G) on the device
         return score_distances_torch(dist, labels, cams, query_idx, ranks, gallery_idx)
-    features, labels, cams, query_idx, gallery_idx, ranks = _check_inputs(features, labels, cams, query_idx,
+    features, labels, cams, query_idx, gallery_idx, ranks = check_inputs(features, labels, cams, query_idx,
                                                                           rank_size, gallery_idx)
     dist = cosine_distance(features, query_idx, gallery_idx)  # (Q, G)
     return score_distances(dist, labels, cams, query_idx, ranks, block, workers, gallery_idx)
@@ -425,56 +425,6 @@ def score_distances_torch(dist, labels, cams, query_idx, ranks, gallery_idx=None
         aps.append(ap)
         firsts.append(first)
     return _summarise(np.concatenate(aps), np.concatenate(firsts), ranks)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# plain reference
-
-
-def evaluate_mars_reference(features, labels, cams, query_idx, rank_size=10000, gallery_idx=None, dist=None):
-    """The same metric as a plain loop, step by step as compute_AP.m: for each query, sort the gallery
-    (stable) and walk down the first ``rank_size`` items. ``dist``: a precomputed (Q, G) distance matrix
-    instead of the cosine one. For tests and benchmarks."""
-    features, labels, cams, query_idx, gallery_idx, ranks = _check_inputs(features, labels, cams, query_idx,
-                                                                          rank_size, gallery_idx)
-    if dist is None:
-        dist = cosine_distance(features, query_idx, gallery_idx)
-    if gallery_idx is not None:
-        labels_g, cams_g = labels[gallery_idx], cams[gallery_idx]
-    else:
-        labels_g, cams_g = labels, cams
-    ap = np.full(len(query_idx), np.nan)
-    cmc_sum = np.zeros(ranks)
-    for k, q in enumerate(query_idx):
-        good, junk = (m[0].tolist() for m in match_masks(labels[q:q + 1], cams[q:q + 1], labels_g, cams_g))
-        n_good = sum(good)
-        if n_good == 0:
-            continue  # skipped: nothing to find
-        cmc = np.zeros(ranks)
-        ranked = np.argsort(dist[k], kind='stable')[:ranks].tolist()
-        ap[k] = 0.0
-        goods_seen = hits = kept = 0  # kept: non-junk items passed so far
-        old_recall, old_precision = 0.0, 1.0
-        for g in ranked:
-            if goods_seen == n_good:
-                break  # the rest adds nothing
-            if good[g]:  # tested before junk, as compute_AP.m does
-                cmc[kept:] = 1
-                goods_seen += 1
-            if junk[g]:
-                continue
-            kept += 1
-            hits += good[g]
-            recall, precision = hits / n_good, hits / kept
-            ap[k] += (recall - old_recall) * (old_precision + precision) / 2
-            old_recall, old_precision = recall, precision
-        cmc_sum += cmc
-    scored = ~np.isnan(ap)
-    if not scored.any():
-        raise DataError(f'none of the {len(ap)} queries has a correct match in the gallery '
-                        '(same pid, other camera): nothing to score')
-    return MarsResult(cmc=cmc_sum / scored.sum(), mAP=float(np.mean(ap[scored])), num_queries=len(ap),
-                      num_skipped=int((~scored).sum()), ap=ap)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -19,8 +19,18 @@ import os
 
 import numpy as np
 
-from util.datasets.common import (FrameList, IMAGE_EXTENSIONS, IMAGE_HINT, field_numbers, frame_order, info_rows,
-                                  load_mat, progress as progress_bar, replacing_directory, write_files)
+from util.data.datasets.common import (
+    IMAGE_EXTENSIONS,
+    IMAGE_HINT,
+    FrameList,
+    field_numbers,
+    frame_order,
+    info_rows,
+    load_mat,
+    replacing_directory,
+    write_files,
+)
+from util.data.datasets.common import progress as progress_bar
 from util.errors import DataError
 
 LIST_FILES = {'train': os.path.join('list_sequence', 'list_seq_train.txt'),

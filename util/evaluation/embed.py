@@ -20,13 +20,13 @@ from argparse import Namespace
 import numpy as np
 
 from models import build_model, checkpoint_num_class, load_checkpoint, to_channels_last
-from util.data import Database
-from util.datasets.common import is_image_file
-from util.datasets.dukev import parse_dukev_names
-from util.datasets.mars import parse_mars_names
+from util.data.datasets.common import is_image_file
+from util.data.datasets.dukev import parse_dukev_names
+from util.data.datasets.mars import parse_mars_names
+from util.data.loaders import Database
 from util.distributed import DistContext, select_device
 from util.errors import DataError
-from util.evaluation import extract_features, make_eval_loader
+from util.evaluation.extract import extract_features, make_eval_loader
 
 _DIGITS = re.compile(r'(\d+)')
 

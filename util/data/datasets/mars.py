@@ -16,8 +16,20 @@ import os
 
 import numpy as np
 
-from util.datasets.common import (FrameList, codes, field_numbers, has, is_digit, list_frames, list_subdirs, load_mat,
-                                  number, progress as progress_bar, replacing_directory, write_files)
+from util.data.datasets.common import (
+    FrameList,
+    codes,
+    field_numbers,
+    has,
+    is_digit,
+    list_frames,
+    list_subdirs,
+    load_mat,
+    number,
+    replacing_directory,
+    write_files,
+)
+from util.data.datasets.common import progress as progress_bar
 from util.errors import DataError
 
 

@@ -15,13 +15,13 @@ import torch
 from tqdm import tqdm
 
 from models import build_model, checkpoint_num_class, load_checkpoint, to_channels_last, unwrap_model
-from util.data import make_test_loader, read_database, read_rows
+from util.data.frames import DeviceBatch, normalize_clip
+from util.data.loaders import make_test_loader, read_database, read_rows
 from util.distributed import cleanup, gather_tensors, init_distributed
-from util.checkpoint import atomic_save, check_writable
 from util.errors import BROKEN_DEPENDENCY, DataError, ReIDError
-from util.frames import DeviceBatch, normalize_clip
-from util.losses import temporal_pool
-from util.metrics import evaluate_distances, evaluate_mars, format_result, match_masks
+from util.evaluation.metrics import evaluate_distances, evaluate_mars, format_result, match_masks
+from util.train.losses import temporal_pool
+from util.train.run import atomic_save, check_writable
 
 FEATURE_KEYS = ('features', 'labels', 'cams', 'query_idx')
 _AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -172,7 +172,7 @@ def chance_level(labels, cams, query_idx, rank_size=10000, draws=100, seed=0, ga
     random Gaussian features through evaluate_mars).
 
     Expected rank-1: for each query with a valid match, the chance that the first non-junk gallery item is a
-    good one, i.e. #good / #non-junk (util.metrics.match_masks).
+    good one, i.e. #good / #non-junk (util.evaluation.metrics.match_masks).
     """
     labels, cams = np.asarray(labels), np.asarray(cams)
     q = np.asarray(query_idx).reshape(-1)
@@ -272,7 +272,7 @@ def check_outputs(args):
 
 def check_rerank(args, n_gallery, n_query):
     """--rerank_k1 must leave gallery items outside the neighbourhoods, --rerank_k2 fit in the probe+gallery
-    set (the other bounds: util.options)."""
+    set (the other bounds: util.cli.options)."""
     if not args.rerank:
         return
     if args.rerank_k1 >= n_gallery:
@@ -359,7 +359,7 @@ def _evaluate_checkpoint(args, ctx):
 def rerank_score(features, labels, cams, query_idx, gallery_idx, args, device=None):
     """The metric on k-reciprocal re-ranked distances (SPEC 10): probe = the query rows, gallery = the
     evaluation gallery; computed on `device` (the CPU when None)."""
-    from util.rerank import k_reciprocal_distance
+    from util.evaluation.rerank import k_reciprocal_distance
     feats = torch.as_tensor(np.asarray(features, dtype=np.float32), device=device or 'cpu')
     rows = torch.arange(len(feats), device=feats.device) if gallery_idx is None else \
         torch.as_tensor(gallery_idx, device=feats.device)

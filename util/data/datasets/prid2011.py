@@ -15,9 +15,20 @@ Output as iLIDS-VID's (cam_a = camera 1 = queries, cam_b = camera 2 = gallery): 
 
 import os
 
-from util.datasets.common import (check_split_names, list_persons, load_ls_set, load_mat, load_split_json,
-                                  person_number, progress as progress_bar, read_sequence, replacing_directory,
-                                  splits_from_ls_set, two_camera_database, write_files)
+from util.data.datasets.common import (
+    check_split_names,
+    list_persons,
+    load_ls_set,
+    load_mat,
+    load_split_json,
+    person_number,
+    read_sequence,
+    replacing_directory,
+    splits_from_ls_set,
+    two_camera_database,
+    write_files,
+)
+from util.data.datasets.common import progress as progress_bar
 from util.errors import DataError
 
 CAMERAS = ('cam_a', 'cam_b')

@@ -13,8 +13,17 @@ sequences of the test persons (``query_IDX.npy``) and then their cam2 sequences 
 
 import os
 
-from util.datasets.common import (list_persons, load_ls_set, person_number, progress as progress_bar, read_sequence,
-                                  replacing_directory, splits_from_ls_set, two_camera_database, write_files)
+from util.data.datasets.common import (
+    list_persons,
+    load_ls_set,
+    person_number,
+    read_sequence,
+    replacing_directory,
+    splits_from_ls_set,
+    two_camera_database,
+    write_files,
+)
+from util.data.datasets.common import progress as progress_bar
 from util.errors import DataError
 
 CAMERAS = ('cam1', 'cam2')

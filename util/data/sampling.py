@@ -100,7 +100,7 @@ class IdentityBatchSampler:
     ``[id_0 x K, id_1 x K, ...]``, as the original's collate concatenated them.
 
     Yields lists of ``(track_idx, sample_seed)``; ``sample_seed`` seeds the frame choice and the flip of
-    that clip in :class:`util.data.TrainClipDataset`. Everything is drawn for the global batch first, so
+    that clip in :class:`util.data.loaders.TrainClipDataset`. Everything is drawn for the global batch first, so
     with ``world_size`` ranks, rank r yields identities ``r*P/W .. (r+1)*P/W - 1`` of the same global
     batch, and the ranks' lists concatenated in rank order equal the single-process batch.
     """

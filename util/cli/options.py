@@ -13,8 +13,8 @@ import os
 import sys
 
 from models.network import MIN_HEIGHT, MIN_WIDTH, MODEL_TYPES
+from util.data.sampling import TEST_SAMPLING_MODES
 from util.errors import ReIDError
-from util.sampling import TEST_SAMPLING_MODES
 
 SCRIPTS = ('baseline', 'NL', 'evaluate', 'extract', 'search', 'export')
 TOOLS = ('extract', 'search', 'export')  # a trained model outside the benchmark: no database files

@@ -7,7 +7,7 @@
 * Loaders: :func:`make_train_loader` (identity-balanced batches), :func:`make_test_loader` (database order,
   sharded by rank), :func:`collate_clips` and :class:`ClipLoader`.
 
-The workers decode frames with :mod:`util.frames`, which documents the decoders (``decoder=``) and the
+The workers decode frames with :mod:`util.data.frames`, which documents the decoders (``decoder=``) and the
 device batches of --resize_on_device / --decode_on_device.
 """
 import os
@@ -18,11 +18,24 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from util.data.frames import (
+    DeviceBatch,
+    DeviceClip,
+    choose_decoder,
+    libjpeg_agrees,
+    load_clip,
+    read_encoded_clip,
+    read_source_clip,
+)
+from util.data.sampling import (
+    TEST_SAMPLING_MODES,
+    IdentityBatchSampler,
+    shard_bounds,
+    test_clip_indices,
+    test_frame_indices,
+    train_frame_indices,
+)
 from util.errors import BROKEN_DEPENDENCY, DataError, ReIDError, one_line
-from util.frames import (DeviceBatch, DeviceClip, choose_decoder, libjpeg_agrees, load_clip, read_encoded_clip,
-                         read_source_clip)
-from util.sampling import (TEST_SAMPLING_MODES, IdentityBatchSampler, shard_bounds, test_clip_indices,
-                           test_frame_indices, train_frame_indices)
 
 DECODERS = ('auto', 'pil', 'resize_on_device', 'device')
 
@@ -313,7 +326,7 @@ def make_test_loader(db, S, batch_size, num_workers, height=256, width=128, rank
     int64 tracklet rows (B,) in the 'all_*' sampling modes, whose batches hold B clips of any tracklets.
 
     With ``world_size`` > 1, rank r loads the contiguous tracklet rows ``loader.shard = (lo, hi)`` from
-    :func:`util.sampling.shard_bounds` (all the clips of a tracklet on one rank); concatenating the ranks'
+    :func:`util.data.sampling.shard_bounds` (all the clips of a tracklet on one rank); concatenating the ranks'
     features in rank order (dropping any padding added for an all-gather of equal sizes) restores database
     order, which ``query_idx`` refers to.
     """

@@ -17,8 +17,19 @@ import os
 
 import numpy as np
 
-from util.datasets.common import (FrameList, codes, frame_order, has, is_digit, list_frames, list_subdirs, number,
-                                  progress as progress_bar, replacing_directory, write_files)
+from util.data.datasets.common import (
+    FrameList,
+    codes,
+    frame_order,
+    has,
+    is_digit,
+    list_frames,
+    list_subdirs,
+    number,
+    replacing_directory,
+    write_files,
+)
+from util.data.datasets.common import progress as progress_bar
 from util.errors import DataError
 
 

@@ -23,7 +23,7 @@ def save_tracklet_features(path, features, paths, labels, cams, test_sampling='c
     query_idx: every tracklet with a real identity (pid > 0; -1 is unknown or junk, 0 MARS's distractors),
     each ranked against all tracklets (itself included, which the junk rule skips), as the MARS protocol
     ranks a query against the whole test split."""
-    from util.evaluation import save_features
+    from util.evaluation.extract import save_features
     labels = np.asarray(labels, dtype=np.int64)
     save_features(path, features, labels, cams, np.flatnonzero(labels > 0), test_sampling=test_sampling,
                   paths=np.asarray([os.fspath(p) for p in paths], dtype=str))
@@ -136,10 +136,11 @@ def check_dimensions(query, gallery, query_name, gallery_name):
 
 
 def reranked_topk(query, gallery, k, k1=20, k2=6, lambda_value=0.3, device='cpu'):
-    """k-reciprocal re-ranking (util.rerank, SPEC 10) of the whole gallery: (Q, k) rows by re-ranked distance
+    """k-reciprocal re-ranking (util.evaluation.rerank, SPEC 10) of the whole gallery: (Q, k) rows by re-ranked distance
     ascending (ties by gallery row), and their (Q, k) distances. Needs the (Q + N)^2 distances in memory."""
     import torch
-    from util.rerank import k_reciprocal_distance
+
+    from util.evaluation.rerank import k_reciprocal_distance
     probe, items = (torch.tensor(np.asarray(x, dtype=np.float32), device=device) for x in (query, gallery))
     try:
         dist = k_reciprocal_distance(probe, items, k1, k2, lambda_value).cpu().numpy()      # (Q, N)
@@ -152,16 +153,17 @@ def reranked_topk(query, gallery, k, k1=20, k2=6, lambda_value=0.3, device='cpu'
 # -- the picture ---------------------------------------------------------------------------------------------
 
 def draw_search(path, query_frames, query_title, ranked, S, height=128, width=64, query_labels=None):
-    """One PNG in the layout of util.visualize's ranked results: the query's S test frames over the first
+    """One PNG in the layout of util.cli.visualize's ranked results: the query's S test frames over the first
     test frame of each ranked gallery tracklet.
 
     query_frames: the S frame paths (query_labels: a caption each, default f0..). ranked: [(first frame path,
     caption lines, kind)] in ranked order, kind 'good' / 'wrong' / 'junk' when the identities are known, else
     None (a neutral border)."""
-    from util.checkpoint import atomic_save
-    from util.frames import load_frame
-    from util.pictures.ranks import KIND_COLOURS, QUERY_COLOUR, _Canvas, _font, ranked_image_size
     from PIL import Image
+
+    from util.data.frames import load_frame
+    from util.pictures.ranks import KIND_COLOURS, QUERY_COLOUR, _Canvas, _font, ranked_image_size
+    from util.train.run import atomic_save
 
     def load(p):
         return Image.fromarray(load_frame(p, height, width).permute(1, 2, 0).numpy())

@@ -1,0 +1,2 @@
+"""Evaluation: feature extraction, the metrics, re-ranking, the features file, embedding your own tracklets
+and search."""
