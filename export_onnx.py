@@ -10,7 +10,7 @@ import sys
 
 from util.cli.options import parse_args, run_main
 from util.evaluation.embed import embedder_from_args
-from util.train.run import atomic_save, check_writable
+from util.io import atomic_save, check_writable
 
 
 def main(argv=None):

@@ -12,7 +12,7 @@ import sys
 from util.cli.options import parse_args, run_main
 from util.evaluation.embed import embedder_from_args, find_tracklets, tracklet_database
 from util.evaluation.search import save_tracklet_features
-from util.train.run import check_writable
+from util.io import check_writable
 
 
 def main(argv=None):

@@ -57,7 +57,7 @@ def picture(out, args, query, q, gallery, rows, scores, score_name):
 def main(argv=None):
     args = parse_args('search', argv)
     if args.visualize is not None:
-        from util.train.run import check_writable
+        from util.io import check_writable
         check_writable(args.visualize, '--visualize')
     embedder = [None]
     query = load_tracklets(args.query, '--query', args, embedder)

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from util.errors import BROKEN_DEPENDENCY, CheckpointError
-from util.train.run import load_torch_file
+from util.io import load_torch_file
 
 from .non_local import NonLocalBlock, StripeNonLocalBlock
 

@@ -169,7 +169,7 @@ def test_atomic_save_failure_leaves_old_file_and_no_temporary(tmp_path):
 
 def test_check_writable_refuses_unwritable_outputs(tmp_path):
     from util.errors import OutputError
-    from util.train.run import check_writable
+    from util.io import check_writable
     check_writable(tmp_path / 'new' / 'f.npz', '--save_features')          # creates the missing directory
     assert os.listdir(tmp_path / 'new') == []                               # and leaves no probe file
     (tmp_path / 'file').write_text('x')
@@ -490,11 +490,11 @@ def test_unwritable_outputs_are_refused_before_any_work(db, tmp_path, capsys, mo
         assert message in _fail(argv, capsys)
 
     # a read-only directory (root writes anywhere, so the file system says it here)
-    import util.train.run
+    import util.io
 
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-    monkeypatch.setattr(util.train.run.tempfile, 'mkstemp', read_only)
+    monkeypatch.setattr(util.io.tempfile, 'mkstemp', read_only)
     message = _fail(baseline_args(db, tmp_path / 'e'), capsys)
     assert message == f'error: --ckpt {tmp_path / "e"}: cannot write there (Read-only file system)'
 

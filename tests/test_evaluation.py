@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 
 import evaluate
+from models.preprocess import normalize_clip
 from util.cli.options import run_main
-from util.data.frames import load_clip, normalize_clip
+from util.data.frames import load_clip
 from util.data.loaders import Database, collate_clips, make_test_loader
 from util.data.sampling import TEST_SAMPLING_MODES, test_clip_indices, test_frame_indices
 from util.evaluation.extract import chance_level, extract_features, load_features, save_features, score

@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
+from models.pooling import temporal_pool
 from util.errors import ModelConfigError
 from util.train.engine import compute_losses
-from util.train.losses import batch_hard_triplet_soft, pairwise_euclidean, temporal_pool
+from util.train.losses import batch_hard_triplet_soft, pairwise_euclidean
 
 
 def softplus(z):

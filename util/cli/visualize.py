@@ -92,7 +92,7 @@ def _run_ranks(args):
 
 
 def _run_attention(args):
-    from models import build_model, checkpoint_num_class, load_checkpoint
+    from models import load_model
     from util.data.frames import load_clip
     from util.data.loaders import read_database
     from util.data.sampling import test_frame_indices
@@ -101,9 +101,8 @@ def _run_attention(args):
     db = read_database(args.test_txt, args.test_info)
     if not 0 <= args.track < len(db.info):
         raise DataError(f'--track must lie in [0, {len(db.info)}), got {args.track}')
-    model = build_model(args.model_type, checkpoint_num_class(args.load_ckpt), non_layers=tuple(args.non_layers),
-                        stripes=tuple(args.stripes), stride=args.stride, pretrained='none', height=args.height)
-    load_checkpoint(model, args.load_ckpt)
+    model, _ = load_model(args.load_ckpt, args.model_type, non_layers=tuple(args.non_layers),
+                          stripes=tuple(args.stripes), stride=args.stride, height=args.height)
     model.to(select_device(args.device))
     start, end, pid, cam = (int(v) for v in db.info[args.track])
     frames = test_frame_indices(start, end, args.S)

@@ -19,7 +19,7 @@ from argparse import Namespace
 
 import numpy as np
 
-from models import build_model, checkpoint_num_class, load_checkpoint, to_channels_last
+from models import load_model, to_channels_last
 from util.data.datasets.common import is_image_file
 from util.data.datasets.dukev import parse_dukev_names
 from util.data.datasets.mars import parse_mars_names
@@ -132,10 +132,8 @@ class TrackletEmbedder:
                               num_workers=int(num_workers), amp=amp, stride=stride, channels_last=channels_last,
                               resize_on_device=resize_on_device, decode_on_device=decode_on_device)
         self.ctx = DistContext(rank=0, world_size=1, local_rank=0, device=select_device(device, 0), is_main=True)
-        self.model = build_model(model_type, checkpoint_num_class(load_ckpt), non_layers=non_layers,
-                                 stripes=stripes, temporal=temporal, stride=stride, pretrained='none',
-                                 height=int(height), S=int(S))
-        load_checkpoint(self.model, load_ckpt)
+        self.model, _ = load_model(load_ckpt, model_type, non_layers=non_layers, stripes=stripes, temporal=temporal,
+                                   stride=stride, height=int(height), S=int(S))
         self.model.to(self.device).eval()
         if channels_last:
             to_channels_last(self.model)

@@ -14,14 +14,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models import build_model, checkpoint_num_class, load_checkpoint, to_channels_last, unwrap_model
-from util.data.frames import DeviceBatch, normalize_clip
+from models import load_model, to_channels_last, unwrap_model
+from models.pooling import temporal_pool
+from models.preprocess import normalize_clip
+from util.data.frames import DeviceBatch
 from util.data.loaders import make_test_loader, read_database, read_rows
 from util.distributed import cleanup, gather_tensors, init_distributed
 from util.errors import BROKEN_DEPENDENCY, DataError, ReIDError
 from util.evaluation.metrics import evaluate_distances, evaluate_mars, format_result, match_masks
-from util.train.losses import temporal_pool
-from util.train.run import atomic_save, check_writable
+from util.io import atomic_save, check_writable
 
 FEATURE_KEYS = ('features', 'labels', 'cams', 'query_idx')
 _AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -321,12 +322,12 @@ def _evaluate_checkpoint(args, ctx):
     db = read_database(args.test_txt, args.test_info, args.query_info, args.gallery_info)
     check_rerank(args, len(db.info) if db.gallery_idx is None else len(db.gallery_idx), len(db.query_idx))
     loader = make_eval_loader(db, args, ctx)
-    num_class = checkpoint_num_class(args.load_ckpt)
-    # Every weight comes from the checkpoint, so the backbone needs no ImageNet initialisation.
-    model = build_model(args.model_type, num_class, non_layers=args.non_layers, stripes=args.stripes,
-                        temporal=args.temporal, stride=args.stride, pretrained='none', height=args.height, S=args.S)
-    for note in load_checkpoint(model, args.load_ckpt, inputs=vars(args)):  # e.g. another S than in training
+    model, notes = load_model(args.load_ckpt, args.model_type, non_layers=args.non_layers, stripes=args.stripes,
+                              temporal=args.temporal, stride=args.stride, height=args.height, S=args.S,
+                              inputs=vars(args))
+    for note in notes:  # e.g. another S than in training
         log(note)
+    num_class = model.classifier.out_features
     model.to(ctx.device)
     if args.channels_last:
         to_channels_last(model)

@@ -162,8 +162,8 @@ def draw_search(path, query_frames, query_title, ranked, S, height=128, width=64
     from PIL import Image
 
     from util.data.frames import load_frame
+    from util.io import atomic_save
     from util.pictures.ranks import KIND_COLOURS, QUERY_COLOUR, _Canvas, _font, ranked_image_size
-    from util.train.run import atomic_save
 
     def load(p):
         return Image.fromarray(load_frame(p, height, width).permute(1, 2, 0).numpy())

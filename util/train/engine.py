@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from models import build_model, load_checkpoint, load_state, original_state_dict, to_channels_last, unwrap_model
 from models.network import DEFAULT_NON_LAYERS, DEFAULT_STRIPES
+from models.pooling import temporal_pool
 from util.data.loaders import make_train_loader, read_database
 from util.distributed import (
     all_gather_with_grad,
@@ -52,7 +53,7 @@ from util.evaluation.extract import (
     prepare_clips,
     score,
 )
-from util.train.losses import batch_hard_triplet_soft, temporal_pool
+from util.train.losses import batch_hard_triplet_soft
 from util.train.run import (
     LOCK_NAME,
     RUN_OUTPUTS,
