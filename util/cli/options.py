@@ -12,9 +12,9 @@ import math
 import os
 import sys
 
-from models.network import MIN_HEIGHT, MIN_WIDTH, MODEL_TYPES
+from models.network import MIN_HEIGHT, MIN_WIDTH, MODEL_TYPES, check_config
 from util.data.sampling import TEST_SAMPLING_MODES
-from util.errors import ReIDError
+from util.errors import ModelConfigError, ReIDError
 
 SCRIPTS = ('baseline', 'NL', 'evaluate', 'extract', 'search', 'export')
 TOOLS = ('extract', 'search', 'export')  # a trained model outside the benchmark: no database files
@@ -253,25 +253,18 @@ def _check(parser, args):
     else:
         if args.model_type not in MODEL_TYPES:
             parser.error(f'--model_type {args.model_type!r} is not a model; choose one of ' + ', '.join(MODEL_TYPES))
-        if args.model_type == 'resnet50_s1' and args.temporal == 'Done':
-            parser.error("--temporal Done needs a non-local model; resnet50_s1 pools frames with 'mean' or 'max'")
-        if args.model_type != 'resnet50_s1' and args.temporal != 'Done':
-            parser.error(f'--model_type {args.model_type} pools inside the network: use --temporal Done')
         if args.frame_id_loss and args.model_type != 'resnet50_s1':
             parser.error('--frame_id_loss needs per-frame logits, which only resnet50_s1 produces')
-        for name in ('non_layers', 'stripes'):
-            value = getattr(args, name)
-            if value is not None and len(value) != 4:
-                parser.error(f'--{name} takes one number per ResNet stage (4), got {len(value)}')
         if args.latent_dim != 2048:
             parser.error(f'--latent_dim {args.latent_dim}: the ResNet-50 models produce 2048-d features')
         for name in ('S', 'batch_size'):
             if getattr(args, name) < 1:
                 parser.error(f'--{name} must be at least 1')
-        for name, least in (('height', MIN_HEIGHT), ('width', MIN_WIDTH)):
-            if getattr(args, name) < least:
-                parser.error(f'--{name} {getattr(args, name)}: frames must be at least {MIN_HEIGHT} x {MIN_WIDTH} '
-                             'pixels (height x width)')
+        try:  # the model's own rules (models.network.check_config), before any file is read
+            check_config(args.model_type, args.non_layers, args.stripes, args.temporal, args.stride, args.height,
+                         args.width, args.S)
+        except ModelConfigError as err:
+            parser.error(f'--model_type {args.model_type}: {err}')
         if args.num_workers < 0:
             parser.error('--num_workers must be 0 or more')
     if args.rank_size < 0:
