@@ -17,9 +17,10 @@ import numpy as np
 
 from util.cli.options import run_main
 from util.errors import DataError
+from util.evaluation.features_file import FeaturesFile
 from util.pictures.attention import ATT_DPI, attention_figure
 from util.pictures.curves import plot_training_curves
-from util.pictures.ranks import load_features_npz, save_ranked_results
+from util.pictures.ranks import save_ranked_results
 
 
 def _parser():
@@ -79,7 +80,9 @@ def _check_features_match(db, labels, cams, query_idx, args):
 def _run_ranks(args):
     from util.data.loaders import read_database
 
-    features, labels, cams, query_idx, gallery_idx = load_features_npz(args.features)
+    saved = FeaturesFile.read(args.features)
+    features, labels, cams, query_idx, gallery_idx = (saved.features, saved.labels, saved.cams, saved.query_idx,
+                                                      saved.gallery_idx)
     db = read_database(args.test_txt, args.test_info, args.query_info)
     _check_features_match(db, labels, cams, query_idx, args)
     drawn = save_ranked_results(args.out, features, labels, cams, query_idx, db.paths, db.info, args.S,

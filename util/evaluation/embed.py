@@ -27,6 +27,7 @@ from util.data.loaders import Database
 from util.distributed import DistContext, select_device
 from util.errors import DataError
 from util.evaluation.extract import extract_features, make_eval_loader
+from util.evaluation.features_file import FeaturesFile
 
 _DIGITS = re.compile(r'(\d+)')
 
@@ -112,6 +113,17 @@ def tracklet_database(tracklets):
     pids, cams = tracklet_labels(frames)
     info = np.stack([end - counts + 1, end, pids, cams], axis=1)                 # (N, 4)
     return Database([p for t in frames for p in t], info)
+
+
+def tracklet_features(features, tracklets, labels, cams, test_sampling='chunks'):
+    """The features file of embedded tracklets (extract_features.py): evaluate.py --features scores it.
+
+    query_idx: every tracklet with a real identity (pid > 0; -1 is unknown or junk, 0 MARS's distractors),
+    each ranked against all tracklets (itself included, which the junk rule skips), as the MARS protocol
+    ranks a query against the whole test split. ``paths`` holds the tracklet folders."""
+    labels = np.asarray(labels, dtype=np.int64)
+    return FeaturesFile(features, labels, cams, np.flatnonzero(labels > 0), test_sampling=test_sampling,
+                        extra=dict(paths=np.asarray([os.fspath(p) for p in tracklets], dtype=str)))
 
 
 class TrackletEmbedder:

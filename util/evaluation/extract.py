@@ -7,7 +7,6 @@ other test protocols of SPEC section 9; the 'all_*' modes average a tracklet's c
 """
 import contextlib
 import json
-import os
 import time
 
 import numpy as np
@@ -20,11 +19,11 @@ from models.preprocess import normalize_clip
 from util.data.frames import DeviceBatch
 from util.data.loaders import make_test_loader, read_database, read_rows
 from util.distributed import cleanup, gather_tensors, init_distributed
-from util.errors import BROKEN_DEPENDENCY, DataError, ReIDError
+from util.errors import DataError, ReIDError
+from util.evaluation.features_file import FeaturesFile, check_finite
 from util.evaluation.metrics import evaluate_distances, evaluate_mars, format_result, match_masks
 from util.io import atomic_save, check_writable
 
-FEATURE_KEYS = ('features', 'labels', 'cams', 'query_idx')
 _AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
@@ -146,17 +145,6 @@ def gather_features(feats, labels, cams, ctx):
     return tuple(gather_tensors(t.to(ctx.device)).cpu() for t in (feats, labels, cams))
 
 
-def check_finite(features, source):
-    """Refuse features with NaN or Inf rows before scoring: they would be ranked as if valid. `source` names
-    where the features come from (a file, a checkpoint)."""
-    finite = np.isfinite(np.asarray(features)).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        first = ', '.join(str(int(r)) for r in bad[:5]) + (', ...' if len(bad) > 5 else '')
-        raise DataError(f'{source}: {len(bad)} of {len(finite)} feature rows are not finite (NaN or Inf), '
-                        f'rows {first}; nothing scored')
-
-
 def score(features, labels, cams, query_idx, rank_size, gallery_idx=None, source='features', device=None):
     """evaluate_mars on numpy / torch inputs, refusing non-finite features; rank_size 0 ranks the whole
     gallery; gallery_idx None: every row is the gallery; a CUDA device: distances and ranking run there."""
@@ -186,56 +174,6 @@ def chance_level(labels, cams, query_idx, rank_size=10000, draws=100, seed=0, ga
     results = [score(rng.standard_normal((len(labels), 64)).astype(np.float32), labels, cams, q, rank_size,
                      gallery_idx) for _ in range(draws)]
     return expected, float(np.mean([r.rank(1) for r in results])), float(np.mean([r.mAP for r in results]))
-
-
-# -- saved features ------------------------------------------------------------------------------------------
-
-def save_features(path, features, labels, cams, query_idx, gallery_idx=None, test_sampling='chunks', **extra):
-    """Write the .npz of --save_features atomically: features float32 (N,D); labels, cams (N,), query_idx (Q,)
-    int64, 0-based; gallery_idx (G,) int64 only when the database names a gallery; test_sampling: the
-    --test_sampling mode of the features (a 0-d string); ``extra`` arrays (extract_features.py's tracklet
-    paths) are stored as given."""
-    arrays = dict(features=np.asarray(features, dtype=np.float32), labels=np.asarray(labels, dtype=np.int64),
-                  cams=np.asarray(cams, dtype=np.int64), query_idx=np.asarray(query_idx, dtype=np.int64).reshape(-1))
-    if gallery_idx is not None:
-        arrays['gallery_idx'] = np.asarray(gallery_idx, dtype=np.int64).reshape(-1)
-    arrays['test_sampling'] = np.array(str(test_sampling))
-    arrays.update({k: np.asarray(v) for k, v in extra.items()})
-    atomic_save(arrays, path, write=lambda obj, f: np.savez(f, **obj))
-
-
-def load_features(path, flag='--features'):
-    """Read and check a --save_features file: dict of features, labels, cams, query_idx and gallery_idx (None
-    when the file has none: every row is the gallery). Non-finite feature rows are refused, naming the file."""
-    if not os.path.isfile(path):
-        raise DataError(f'{flag} {path}: no such file')
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in FEATURE_KEYS if k not in data.files]
-            if missing:
-                raise DataError(f'{flag} {path}: missing array(s) {", ".join(missing)} '
-                                f'(expected {", ".join(FEATURE_KEYS)})')
-            out = {k: data[k] for k in FEATURE_KEYS}
-            out['gallery_idx'] = data['gallery_idx'] if 'gallery_idx' in data.files else None
-            out['test_sampling'] = str(data['test_sampling']) if 'test_sampling' in data.files else None
-    except (DataError, *BROKEN_DEPENDENCY):
-        raise
-    except Exception as err:  # zipfile, pickle and format errors of a damaged file: one line for the user
-        raise DataError(f'{flag} {path}: not a readable .npz file ({type(err).__name__}: {err})') from None
-    n = len(out['features'])
-    if out['features'].ndim != 2 or out['labels'].shape != (n,) or out['cams'].shape != (n,):
-        raise DataError(f'{flag} {path}: expected features (N,D) with labels and cams of length N, got '
-                        f'{out["features"].shape}, {out["labels"].shape}, {out["cams"].shape}')
-    for key in ('query_idx', 'gallery_idx'):
-        if out[key] is None:
-            continue
-        rows = out[key].reshape(-1)
-        if rows.size and (not np.issubdtype(rows.dtype, np.integer) or rows.min() < 0 or rows.max() >= n):
-            raise DataError(f'{flag} {path}: {key} must be 0-based integer rows below {n}, '
-                            f'found {rows.min()}..{rows.max()} ({rows.dtype})')
-        out[key] = rows.astype(np.int64)
-    check_finite(out['features'], f'{flag} {path}')
-    return out
 
 
 # -- results -------------------------------------------------------------------------------------------------
@@ -288,24 +226,24 @@ def evaluate(args):
     """evaluate.py: score a checkpoint on the test split, or re-score saved features."""
     check_outputs(args)
     if args.features is not None:
-        saved = load_features(args.features)
+        saved = FeaturesFile.read(args.features)
         if args.gallery_info is not None:  # a gallery given on the command line replaces the file's
-            saved['gallery_idx'] = read_rows(args.gallery_info, 'gallery', len(saved['labels']), args.features)
-        n_gallery = len(saved['labels']) if saved['gallery_idx'] is None else len(saved['gallery_idx'])
-        check_rerank(args, n_gallery, len(saved['query_idx']))
+            saved.gallery_idx = read_rows(args.gallery_info, 'gallery', len(saved.labels), args.features)
+        n_gallery = len(saved.labels) if saved.gallery_idx is None else len(saved.gallery_idx)
+        check_rerank(args, n_gallery, len(saved.query_idx))
         db = None
         if args.visualize_ranks is not None:
             if args.test_txt is None or args.test_info is None:
                 raise DataError('--visualize_ranks with --features needs --test_txt and --test_info (the frames)')
             db = read_database(args.test_txt, args.test_info)
-            if len(db.info) != len(saved['labels']):
-                raise DataError(f'--features {args.features}: {len(saved["labels"])} tracklets, but '
+            if len(db.info) != len(saved.labels):
+                raise DataError(f'--features {args.features}: {len(saved.labels)} tracklets, but '
                                 f'{args.test_info} has {len(db.info)} rows')
-        print(f'Scoring {len(saved["features"])} saved features from {args.features}')
-        settings = dict(test_sampling=saved['test_sampling'], features=args.features, checkpoint=None)
+        print(f'Scoring {len(saved.features)} saved features from {args.features}')
+        settings = dict(test_sampling=saved.test_sampling, features=args.features, checkpoint=None)
         # saved features are scored on the CPU unless --device cuda asks for the GPU
         device = init_distributed('cuda').device if args.device == 'cuda' else None
-        report(args, saved['features'], saved['labels'], saved['cams'], saved['query_idx'], saved['gallery_idx'],
+        report(args, saved.features, saved.labels, saved.cams, saved.query_idx, saved.gallery_idx,
                db, settings, source=f'--features {args.features}', device=device)
         return 0
 
@@ -348,8 +286,8 @@ def _evaluate_checkpoint(args, ctx):
     log(f'Features of {len(feats)} tracklets from {clips} clips of {args.S} frames in {seconds:.1f} s '
         f'({clips / seconds:.1f} clips/s, {clips * args.S / seconds:.0f} frames/s)')
     if args.save_features is not None:
-        save_features(args.save_features, feats.numpy(), labels.numpy(), cams.numpy(), db.query_idx, db.gallery_idx,
-                      test_sampling=args.test_sampling)
+        FeaturesFile(feats.numpy(), labels.numpy(), cams.numpy(), db.query_idx, db.gallery_idx,
+                     test_sampling=args.test_sampling).write(args.save_features)
         log(f'Saved features to {args.save_features}')
     settings = dict(test_sampling=args.test_sampling, features=None, checkpoint=args.load_ckpt)
     report(args, feats.numpy(), labels.numpy(), cams.numpy(), db.query_idx, db.gallery_idx, db, settings,

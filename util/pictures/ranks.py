@@ -293,11 +293,3 @@ metric: id -1, or the query identity in the query camera, the query itself inclu
 """
     with open(path, 'w') as f:
         f.write(page)
-
-
-def load_features_npz(path):
-    """features, labels, cams, query_idx, gallery_idx (None: every row) of a file written by
-    ``evaluate.py --save_features``, read and checked by util.evaluation.extract.load_features."""
-    from util.evaluation.extract import load_features
-    saved = load_features(path)
-    return saved['features'], saved['labels'], saved['cams'], saved['query_idx'], saved['gallery_idx']
