@@ -9,7 +9,7 @@ axis is dynamic. The file is then run with onnxruntime on the CPU and compared w
 import sys
 
 from util.cli.options import parse_args, run_main
-from util.evaluation.embed import embedder_from_args
+from util.cli.tools import embedder_from_args
 from util.io import atomic_save, check_writable
 
 

@@ -10,7 +10,8 @@ with a known identity): search.py reads it, and evaluate.py --features scores it
 import sys
 
 from util.cli.options import parse_args, run_main
-from util.evaluation.embed import embedder_from_args, find_tracklets, tracklet_database, tracklet_features
+from util.cli.tools import embedder_from_args
+from util.evaluation.embed import find_tracklets, tracklet_database, tracklet_features
 from util.io import check_writable
 
 

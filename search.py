@@ -16,16 +16,16 @@ from util.cli.options import parse_args, run_main
 from util.data.sampling import test_frame_indices
 from util.errors import DataError
 from util.evaluation.features_file import FeaturesFile
-from util.evaluation.search import check_dimensions, cosine_topk, draw_search, reranked_topk
-from util.pictures.ranks import match_kinds
+from util.evaluation.search import check_dimensions, cosine_topk, reranked_topk
+from util.pictures.ranks import draw_search, match_kinds
 
 
 def load_tracklets(path, flag, args, embedder):
     """Features, labels, cams and paths of --query / --gallery: embedded when a folder, else read."""
     if not os.path.isdir(path):
         return FeaturesFile.read(path, flag, mmap=True, scoring=False)
-    from util.evaluation.embed import (  # torch: only for folders
-        embedder_from_args,
+    from util.cli.tools import embedder_from_args  # torch: only for folders
+    from util.evaluation.embed import (
         find_tracklets,
         tracklet_database,
         tracklet_features,

@@ -15,9 +15,10 @@ from util.cli.options import run_main
 from util.data.frames import load_clip
 from util.data.loaders import Database, collate_clips, make_test_loader
 from util.data.sampling import TEST_SAMPLING_MODES, test_clip_indices, test_frame_indices
-from util.evaluation.extract import chance_level, extract_features, score
+from util.evaluation.extract import extract_features
 from util.evaluation.features_file import FeaturesFile
 from util.evaluation.metrics import evaluate_mars
+from util.evaluation.scoring import chance_level, score
 
 
 def features_set(seed=0, n_ids=12, per_id=4, dim=8):
@@ -238,10 +239,9 @@ def test_all_clips_shards_gather_to_the_whole(tiny_db):
 
 @pytest.fixture
 def recorded_rerank(monkeypatch):
-    """util.evaluation.rerank replaced by 2 - 2 cos (the re-ranking's original distance), recording its arguments:
-    the wiring is checked apart from the re-ranking itself (tests/test_rerank.py)."""
-    import sys
-    import types
+    """The re-ranking that scoring calls replaced by 2 - 2 cos (the re-ranking's original distance), recording its
+    arguments: the wiring is checked apart from the re-ranking itself (tests/test_rerank.py)."""
+    from util.evaluation import scoring
     calls = []
 
     def k_reciprocal_distance(probe, gallery, k1=20, k2=6, lambda_value=0.3):
@@ -250,8 +250,7 @@ def recorded_rerank(monkeypatch):
         g = torch.nn.functional.normalize(gallery, dim=1)
         return (2 - 2 * p @ g.T).float()
 
-    monkeypatch.setitem(sys.modules, 'util.evaluation.rerank',
-                        types.SimpleNamespace(k_reciprocal_distance=k_reciprocal_distance))
+    monkeypatch.setattr(scoring, 'k_reciprocal_distance', k_reciprocal_distance)
     return calls
 
 

@@ -15,7 +15,6 @@ pid and camera come from the frame names when they follow MARS (``0001C1T0001F00
 """
 import os
 import re
-from argparse import Namespace
 
 import numpy as np
 
@@ -23,7 +22,7 @@ from models import load_model, to_channels_last
 from util.data.datasets.common import is_image_file
 from util.data.datasets.dukev import parse_dukev_names
 from util.data.datasets.mars import parse_mars_names
-from util.data.loaders import Database
+from util.data.loaders import ClipConfig, Database, decoder_for
 from util.distributed import DistContext, select_device
 from util.errors import DataError
 from util.evaluation.extract import extract_features, make_eval_loader
@@ -138,11 +137,10 @@ class TrackletEmbedder:
                  stride=1, channels_last=False, resize_on_device=False, decode_on_device=False):
         if temporal is None:
             temporal = 'mean' if model_type == 'resnet50_s1' else 'Done'
-        self.args = Namespace(load_ckpt=os.fspath(load_ckpt), model_type=model_type, non_layers=non_layers,
-                              stripes=stripes, temporal=temporal, S=int(S), height=int(height), width=int(width),
-                              test_sampling=test_sampling, batch_size=int(batch_size),
-                              num_workers=int(num_workers), amp=amp, stride=stride, channels_last=channels_last,
-                              resize_on_device=resize_on_device, decode_on_device=decode_on_device)
+        self.clips = ClipConfig(int(S), int(height), int(width), test_sampling,
+                                decoder_for(decode_on_device, resize_on_device))
+        self.temporal, self.amp, self.channels_last = temporal, amp, channels_last
+        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.ctx = DistContext(rank=0, world_size=1, local_rank=0, device=select_device(device, 0), is_main=True)
         self.model, _ = load_model(load_ckpt, model_type, non_layers=non_layers, stripes=stripes, temporal=temporal,
                                    stride=stride, height=int(height), S=int(S))
@@ -160,21 +158,8 @@ class TrackletEmbedder:
 
     def embed_database(self, db, progress=False):
         """Features of every row of a Database, in row order (evaluate.py's loader and extraction)."""
-        a = self.args
-        loader = make_eval_loader(db, a, self.ctx)
-        feats, _, _ = extract_features(self.model, loader, a.S, self.device, a.temporal,
-                                       frame_level=self.model.frame_level, amp=a.amp,
-                                       channels_last=a.channels_last, progress=progress)
+        loader = make_eval_loader(db, self.clips, self.batch_size, self.num_workers, self.ctx)
+        feats, _, _ = extract_features(self.model, loader, self.clips.S, self.device, self.temporal,
+                                       frame_level=self.model.frame_level, amp=self.amp,
+                                       channels_last=self.channels_last, progress=progress)
         return feats.numpy()
-
-
-def embedder_from_args(args):
-    """A TrackletEmbedder configured by the model, clip and loading flags of a script."""
-    return TrackletEmbedder(args.load_ckpt, args.model_type, non_layers=args.non_layers, stripes=args.stripes,
-                            temporal=args.temporal, S=args.S, height=args.height, width=args.width,
-                            test_sampling=getattr(args, 'test_sampling', 'chunks'), batch_size=args.batch_size,
-                            num_workers=args.num_workers, device=args.device, amp=args.amp, stride=args.stride,
-                            channels_last=getattr(args, 'channels_last', False),
-                            resize_on_device=getattr(args, 'resize_on_device', False),
-                            decode_on_device=getattr(args, 'decode_on_device', False))
-

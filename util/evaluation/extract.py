@@ -6,23 +6,17 @@ features are pooled with --temporal, the non-local types return one feature per 
 other test protocols of SPEC section 9; the 'all_*' modes average a tracklet's clip features.
 """
 import contextlib
-import json
-import time
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from models import load_model, to_channels_last, unwrap_model
+from models import unwrap_model
 from models.pooling import temporal_pool
 from models.preprocess import normalize_clip
 from util.data.frames import DeviceBatch
-from util.data.loaders import make_test_loader, read_database, read_rows
-from util.distributed import cleanup, gather_tensors, init_distributed
-from util.errors import DataError, ReIDError
-from util.evaluation.features_file import FeaturesFile, check_finite
-from util.evaluation.metrics import evaluate_distances, evaluate_mars, format_result, match_masks
-from util.io import atomic_save, check_writable
+from util.data.loaders import make_test_loader
+from util.distributed import gather_tensors
 
 _AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
@@ -120,21 +114,13 @@ def extract_features(model, loader, S, device, temporal, frame_level=None, amp='
     return torch.cat(feats).float(), torch.cat(labels), torch.cat(cams)
 
 
-def make_eval_loader(db, args, ctx=None):
-    """The test loader; under torchrun each process reads a contiguous shard of the test tracklets."""
+def make_eval_loader(db, clips, batch_size, num_workers, ctx=None):
+    """The test loader of a ClipConfig; under torchrun each process reads a contiguous shard of the tracklets."""
     rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
     pin = ctx is not None and ctx.device.type == 'cuda'
-    return make_test_loader(db, args.S, args.batch_size, args.num_workers, height=args.height, width=args.width,
-                            rank=rank, world_size=world, pin_memory=pin, decoder=decoder_choice(args),
-                            sampling=getattr(args, 'test_sampling', 'chunks'))
-
-
-def decoder_choice(args):
-    """The loaders' decoder: 'device' under --decode_on_device (which resizes on the device too),
-    'resize_on_device' under --resize_on_device, else 'auto'."""
-    if getattr(args, 'decode_on_device', False):
-        return 'device'
-    return 'resize_on_device' if getattr(args, 'resize_on_device', False) else 'auto'
+    return make_test_loader(db, clips.S, batch_size, num_workers, height=clips.height, width=clips.width,
+                            rank=rank, world_size=world, pin_memory=pin, decoder=clips.decoder,
+                            sampling=clips.test_sampling)
 
 
 def gather_features(feats, labels, cams, ctx):
@@ -143,213 +129,3 @@ def gather_features(feats, labels, cams, ctx):
         return feats, labels, cams
     # gloo gathers CPU tensors, NCCL device tensors
     return tuple(gather_tensors(t.to(ctx.device)).cpu() for t in (feats, labels, cams))
-
-
-def score(features, labels, cams, query_idx, rank_size, gallery_idx=None, source='features', device=None):
-    """evaluate_mars on numpy / torch inputs, refusing non-finite features; rank_size 0 ranks the whole
-    gallery; gallery_idx None: every row is the gallery; a CUDA device: distances and ranking run there."""
-    features = np.asarray(features, dtype=np.float32)
-    check_finite(features, source)
-    size = rank_size if rank_size > 0 else (len(features) if gallery_idx is None else len(gallery_idx))
-    return evaluate_mars(features, np.asarray(labels, dtype=np.int64), np.asarray(cams, dtype=np.int64),
-                         np.asarray(query_idx, dtype=np.int64).reshape(-1), rank_size=size, gallery_idx=gallery_idx,
-                         device=device)
-
-
-def chance_level(labels, cams, query_idx, rank_size=10000, draws=100, seed=0, gallery_idx=None):
-    """What random ranking scores on this test split: (expected rank-1, mean rank-1 and mAP of `draws` sets of
-    random Gaussian features through evaluate_mars).
-
-    Expected rank-1: for each query with a valid match, the chance that the first non-junk gallery item is a
-    good one, i.e. #good / #non-junk (util.evaluation.metrics.match_masks).
-    """
-    labels, cams = np.asarray(labels), np.asarray(cams)
-    q = np.asarray(query_idx).reshape(-1)
-    g = np.arange(len(labels)) if gallery_idx is None else np.asarray(gallery_idx).reshape(-1)
-    good, junk = match_masks(labels[q], cams[q], labels[g], cams[g])   # (Q, G)
-    n_good, n_valid = good.sum(1), (~junk).sum(1)
-    scored = n_good > 0
-    expected = float(np.mean(n_good[scored] / n_valid[scored])) if scored.any() else float('nan')
-    rng = np.random.default_rng(seed)
-    results = [score(rng.standard_normal((len(labels), 64)).astype(np.float32), labels, cams, q, rank_size,
-                     gallery_idx) for _ in range(draws)]
-    return expected, float(np.mean([r.rank(1) for r in results])), float(np.mean([r.mAP for r in results]))
-
-
-# -- results -------------------------------------------------------------------------------------------------
-
-CMC_RANKS = 50  # length of the curve kept in --results
-
-
-def result_numbers(result):
-    """The numbers of one MarsResult for --results: fractions, as the `CMC : ... , mAP : ...` line."""
-    numbers = {f'rank{k}': (result.rank(k) if k <= len(result.cmc) else None) for k in (1, 5, 10, 20)}
-    numbers.update(mAP=float(result.mAP), cmc=[float(v) for v in result.cmc[:CMC_RANKS]],
-                   num_scored=int(result.num_scored), num_skipped=int(result.num_skipped))
-    return numbers
-
-
-def write_results(path, result, settings, reranked=None):
-    """--results F.json, atomically: the scores, the run's settings, and the re-ranked scores when given."""
-    record = dict(result_numbers(result), **settings)
-    if reranked is not None:
-        record['reranked'] = result_numbers(reranked)
-    text = json.dumps(record, indent=2) + '\n'
-    atomic_save(text, path, write=lambda obj, f: f.write(obj.encode()))
-
-
-# -- evaluate.py ---------------------------------------------------------------------------------------------
-
-def check_outputs(args):
-    """Refuse an unwritable output path before any feature is extracted."""
-    for flag in ('save_features', 'results', 'cmc_plot'):
-        if getattr(args, flag, None) is not None:
-            check_writable(getattr(args, flag), '--' + flag)
-    if getattr(args, 'visualize_ranks', None) is not None:
-        check_writable(args.visualize_ranks, '--visualize_ranks', directory=True)
-
-
-def check_rerank(args, n_gallery, n_query):
-    """--rerank_k1 must leave gallery items outside the neighbourhoods, --rerank_k2 fit in the probe+gallery
-    set (the other bounds: util.cli.options)."""
-    if not args.rerank:
-        return
-    if args.rerank_k1 >= n_gallery:
-        raise ReIDError(f'--rerank_k1 {args.rerank_k1} must be smaller than the gallery size ({n_gallery} '
-                        f'tracklets)')
-    if args.rerank_k2 > n_gallery + n_query:
-        raise ReIDError(f'--rerank_k2 {args.rerank_k2} must be at most the {n_gallery + n_query} probe + gallery '
-                        f'tracklets')
-
-
-def evaluate(args):
-    """evaluate.py: score a checkpoint on the test split, or re-score saved features."""
-    check_outputs(args)
-    if args.features is not None:
-        saved = FeaturesFile.read(args.features)
-        if args.gallery_info is not None:  # a gallery given on the command line replaces the file's
-            saved.gallery_idx = read_rows(args.gallery_info, 'gallery', len(saved.labels), args.features)
-        n_gallery = len(saved.labels) if saved.gallery_idx is None else len(saved.gallery_idx)
-        check_rerank(args, n_gallery, len(saved.query_idx))
-        db = None
-        if args.visualize_ranks is not None:
-            if args.test_txt is None or args.test_info is None:
-                raise DataError('--visualize_ranks with --features needs --test_txt and --test_info (the frames)')
-            db = read_database(args.test_txt, args.test_info)
-            if len(db.info) != len(saved.labels):
-                raise DataError(f'--features {args.features}: {len(saved.labels)} tracklets, but '
-                                f'{args.test_info} has {len(db.info)} rows')
-        print(f'Scoring {len(saved.features)} saved features from {args.features}')
-        settings = dict(test_sampling=saved.test_sampling, features=args.features, checkpoint=None)
-        # saved features are scored on the CPU unless --device cuda asks for the GPU
-        device = init_distributed('cuda').device if args.device == 'cuda' else None
-        report(args, saved.features, saved.labels, saved.cams, saved.query_idx, saved.gallery_idx,
-               db, settings, source=f'--features {args.features}', device=device)
-        return 0
-
-    ctx = init_distributed(args.device)
-    try:
-        return _evaluate_checkpoint(args, ctx)
-    finally:
-        cleanup(ctx)
-
-
-def _evaluate_checkpoint(args, ctx):
-    log = print if ctx.is_main else (lambda *a, **k: None)
-
-    db = read_database(args.test_txt, args.test_info, args.query_info, args.gallery_info)
-    check_rerank(args, len(db.info) if db.gallery_idx is None else len(db.gallery_idx), len(db.query_idx))
-    loader = make_eval_loader(db, args, ctx)
-    model, notes = load_model(args.load_ckpt, args.model_type, non_layers=args.non_layers, stripes=args.stripes,
-                              temporal=args.temporal, stride=args.stride, height=args.height, S=args.S,
-                              inputs=vars(args))
-    for note in notes:  # e.g. another S than in training
-        log(note)
-    num_class = model.classifier.out_features
-    model.to(ctx.device)
-    if args.channels_last:
-        to_channels_last(model)
-    gallery = 'every test tracklet' if db.gallery_idx is None else f'{len(db.gallery_idx)} gallery tracklets'
-    log(f'Loaded {args.load_ckpt} ({args.model_type}, {num_class} training identities); '
-        f'{len(db.info)} test tracklets, {len(db.query_idx)} queries against {gallery}, S={args.S}, '
-        f'{args.test_sampling} sampling, device {ctx.device}')
-
-    start = time.perf_counter()
-    feats, labels, cams = extract_features(model, loader, args.S, ctx.device, args.temporal,
-                                           frame_level=model.frame_level, amp=args.amp,
-                                           channels_last=args.channels_last, progress=ctx.is_main)
-    feats, labels, cams = gather_features(feats, labels, cams, ctx)
-    if not ctx.is_main:
-        return 0
-    seconds = time.perf_counter() - start
-    clips = len(loader.dataset)  # every rank's loader indexes all clips; each loads its shard
-    log(f'Features of {len(feats)} tracklets from {clips} clips of {args.S} frames in {seconds:.1f} s '
-        f'({clips / seconds:.1f} clips/s, {clips * args.S / seconds:.0f} frames/s)')
-    if args.save_features is not None:
-        FeaturesFile(feats.numpy(), labels.numpy(), cams.numpy(), db.query_idx, db.gallery_idx,
-                     test_sampling=args.test_sampling).write(args.save_features)
-        log(f'Saved features to {args.save_features}')
-    settings = dict(test_sampling=args.test_sampling, features=None, checkpoint=args.load_ckpt)
-    report(args, feats.numpy(), labels.numpy(), cams.numpy(), db.query_idx, db.gallery_idx, db, settings,
-           source=f'features of {args.load_ckpt}', device=ctx.device)
-    return 0
-
-
-def rerank_score(features, labels, cams, query_idx, gallery_idx, args, device=None):
-    """The metric on k-reciprocal re-ranked distances (SPEC 10): probe = the query rows, gallery = the
-    evaluation gallery; computed on `device` (the CPU when None)."""
-    from util.evaluation.rerank import k_reciprocal_distance
-    feats = torch.as_tensor(np.asarray(features, dtype=np.float32), device=device or 'cpu')
-    rows = torch.arange(len(feats), device=feats.device) if gallery_idx is None else \
-        torch.as_tensor(gallery_idx, device=feats.device)
-    dist = k_reciprocal_distance(feats[torch.as_tensor(query_idx, device=feats.device)], feats[rows],
-                                 k1=args.rerank_k1, k2=args.rerank_k2, lambda_value=args.rerank_lambda)  # (Q, G)
-    # ranked where it was computed (a GPU tensor stays there)
-    return evaluate_distances(dist if dist.device.type != 'cpu' else dist.numpy(), np.asarray(labels, dtype=np.int64),
-                              np.asarray(cams, dtype=np.int64), query_idx, rank_size=args.rank_size,
-                              gallery_idx=gallery_idx)
-
-
-def report(args, features, labels, cams, query_idx, gallery_idx, db, settings, source, device=None):
-    """Score, print, and write what was asked: re-ranked scores, chance level, --results, --cmc_plot, ranked
-    pictures."""
-    result = score(features, labels, cams, query_idx, args.rank_size, gallery_idx, source=source, device=device)
-    reranked = None
-    if args.rerank:
-        reranked = rerank_score(features, labels, cams, query_idx, gallery_idx, args, device)
-        print(format_result(result))
-        print(f'With k-reciprocal re-ranking (k1 {args.rerank_k1}, k2 {args.rerank_k2}, '
-              f'lambda {args.rerank_lambda}):')
-        print(format_result(reranked))
-    else:
-        print(format_result(result))
-    if args.chance_level:
-        expected, rank1, mAP = chance_level(labels, cams, query_idx, args.rank_size, gallery_idx=gallery_idx)
-        print(f'Chance level: rank-1 {expected:.4f} (expected for a random ranking); random features rank-1 '
-              f'{rank1:.4f}, mAP {mAP:.4f} (mean of 100 draws)')
-    if args.results is not None:
-        n_gallery = len(labels) if gallery_idx is None else len(gallery_idx)
-        settings = dict(settings, num_queries=int(len(query_idx)), num_tracklets=int(len(labels)),
-                        num_gallery=int(n_gallery),
-                        gallery='all test tracklets' if gallery_idx is None else 'gallery_idx',
-                        gallery_info=getattr(args, 'gallery_info', None), rank_size=args.rank_size,
-                        rerank=dict(k1=args.rerank_k1, k2=args.rerank_k2, lambda_value=args.rerank_lambda)
-                        if args.rerank else None)
-        write_results(args.results, result, settings, reranked)
-        print(f'Results written to {args.results}')
-    if args.cmc_plot is not None:
-        from util.pictures.curves import plot_cmc  # matplotlib is only needed here
-        curves = {'cosine distance': result}
-        if reranked is not None:
-            curves['k-reciprocal re-ranking'] = reranked
-        plot_cmc(args.cmc_plot, curves)
-        print(f'CMC curve written to {args.cmc_plot}')
-    if args.visualize_ranks is not None:
-        visualize_ranks(args, features, labels, cams, query_idx, db, gallery_idx)
-
-
-def visualize_ranks(args, features, labels, cams, query_idx, db, gallery_idx=None):
-    from util.pictures.ranks import save_ranked_results  # matplotlib is only needed here
-    drawn = save_ranked_results(args.visualize_ranks, features, labels, cams, query_idx, db.paths, db.info, args.S,
-                                num_queries=args.num_queries, topk=args.topk, gallery_idx=gallery_idx)
-    print(f'Ranked results of {len(drawn)} queries in {args.visualize_ranks} (index.html)')

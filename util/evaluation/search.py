@@ -75,31 +75,3 @@ def reranked_topk(query, gallery, k, k1=20, k2=6, lambda_value=0.3, device='cpu'
         raise DataError(f'--rerank: {err}') from None
     order = np.argsort(dist, axis=1, kind='stable')[:, :min(int(k), dist.shape[1])]
     return order, np.take_along_axis(dist, order, 1)
-
-
-# -- the picture ---------------------------------------------------------------------------------------------
-
-def draw_search(path, query_frames, query_title, ranked, S, height=128, width=64, query_labels=None):
-    """One PNG in the layout of util.cli.visualize's ranked results: the query's S test frames over the first
-    test frame of each ranked gallery tracklet.
-
-    query_frames: the S frame paths (query_labels: a caption each, default f0..). ranked: [(first frame path,
-    caption lines, kind)] in ranked order, kind 'good' / 'wrong' / 'junk' when the identities are known, else
-    None (a neutral border)."""
-    from PIL import Image
-
-    from util.data.frames import load_frame
-    from util.io import atomic_save
-    from util.pictures.ranks import KIND_COLOURS, QUERY_COLOUR, _Canvas, _font, ranked_image_size
-
-    def load(p):
-        return Image.fromarray(load_frame(p, height, width).permute(1, 2, 0).numpy())
-
-    canvas = _Canvas(ranked_image_size(S, len(ranked), height, width), height, width, (_font(13), _font(11)))
-    canvas.strip(0, query_title, QUERY_COLOUR, [load(p) for p in query_frames], [QUERY_COLOUR] * S,
-                 [(text,) for text in (query_labels or [f'f{s}' for s in range(S)])])
-    colours = [KIND_COLOURS.get(kind, (60, 60, 60)) for *_, kind in ranked]
-    known = any(kind is not None for *_, kind in ranked)
-    header = 'Ranked: green same id, red other, grey same camera' if known else 'Ranked gallery'
-    canvas.strip(1, header, (60, 60, 60), [load(p) for p, *_ in ranked], colours, [lines for _, lines, _ in ranked])
-    atomic_save(canvas.image, path, write=lambda image, f: image.save(f, format='PNG'))

@@ -33,7 +33,8 @@ from tqdm import tqdm
 from models import build_model, load_checkpoint, load_state, original_state_dict, to_channels_last, unwrap_model
 from models.network import DEFAULT_NON_LAYERS, DEFAULT_STRIPES
 from models.pooling import temporal_pool
-from util.data.loaders import make_train_loader, read_database
+from util.cli.evaluate import clip_config
+from util.data.loaders import decoder_for, make_train_loader, read_database
 from util.distributed import (
     all_gather_with_grad,
     barrier,
@@ -44,15 +45,8 @@ from util.distributed import (
     wrap_model,
 )
 from util.errors import CheckpointError, OutputError, ReIDError
-from util.evaluation.extract import (
-    autocast,
-    decoder_choice,
-    extract_features,
-    gather_features,
-    make_eval_loader,
-    prepare_clips,
-    score,
-)
+from util.evaluation.extract import autocast, extract_features, gather_features, make_eval_loader, prepare_clips
+from util.evaluation.scoring import score
 from util.train.losses import batch_hard_triplet_soft
 from util.train.run import (
     LOCK_NAME,
@@ -245,8 +239,10 @@ class Trainer:
         self.train_loader = make_train_loader(train_db, args.S, args.class_per_batch, args.track_per_class,
                                               args.seed, args.num_workers, height=args.height, width=args.width,
                                               rank=ctx.rank, world_size=ctx.world_size,
-                                              pin_memory=self.device.type == 'cuda', decoder=decoder_choice(args))
-        self.test_loader = make_eval_loader(self.test_db, args, ctx)
+                                              pin_memory=self.device.type == 'cuda',
+                                              decoder=decoder_for(args.decode_on_device, args.resize_on_device))
+        self.test_loader = make_eval_loader(self.test_db, clip_config(args), args.batch_size, args.num_workers,
+                                            ctx)
         n_id = self.train_loader.dataset.n_id
 
         # model: build, load, move, wrap (SyncBatchNorm + DDP), compile; the optimiser sees the final modules
