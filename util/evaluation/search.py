@@ -6,17 +6,12 @@ float32 features) is scored ``chunk`` rows at a time in bounded memory.
 import numpy as np
 
 from util.errors import DataError
+from util.evaluation.metrics import unit_rows
 
 SEARCH_CHUNK = 4096  # gallery rows scored at once: (Q, chunk) similarities, (chunk, D) features
 
 
 # -- ranking -------------------------------------------------------------------------------------------------
-
-def _unit(x):
-    x = np.asarray(x, dtype=np.float32)
-    with np.errstate(invalid='ignore', divide='ignore'):
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
-
 
 def _rank_keys(sims, index):
     """int64 keys ordering (similarity descending, gallery row ascending): unique, so a partial sort of them
@@ -43,13 +38,13 @@ def cosine_topk(query, gallery, k, chunk=SEARCH_CHUNK):
     The gallery (an array or a memmap) is read ``chunk`` rows at a time and merged into a running top-k, so
     memory is O(Q * (chunk + k) + chunk * D) whatever the gallery size; the result equals a full sort
     (similarity descending, ties by gallery row)."""
-    q = _unit(query)                                                     # (Q, D)
+    q = unit_rows(np.asarray(query, dtype=np.float32))[0]                # (Q, D)
     n = len(gallery)
     k = min(int(k), n)
     best_i = np.zeros((len(q), 0), dtype=np.int64)
     best_s = np.zeros((len(q), 0), dtype=np.float32)
     for lo in range(0, n, chunk):
-        g = _unit(gallery[lo:lo + chunk])                                # (c, D)
+        g = unit_rows(np.asarray(gallery[lo:lo + chunk], dtype=np.float32))[0]  # (c, D)
         sims = np.concatenate([best_s, q @ g.T], axis=1)                 # (Q, k + c)
         index = np.concatenate([best_i, np.broadcast_to(np.arange(lo, lo + len(g)), (len(q), len(g)))], axis=1)
         best_i, best_s = _best(sims, index, k)
