@@ -135,3 +135,26 @@ def test_resume_refuses_another_weight_decay(db, script_run, tmp_path, capsys, m
         f'error: --resume {ckpt / "last.pth"}: the run was started with other flags, which its saved state would '
         "override: --weight_decay 1e-05 (now 0.0001); resume with the run's own flags (--n_epochs may grow), or "
         'start a new run from its weights with --load_ckpt')
+
+
+def test_tensorboard_of_a_resumed_run_drops_the_interrupted_epochs(tmp_path):
+    """A run killed after writing epochs 1-3 and resumed from epoch 1: epochs 2 and 3 are written again, once."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from util.train.outputs import TensorBoardOutput
+
+    def epochs(output, numbers, loss):
+        for epoch in numbers:
+            output.on_epoch(epoch=epoch, means={'trip_loss': loss}, lr=0.1, result=None, seconds=1.0,
+                            best_rank1=0.0, pending={})
+
+    first = TensorBoardOutput(tmp_path)
+    epochs(first, [1, 2, 3], loss=1.0)
+    first.on_end()
+    resumed = TensorBoardOutput(tmp_path, start_epoch=1)
+    epochs(resumed, [2, 3], loss=2.0)
+    resumed.on_end()
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert [(s.step, s.value) for s in events.Scalars('trip_loss')] == [(1, 1.0), (2, 2.0), (3, 2.0)]
+    assert sorted(events.Tags()['scalars']) == ['lr', 'seconds', 'total_loss', 'trip_loss']
