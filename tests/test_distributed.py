@@ -89,7 +89,7 @@ LOSSES = LossConfig(S=S, temporal="Done", frame_id_loss=False, track_id_loss=Tru
 
 def train_steps(model, clips, labels, opt_name, world_size=1, steps=2):
     """The training step (triplet on gathered features + ID loss on local logits, no rescaling); returns the
-    total loss of each step as the engine logs it (averaged over ranks)."""
+    total loss of each step as training logs it (averaged over ranks)."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = (torch.optim.SGD(params, lr=LR["sgd"], momentum=0.9, weight_decay=1e-4) if opt_name == "sgd"
            else torch.optim.Adam(params, lr=LR["adam"], weight_decay=5e-5))

@@ -1,6 +1,6 @@
 """Training losses: FPL temporal pooling and the batch-hard soft-margin triplet loss.
 
-The identity losses are plain F.cross_entropy (util/engine.py compute_losses): on the pooled clip logits
+The identity losses are plain F.cross_entropy (util/train/trainer.py compute_losses): on the pooled clip logits
 (track level) and/or on every frame's logits (frame level).
 """
 import torch

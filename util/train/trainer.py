@@ -150,7 +150,7 @@ def _no_pending():
     return {name: [] for name in LOSS_NAMES}
 
 
-@dataclass
+@dataclass(frozen=True)
 class StartState:
     """Where a run starts: epochs already done, the best rank-1 so far, the per-epoch loss strings not yet
     written to the log, and the random generators' state to continue from (None: as seeded)."""
@@ -164,11 +164,14 @@ class Trainer:
     """Runs the epochs of a training run from built parts.
 
     model: the network as trained (DDP-wrapped, compiled); net: the plain network it wraps (validated and
-    saved); validator(net) -> MarsResult on the main process, None elsewhere; outputs: objects with
+    saved; its `frame_level` says whether it sees frames or clips); scheduler: stepped once per epoch, or
+    None; train_loader: yields (uint8 clips (B,S,3,H,W), labels (B,)) and has set_epoch(epoch);
+    validator(net) -> MarsResult on the main process, None elsewhere; outputs: objects with
     on_validation / on_epoch / on_end (util/train/outputs.py; an empty list on the other processes);
     run_dir: the RunDir (util/train/rundir.py) whose files the messages name and which `close` releases;
-    losses: a LossConfig; start: a StartState (a new run by default); validate_first: score the net once
-    before the first epoch.
+    losses: a LossConfig; n_epochs: the epoch to stop after; eval_every: validate after every N epochs and
+    after the last (0: after the last only); amp, channels_last: as train_step; start: a StartState (a new
+    run by default); validate_first: score the net once before the first epoch.
     """
 
     def __init__(self, model, net, optimizer, scheduler, scaler, train_loader, validator, outputs, run_dir, ctx,
