@@ -12,8 +12,7 @@ LAYERS = [
     ('util', 'util.errors', 'util.io', 'util.distributed'),
     ('models',),
     ('util.data',),
-    ('util.train', 'util.evaluation'),
-    ('util.pictures',),
+    ('util.train', 'util.evaluation', 'util.pictures'),
     ('util.cli', 'util.synthetic', 'util.visualize', 'util.splits_summary'),
 ]
 

@@ -23,7 +23,7 @@ ADDED_DEFAULTS = {
     'amp': 'none', 'channels_last': False, 'compile': False, 'decode_on_device': False,
     'resize_on_device': False, 'gallery_info': None, 'test_sampling': 'chunks',
 }
-TRAIN_DEFAULTS = {'eval_every': 10, 'resume': None, 'overwrite': False}
+TRAIN_DEFAULTS = {'eval_every': 10, 'resume': None, 'overwrite': False, 'weight_decay': None, 'tensorboard': None}
 EVAL_DEFAULTS = {'save_features': None, 'features': None, 'visualize_ranks': None, 'num_queries': 10, 'topk': 10,
                  'results': None, 'cmc_plot': None, 'chance_level': False, 'rerank': False, 'rerank_k1': 20,
                  'rerank_k2': 6, 'rerank_lambda': 0.3}
@@ -134,6 +134,10 @@ def _error(script, argv, capsys):
      'frames must be at least 32 x 16 pixels (height x width), got 256 x 0'),
     ('baseline', DB + ['--ckpt', 'c', '--model_type', 'resnet50_s1', '--resume', 'c', '--overwrite'],
      '--overwrite starts a new run and --resume continues one'),
+    ('baseline', DB + ['--ckpt', 'c', '--model_type', 'resnet50_s1', '--weight_decay=-1e-4'],
+     '--weight_decay must be a finite number, 0 or more, got -0.0001'),
+    ('NL', DB + ['--ckpt', 'c', '--model_type', 'resnet50_NL', '--temporal', 'Done', '--weight_decay', 'nan'],
+     '--weight_decay must be a finite number, 0 or more, got nan'),
 ])
 def test_inconsistent_flags_are_refused(script, argv, message, capsys):
     assert message in _error(script, argv, capsys)
@@ -147,6 +151,30 @@ def test_valid_command_lines_pass():
     assert (args.height, args.width, args.track_per_class, args.overwrite) == (32, 16, 2, True)
     args = parse_args('evaluate', ['--features', 'f.npz'])  # re-scoring needs neither a model nor images
     assert args.features == 'f.npz'
+
+
+@pytest.mark.parametrize('script,optimizer,default', [('baseline', 'adam', 1e-5), ('NL', 'adam', 5e-5),
+                                                      ('baseline', 'sgd', 1e-4), ('NL', 'sgd', 1e-4)])
+def test_weight_decay_default_depends_on_the_script_and_the_optimiser(script, optimizer, default):
+    """The original scripts' values: Adam 1e-5 (train_baseline.py) or 5e-5 (train_NL.py), SGD 1e-4; parse_args
+    resolves the default once, and an explicit --weight_decay (0 included) wins."""
+    model = ['--model_type', 'resnet50_s1'] if script == 'baseline' else ['--model_type', 'resnet50_NL',
+                                                                          '--temporal', 'Done']
+    argv = DB + ['--ckpt', 'c', '--optimizer', optimizer] + model
+    assert parse_args(script, argv).weight_decay == default
+    assert parse_args(script, argv + ['--weight_decay', '0']).weight_decay == 0.0
+    assert parse_args(script, argv + ['--weight_decay', '3e-4']).weight_decay == 3e-4
+
+
+@pytest.mark.parametrize('module,text', [('train_baseline', '(default: 1e-05 with adam, 0.0001 with sgd)'),
+                                         ('train_NL', '(default: 5e-05 with adam, 0.0001 with sgd)')])
+def test_weight_decay_default_is_shown_in_help(module, text, capsys):
+    import importlib
+    with pytest.raises(SystemExit):
+        importlib.import_module(module).main(['--help'])
+    help_text = ' '.join(capsys.readouterr().out.split())
+    assert f'--weight_decay WD weight decay of the optimiser {text}' in help_text
+    assert '--tensorboard DIR' in help_text
 
 
 # -- the shell scripts ----------------------------------------------------------------------------------------

@@ -140,8 +140,23 @@ def _add_common_flags(parser):
                           'to, the default pipeline\'s (on the CPU they are equal)')
 
 
-def _add_train_flags(parser):
+# Weight decay of the original scripts: Adam 1e-5 in train_baseline.py, 5e-5 in train_NL.py; SGD 1e-4 in both.
+WEIGHT_DECAY = {('baseline', 'adam'): 1e-5, ('NL', 'adam'): 5e-5, ('baseline', 'sgd'): 1e-4, ('NL', 'sgd'): 1e-4}
+
+
+def default_weight_decay(script, optimizer):
+    """The weight decay a train script uses when --weight_decay is not given."""
+    return WEIGHT_DECAY[script, optimizer]
+
+
+def _add_train_flags(parser, script):
     train = parser.add_argument_group('training (added)')
+    # '%(default).0s' prints nothing: it stops the help formatter from appending '(default: None)'
+    train.add_argument('--weight_decay', type=float, default=None, metavar='WD',
+                       help=f'weight decay of the optimiser (default: {default_weight_decay(script, "adam"):g} '
+                            f'with adam, {default_weight_decay(script, "sgd"):g} with sgd)%(default).0s')
+    train.add_argument('--tensorboard', default=None, metavar='DIR',
+                       help="also log each epoch's metrics.csv numbers as TensorBoard scalars in DIR")
     train.add_argument('--eval_every', type=int, default=10,
                        help='validate after every N epochs and after the last one; 0: after the last only')
     train.add_argument('--resume', default=None, metavar='PATH',
@@ -232,7 +247,7 @@ def build_parser(script):
     elif script in TOOLS:
         {'extract': _add_extract_flags, 'search': _add_search_flags, 'export': _add_export_flags}[script](parser)
     else:
-        _add_train_flags(parser)
+        _add_train_flags(parser, script)
     return parser
 
 
@@ -298,6 +313,8 @@ def _check(parser, args):
                      'of the same identity) for every anchor')
     if not math.isfinite(args.lr) or args.lr <= 0:
         parser.error(f'--lr must be a finite number above 0, got {args.lr}')
+    if args.weight_decay is not None and not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
+        parser.error(f'--weight_decay must be a finite number, 0 or more, got {args.weight_decay}')
     if args.overwrite and args.resume is not None:
         parser.error('--overwrite starts a new run and --resume continues one: pass one of them')
     if args.lr_step_size < 0 or args.eval_every < 0:
@@ -322,6 +339,8 @@ def parse_args(script, argv=None):
     parser = build_parser(script)
     args = parser.parse_args(argv)
     _check(parser, args)
+    if script in ('baseline', 'NL') and args.weight_decay is None:
+        args.weight_decay = default_weight_decay(script, args.optimizer)  # resolved once: last.pth records it
     return args
 
 

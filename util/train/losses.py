@@ -1,6 +1,6 @@
 """Training losses: the batch-hard soft-margin triplet loss.
 
-The identity losses are plain F.cross_entropy (compute_losses of the trainer): on the pooled clip logits
+The identity losses are plain F.cross_entropy (util/train/trainer.py compute_losses): on the pooled clip logits
 (track level) and/or on every frame's logits (frame level).
 """
 import torch

@@ -15,9 +15,8 @@ import socket
 import numpy as np
 import torch
 
-from models.checkpoint import config_path, read_weights_config, save_best_weights  # noqa: F401
 from util.errors import CheckpointError, OutputError
-from util.io import atomic_save, check_writable, load_torch_file, remove_stale_temporaries, write_text  # noqa: F401
+from util.io import atomic_save, load_torch_file, write_text
 
 RESUME_FORMAT = 'ste-nvan-resume-v1'
 LOCK_NAME = '.lock'
@@ -143,11 +142,12 @@ def set_rng_state(state):
 # -- last.pth ----------------------------------------------------------------------------------------------------
 
 def save_resume_state(path, *, model_state, config, optimizer, scheduler, scaler, epoch, best_rank1, pending,
-                      log_size, args):
+                      log_size, flags):
     """Write last.pth atomically. `model_state` is the original-format state dict and `config` the run
     configuration (models.load_checkpoint checks it); `epoch` counts completed epochs; `pending` holds the
     per-epoch loss strings not yet written to the log; `log_size` is the log file's size in bytes once this
-    epoch's lines are in it (a resumed run cuts off what an interrupted epoch wrote after that)."""
+    epoch's lines are in it (a resumed run cuts off what an interrupted epoch wrote after that); `flags` the
+    run's command-line flags, name -> value (stored as 'args')."""
     atomic_save({
         'format': RESUME_FORMAT,
         'model': model_state,
@@ -160,7 +160,7 @@ def save_resume_state(path, *, model_state, config, optimizer, scheduler, scaler
         'pending': pending,
         'log_size': log_size,
         'rng': rng_state(),
-        'args': dict(vars(args)),
+        'args': dict(flags),
     }, path)
 
 
@@ -185,14 +185,15 @@ def load_resume_state(path):
 
 # Arguments that may change between an interrupted run and its continuation without changing its results.
 _FREE_TO_CHANGE = {'resume', 'n_epochs', 'num_workers', 'device', 'eval_every', 'resume_validation',
-                   'batch_size', 'log_path', 'ckpt', 'compile', 'load_ckpt', 'resize_on_device', 'overwrite'}
+                   'batch_size', 'log_path', 'ckpt', 'compile', 'load_ckpt', 'resize_on_device', 'overwrite',
+                   'tensorboard'}
 
 
-def changed_args(saved, args, defaults=None):
-    """Names and (saved, current) values of the arguments that differ from the resumed run's. `defaults`
-    maps an argument to the value that None stands for (--non_layers omitted = 0 2 3 0); arguments this
-    version no longer has are ignored."""
-    current, defaults = vars(args), defaults or {}
+def changed_args(saved, current, defaults=None):
+    """Names and (saved, current) values of the flags (dicts name -> value) that differ from the resumed
+    run's. `defaults` maps a flag to the value that None stands for (--non_layers omitted = 0 2 3 0); flags
+    that one of the two runs does not have are ignored."""
+    defaults = defaults or {}
 
     def value(v, k):
         v = defaults.get(k) if v is None else v
