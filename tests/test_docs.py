@@ -1,8 +1,9 @@
 """The documentation is checked like code: README.md, CHANGELOG.md and docs/*.md.
 
 - every relative link and image ([text](path), ![alt](path)) resolves to a file or directory (anchors ignored);
-- every `python X.py ...`, `python -m pkg.mod ...` and `torchrun ... X.py ...` line of a shell code block names
-  an existing script and only flags that script's parser accepts (argparse's unambiguous prefixes included);
+- every `python X.py ...`, `python -m pkg.mod ...` and `torchrun ... X.py ...` line of a shell code block, and
+  every such inline command in the prose, names an existing script and only flags that script's parser
+  accepts (argparse's unambiguous prefixes included);
 - every `bash X.sh` / `sh X.sh` names an existing script;
 - the README stays short, and the documents never cite a document that is not in the repository.
 """
@@ -146,12 +147,19 @@ def parse_command(tokens):
     return None
 
 
+INLINE_COMMAND = re.compile(r'`((?:python3?|bash|sh|torchrun) [^`\n]+)`')
+
+
+def shell_texts(text):
+    """The shell code blocks of a document, then its inline commands (`python X.py --flag` in prose)."""
+    blocks = [body for language, body in code_blocks(text) if language in SHELL_LANGUAGES]
+    return blocks + INLINE_COMMAND.findall(FENCE.sub('', text))
+
+
 def commands_of(text):
-    """Every (kind, target, args, line) in the shell code blocks of a document."""
+    """Every (kind, target, args, line) in the shell code blocks and inline commands of a document."""
     found = []
-    for language, body in code_blocks(text):
-        if language not in SHELL_LANGUAGES:
-            continue
+    for body in shell_texts(text):
         variables = {}
         for line in shell_lines(body):
             try:
@@ -194,8 +202,9 @@ def parser_of(relpath):
         from util.cli.options import build_parser
         return build_parser(OPTION_SCRIPTS[relpath])
     namespace = runpy.run_path(str(ROOT / relpath), run_name='docs_check')   # not '__main__': nothing runs
-    if callable(namespace.get('build_parser')):
-        return namespace['build_parser']()
+    own = namespace.get('build_parser')
+    if callable(own) and getattr(own, '__module__', None) == 'docs_check':   # defined there, not imported
+        return own()
     main = namespace.get('main')
     if not callable(main):
         return None
