@@ -9,6 +9,6 @@
 * ``util.evaluation``: feature extraction, the metrics, re-ranking, scoring, the features file, embedding your
   own tracklets, search, validation.
 * ``util.pictures``: training and CMC curves, ranked results, attention maps.
-* ``util.cli``: the argparse options and the command lines; ``python -m util.synthetic``, ``util.visualize``
+* ``util.cli``: the command-line options and the commands; ``python -m util.synthetic``, ``util.visualize``
   and ``util.splits_summary`` forward there.
 """
