@@ -337,9 +337,23 @@ _FILE_SYSTEM_FAULTS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, er
                        errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.EMFILE, errno.ENFILE}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, a job scheduler's stop), raised like Ctrl-C so that the same clean-up runs."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def run_main(main, argv=None):
     """Run a script's main(argv); a ReIDError (or a file-system fault such as a full disk) becomes one
-    `error: ...` line on stderr and exit status 2; Ctrl-C one `error: interrupted` line and status 130."""
+    `error: ...` line on stderr and exit status 2; Ctrl-C one `error: interrupted` line and status 130,
+    SIGTERM the same clean-up and `error: terminated`, status 143 (128 + 15, as a shell reports it)."""
+    import signal
+    import threading
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return main(argv) or 0
     except ReIDError as err:
@@ -351,6 +365,12 @@ def run_main(main, argv=None):
         where = f'{err.filename}: ' if err.filename else ''
         print(f'error: {where}{err.strerror or err}', file=sys.stderr)
         return 2
+    except Terminated:
+        print('error: terminated', file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print('error: interrupted', file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

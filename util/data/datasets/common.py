@@ -5,11 +5,14 @@ Every error is one ``DataError`` line naming the path and what was expected. Bui
 ``replacing_directory``: the new database is written beside the old one, which it replaces only when complete.
 """
 
+import errno
+import glob
 import json
 import os
 import re
 import secrets
 import shutil
+import sys
 from contextlib import contextmanager
 from itertools import repeat
 
@@ -409,40 +412,152 @@ def load_ls_set(path, num_persons, names_what):
 # ----------------------------------------------------------------------------------------------------
 
 @contextmanager
-def replacing_directory(target, what='the database', keep_others=True):
+def replacing_directory(target, what='the database', keep_others=True, inputs=()):
     """Yield a new empty directory beside `target` to write into; on success it replaces `target` whole.
 
     Until the final swap `target` is untouched, so a failure at any point leaves the old directory complete
     (the new one is removed). The swap is two renames on one file system, the second undone if it fails.
     With keep_others, entries of the old directory that the new one does not have (a user's own files) are
-    moved over afterwards. OSError becomes one DataError line.
+    moved over afterwards; every step is checked to be permitted before the first rename. A `target` that
+    is a symbolic link is written through: the directory it points to is replaced, the link stays.
+
+    Refused before any work: a `target` that is the current directory or one of its ancestors, or that
+    holds or lies inside one of `inputs` (the directories read). A swap that a killed process left half
+    done is finished or undone first, and its temporary directories removed. OSError becomes one DataError.
     """
-    target = os.path.abspath(target)
+    given = os.fspath(target)
+    target = os.path.realpath(given)  # through a symbolic link, to the directory it names
     if os.path.exists(target) and not os.path.isdir(target):
-        raise DataError(f'{target}: exists and is not a directory (expected an output directory)')
+        raise DataError(f'{given}: exists and is not a directory (expected an output directory)')
+    _refuse_overlap(given, target, inputs)
     parent, base = os.path.split(target)
-    token = secrets.token_hex(4)
-    new = os.path.join(parent, f'.{base}.partial-{token}')
     try:
+        recover_swap(target)
+        _check_swap_permitted(target, keep_others)
         os.makedirs(parent, exist_ok=True)
+        new = os.path.join(parent, f'.{base}.partial-{secrets.token_hex(4)}')
         os.mkdir(new)  # honours the umask, as mkdir -p does
     except OSError as e:
-        raise DataError(f'{target}: cannot write {what} ({e.strerror or e})') from None
+        raise DataError(f'{given}: cannot write {what} ({e.strerror or e})') from None
     try:
         yield new
-        _swap(new, target, os.path.join(parent, f'.{base}.old-{token}'), keep_others)
+        _check_swap_permitted(target, keep_others, new)
+        _swap(new, target, keep_others)
     except OSError as e:
         shutil.rmtree(new, ignore_errors=True)
-        raise DataError(f'{target}: cannot write {what} ({e.strerror or e})') from None
+        raise DataError(f'{given}: cannot write {what} ({e.strerror or e})') from None
     except BaseException:
         shutil.rmtree(new, ignore_errors=True)
         raise
 
 
-def _swap(new, target, old, keep_others):
-    if not os.path.exists(target):
+def _inside(path, directory):
+    """Whether `path` is `directory` or lies below it (both real, absolute)."""
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def _refuse_overlap(given, target, inputs):
+    """The swap renames `target` away: never the shell's current directory, an input, or a folder of one."""
+    cwd = os.path.realpath(os.getcwd())
+    if _inside(cwd, target):
+        raise DataError(f'{given}: is the current directory or one of its parents, which the database would '
+                        f'replace as a whole (expected a directory of its own, e.g. ./database)')
+    for path in inputs:
+        real = os.path.realpath(os.fspath(path))
+        if _inside(real, target) or _inside(target, real):
+            raise DataError(f'{given}: holds or lies inside the input directory {os.fspath(path)}, which the '
+                            f'database would replace or mix with (expected a directory outside it)')
+
+
+def _swap_leftovers(target, kind):
+    parent, base = os.path.split(target)
+    if not os.path.isdir(parent):
+        return []
+    return sorted(glob.glob(os.path.join(glob.escape(parent), f'.{glob.escape(base)}.{kind}-*')))
+
+
+def recover_swap(target, log=None):
+    """Finish or undo a swap of `target` that a killed process left half done, and remove its temporary
+    directories; returns what was done, one sentence each (also given to `log`, stderr by default).
+
+    Killed between the two renames, `target` is missing and ``.<base>.old-*`` holds the old directory
+    whole: it is put back. Killed after them, the new directory is in place and the user's files not yet
+    moved are in ``.<base>.old-*``: they are moved now. ``.<base>.partial-*`` (an unfinished new
+    directory) and ``.<base>.trash-*`` (a finished swap's old files) are removed.
+    """
+    log = log or (lambda line: print(line, file=sys.stderr))
+    done = []
+    for old in _swap_leftovers(target, 'old'):
+        if not os.path.lexists(target):
+            os.rename(old, target)
+            done.append(f'note: {target}: an interrupted rebuild had moved it to {old}; restored it')
+        else:
+            moved = _move_missing(old, target)
+            _discard(old)
+            done.append(f'note: {target}: finished an interrupted rebuild, moving {moved} file(s) of yours '
+                        f'back from {old}')
+    for kind in ('partial', 'trash'):
+        for path in _swap_leftovers(target, kind):
+            shutil.rmtree(path)
+            if kind == 'partial':
+                done.append(f'note: removed {path}, left by an interrupted run')
+    for line in done:
+        log(line)
+    return done
+
+
+def _user_entries(old, new):
+    """Names in `old` that `new` does not have (a user's own files); `new` None: every name."""
+    names = sorted(os.listdir(old))
+    return names if new is None else [n for n in names if not os.path.lexists(os.path.join(new, n))]
+
+
+def _check_swap_permitted(target, keep_others, new=None):
+    """Raise PermissionError before the first rename when a later step of the swap would be refused: the
+    renames need the parent writable; moving the user's files needs the old directory writable (and each
+    moved sub-directory, whose '..' changes)."""
+    parent = os.path.dirname(target)
+    while not os.path.isdir(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)  # the directory where the missing ones will be made
+    blocked = None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        blocked = parent
+    elif os.path.isdir(target) and keep_others:
+        names = _user_entries(target, new)
+        if names and not os.access(target, os.W_OK | os.X_OK):
+            blocked = target
+        else:
+            blocked = next((os.path.join(target, n) for n in names
+                            if os.path.isdir(os.path.join(target, n)) and not os.path.islink(os.path.join(target, n))
+                            and not os.access(os.path.join(target, n), os.W_OK | os.X_OK)), None)
+    if blocked is not None:
+        raise PermissionError(errno.EACCES, f'{blocked} is not writable, so your files there could not be moved '
+                                            f'into the new database; nothing was changed')
+
+
+def _move_missing(old, target):
+    """Move the entries of `old` that `target` lacks into `target`; returns how many."""
+    names = _user_entries(old, target)
+    for name in names:
+        os.rename(os.path.join(old, name), os.path.join(target, name))
+    return len(names)
+
+
+def _discard(old):
+    """Remove what is left of an old directory: renamed to .trash-* first, so a kill during the removal
+    leaves nothing that looks like an unfinished swap."""
+    parent, base = os.path.split(old)
+    trash = os.path.join(parent, base.replace('.old-', '.trash-', 1))
+    os.rename(old, trash)
+    shutil.rmtree(trash)
+
+
+def _swap(new, target, keep_others):
+    if not os.path.lexists(target):
         os.rename(new, target)
         return
+    parent, base = os.path.split(target)
+    old = os.path.join(parent, f'.{base}.old-{os.path.basename(new).rsplit("-", 1)[1]}')
     os.rename(target, old)
     try:
         os.rename(new, target)
@@ -450,10 +565,8 @@ def _swap(new, target, old, keep_others):
         os.rename(old, target)
         raise
     if keep_others:
-        for name in os.listdir(old):
-            if not os.path.lexists(os.path.join(target, name)):
-                os.rename(os.path.join(old, name), os.path.join(target, name))
-    shutil.rmtree(old)
+        _move_missing(old, target)
+    _discard(old)
 
 
 def write_files(root, files):

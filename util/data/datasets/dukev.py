@@ -131,7 +131,8 @@ def build_dukev_database(data_dir, output_dir, progress=True):
         if not os.path.isdir(d):
             raise DataError(f'{d}: directory not found (expected the DukeV {s} split, '
                             f'<id>/<tracklet>/<frames>)')
-    with replacing_directory(output_dir) as root:  # created now: an unwritable place fails before the scan
+    # created now: an unwritable place fails before the scan
+    with replacing_directory(output_dir, inputs=(data_dir,)) as root:
         query_keys = _query_keys(split_dirs['query'])
         out = {}
         frames, _, info = scan_dukev_split(split_dirs['train'], progress)

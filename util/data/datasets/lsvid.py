@@ -142,7 +142,8 @@ def build_lsvid_database(data_dir, output_dir, progress=True):
     lists = {s: os.path.join(data_dir, f) for s, f in LIST_FILES.items()}
     num_rows = {s: len(read_list(path)[0]) for s, path in lists.items()}  # cheap checks before the scan
     query = load_query(os.path.join(data_dir, QUERY_FILE), num_rows['test'], lists['test'])
-    with replacing_directory(output_dir) as root:  # created now: an unwritable place fails before the scan
+    # created now: an unwritable place fails before the scan
+    with replacing_directory(output_dir, inputs=(data_dir,)) as root:
         out = {}
         for split, path in lists.items():
             frames, info = scan_list(data_dir, path, progress)

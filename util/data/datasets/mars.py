@@ -180,7 +180,8 @@ def build_mars_database(data_dir, info_dir, output_dir, progress=True):
         if not os.path.isdir(d):
             raise DataError(f'{d}: directory not found (expected the MARS {s} frames, one directory '
                             f'per identity)')
-    with replacing_directory(output_dir) as root:  # created now: an unwritable place fails before the scan
+    # created now: an unwritable place fails before the scan
+    with replacing_directory(output_dir, inputs=(data_dir, info_dir)) as root:
         train_info = _load_info(info_files['train'], 'track_train_info')
         test_info = _load_info(info_files['test'], 'track_test_info')
         query_idx = load_mat(info_files['query'], 'query_IDX', 'a (1, Q) array of 1-based test info rows')

@@ -83,7 +83,7 @@ def build_prid2011_database(data_dir, output_dir, splits_file=None, progress=Tru
     else:
         check_split_names(splits, known, splits_file)
 
-    with replacing_directory(output_dir) as root:
+    with replacing_directory(output_dir, inputs=(data_dir,)) as root:
         sequences = {name: tuple((os.path.join(d, name), read_sequence(os.path.join(d, name), -1, FRAME_EXAMPLE))
                                  for d in cam_dirs)
                      for name in progress_bar(needed, 'scanning PRID2011', progress)}
