@@ -31,9 +31,14 @@ def is_image_file(name):
     return name.endswith(IMAGE_EXTENSIONS)
 
 
+# Files an operating system's file browser leaves in a folder of pictures.
+SYSTEM_FILES = frozenset({'Thumbs.db', 'ehthumbs.db', 'desktop.ini', 'Desktop.ini'})
+
+
 def is_hidden(name):
-    """.DS_Store, AppleDouble ._0001.png and the like, which archives made on a Mac carry."""
-    return name.startswith('.')
+    """.DS_Store, AppleDouble ._0001.png and the like, which archives made on a Mac carry, and Windows'
+    Thumbs.db / desktop.ini: skipped by every builder, never counted as frames."""
+    return name.startswith('.') or name in SYSTEM_FILES
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -55,9 +60,13 @@ def scandir(path, what, skip_hidden=False):
         entries = [e for e in entries if not is_hidden(e.name)]
     if not entries:
         raise DataError(f'{path}: empty directory (expected {what})')
-    # d_type from the directory listing: no stat per frame.
-    files = [e.name for e in entries if not e.is_dir()]
-    dirs = [e.name for e in entries if e.is_dir()] if len(files) < len(entries) else []
+    # d_type from the directory listing: no stat per frame (a symbolic link is followed, a loop is an error).
+    try:
+        files = [e.name for e in entries if not e.is_dir()]
+        dirs = [e.name for e in entries if e.is_dir()] if len(files) < len(entries) else []
+    except OSError as e:
+        raise DataError(f'{e.filename or path}: cannot read it ({e.strerror or e}; expected {what} in '
+                        f'{path})') from None
     return sorted(files), sorted(dirs)
 
 
@@ -231,6 +240,18 @@ def frame_order(numbers, counts):
     return np.lexsort((numbers, np.repeat(np.arange(len(counts)), counts)))
 
 
+def check_unique_frames(numbers, counts, path):
+    """Refuse two frames with one frame number in a sequence (``_00311`` and ``_311``, ``F0001`` twice): the
+    order between them, and so the clips, would be arbitrary. numbers: (N,) in frame order, groups of
+    `counts`; path(i): the path of frame i, for the message."""
+    same = np.diff(numbers) == 0
+    same[np.cumsum(counts)[:-1] - 1] = False  # across two sequences
+    if same.any():
+        i = int(np.argmax(same))
+        raise DataError(f'{path(i)} and {path(i + 1)}: two frames with frame number {numbers[i]} in one sequence '
+                        f'(expected one file per frame)')
+
+
 def info_rows(counts, pids, cams):
     """int64 (T, 4) rows [start, end, pid, cam], 0-based inclusive, of consecutive sequences."""
     counts = np.asarray(counts, np.int64)
@@ -263,7 +284,9 @@ def read_sequence(seq_dir, frame_field, example):
         bad = names[int(np.argmin(ok))]
         raise DataError(f'{os.path.join(seq_dir, bad)}: frame name does not parse (expected a frame number '
                         f'in it, e.g. {example})')
-    return [names[i] for i in np.argsort(numbers, kind='stable')]
+    order = np.argsort(numbers, kind='stable')
+    check_unique_frames(numbers[order], [len(names)], lambda i: os.path.join(seq_dir, names[order[i]]))
+    return [names[i] for i in order]
 
 
 def check_split_names(splits, known, split_file):
@@ -281,6 +304,11 @@ def check_split_names(splits, known, split_file):
             if known[name] is not None:
                 raise DataError(f'{known[name]}: directory not found, but {split_file} (split {k}) needs '
                                 f'person {name} in both cameras')
+        for part, names in (('train', train), ('test', test)):
+            if len(set(names)) != len(names):
+                twice = next(n for k2, n in enumerate(names) if n in names[:k2])
+                raise DataError(f'{split_file}: split {k} names person {twice!r} twice in its {part} list '
+                                f'(expected each person once)')
         both = set(train) & set(test)
         if both:
             raise DataError(f'{split_file}: split {k} has person {sorted(both)[0]!r} in both train and test '
@@ -361,6 +389,8 @@ def load_mat(path, key, what):
         mat = scipy.io.loadmat(path)
     except BROKEN_DEPENDENCY:
         raise
+    except PermissionError:
+        raise DataError(f'{path}: permission denied (expected {what} with variable {key!r})') from None
     except Exception as e:  # scipy raises several types for a damaged file (one line); v7.3 files are HDF5
         mat = _load_hdf5_mat(path, e)
     if key not in mat:
@@ -382,9 +412,14 @@ def _load_hdf5_mat(path, scipy_error):
         raise DataError(f'{path}: cannot read it as a MATLAB .mat file ({scipy_error})') from None
     try:
         with h5py.File(path, 'r') as f:
-            # h5py sees MATLAB's column-major arrays transposed.
-            return {k: np.asarray(f[k]).T for k in f if isinstance(f[k], h5py.Dataset)}
+            # h5py sees MATLAB's column-major arrays transposed; an empty dataset has no array: a 0-size one.
+            return {k: (np.zeros(0) if f[k].shape is None else np.asarray(f[k]).T)
+                    for k in f if isinstance(f[k], h5py.Dataset)}
+    except PermissionError:
+        raise DataError(f'{path}: permission denied (expected a readable MATLAB .mat file)') from None
     except OSError as e:
+        if os.path.isfile(path) and not os.access(path, os.R_OK):
+            raise DataError(f'{path}: permission denied (expected a readable MATLAB .mat file)') from None
         raise DataError(f'{path}: cannot read it as a MATLAB .mat file ({e})') from None
 
 
@@ -445,6 +480,10 @@ def replacing_directory(target, what='the database', keep_others=True, inputs=()
         _swap(new, target, keep_others)
     except OSError as e:
         shutil.rmtree(new, ignore_errors=True)
+        where = os.path.realpath(os.fspath(e.filename)) if e.filename else None
+        if where is not None and not _inside(where, target) and not _inside(where, new) \
+                and os.path.dirname(where) != parent:  # an input's fault, not the output's
+            raise DataError(f'{e.filename}: cannot read it ({e.strerror or e})') from None
         raise DataError(f'{given}: cannot write {what} ({e.strerror or e})') from None
     except BaseException:
         shutil.rmtree(new, ignore_errors=True)

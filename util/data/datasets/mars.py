@@ -155,12 +155,12 @@ def check_query_idx(query_idx, num_rows, query_file, info_file):
 
 def scan_mars_split(split_dir, progress=True):
     """List the frames of bbox_train or bbox_test: identity directories, then image files, both sorted."""
-    ids = list_subdirs(split_dir, 'one directory per identity, e.g. 0001, 00-1')
+    ids = list_subdirs(split_dir, 'one directory per identity, e.g. 0001, 00-1', skip_hidden=True)
     frames = FrameList()
     root = os.path.abspath(split_dir)
     for name in progress_bar(ids, f'scanning {os.path.basename(root)}', progress):
         d = os.path.join(root, name)
-        frames.add(d, list_frames(d))
+        frames.add(d, list_frames(d, skip_hidden=True))
     return frames
 
 
