@@ -329,7 +329,26 @@ def parse_args(script, argv=None):
     parser = build_parser(script)
     args = parser.parse_args(argv)
     _check(parser, args)
+    if script == 'evaluate' and args.features is not None:
+        _check_rescoring(parser, _given_flags(script, argv))
     return args
+
+
+def _given_flags(script, argv):
+    """The destinations of the flags given on the command line (defaults left out)."""
+    parser = build_parser(script)
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
+def _check_rescoring(parser, given):
+    """Saved features are fixed: flags that would change them cannot act, so they are refused, not ignored."""
+    for name, why in (('query_info', "the file's query_idx are the queries"),
+                      ('test_sampling', 'the features were extracted with the sampling mode recorded in the file')):
+        if name in given:
+            parser.error(f'--{name} cannot change features scored with --features ({why}); drop it, or extract '
+                         f'the features again with evaluate.py --load_ckpt ... --save_features')
 
 
 # File-system faults that are the machine's state, not a bug: reported in one line like a ReIDError.

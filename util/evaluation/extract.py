@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from models import build_model, checkpoint_num_class, load_checkpoint, to_channels_last, unwrap_model
 from util.data.frames import DeviceBatch, normalize_clip
-from util.data.loaders import make_test_loader, read_database, read_rows
+from util.data.loaders import check_unique_rows, make_test_loader, read_database, read_rows
 from util.distributed import cleanup, gather_tensors, init_distributed
 from util.errors import BROKEN_DEPENDENCY, DataError, ReIDError
 from util.evaluation.metrics import evaluate_distances, evaluate_mars, format_result, match_masks
@@ -146,14 +146,15 @@ def gather_features(feats, labels, cams, ctx):
 
 
 def check_finite(features, source):
-    """Refuse features with NaN or Inf rows before scoring: they would be ranked as if valid. `source` names
-    where the features come from (a file, a checkpoint)."""
-    finite = np.isfinite(np.asarray(features)).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        first = ', '.join(str(int(r)) for r in bad[:5]) + (', ...' if len(bad) > 5 else '')
-        raise DataError(f'{source}: {len(bad)} of {len(finite)} feature rows are not finite (NaN or Inf), '
-                        f'rows {first}; nothing scored')
+    """Refuse features with NaN or Inf rows, or all-zero rows (no direction: cosine undefined), before scoring:
+    they would be ranked as if valid. `source` names where the features come from (a file, a checkpoint)."""
+    features = np.asarray(features)
+    for bad, what in ((~np.isfinite(features).all(axis=1), 'are not finite (NaN or Inf)'),
+                      (~features.any(axis=1), 'are all zero (no direction, cosine undefined)')):
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            first = ', '.join(str(int(r)) for r in rows[:5]) + (', ...' if len(rows) > 5 else '')
+            raise DataError(f'{source}: {len(rows)} of {len(bad)} feature rows {what}, rows {first}; nothing scored')
 
 
 def score(features, labels, cams, query_idx, rank_size, gallery_idx=None, source='features', device=None):
@@ -233,6 +234,7 @@ def load_features(path, flag='--features'):
             raise DataError(f'{flag} {path}: {key} must be 0-based integer rows below {n}, '
                             f'found {rows.min()}..{rows.max()} ({rows.dtype})')
         out[key] = rows.astype(np.int64)
+        check_unique_rows(out[key], f'{flag} {path}', key)
     check_finite(out['features'], f'{flag} {path}')
     return out
 

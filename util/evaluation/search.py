@@ -129,6 +129,21 @@ def cosine_topk(query, gallery, k, chunk=SEARCH_CHUNK):
     return best_i, best_s
 
 
+def check_rankable(features, name, chunk=SEARCH_CHUNK):
+    """Refuse an empty side, and NaN / Inf or all-zero rows (cosine undefined: they would be ranked as if
+    valid), as evaluate.py does; checked `chunk` rows at a time, so a memory-mapped file stays unread."""
+    if len(features) == 0:
+        raise DataError(f'{name}: no tracklets (expected at least one feature row)')
+    for what, bad_rows in (('are not finite (NaN or Inf)', lambda x: ~np.isfinite(x).all(1)),
+                           ('are all zero (no direction, cosine undefined)', lambda x: ~x.any(1))):
+        bad = np.concatenate([np.flatnonzero(bad_rows(np.asarray(features[lo:lo + chunk]))) + lo
+                              for lo in range(0, len(features), chunk)])
+        if bad.size:
+            first = ', '.join(str(int(r)) for r in bad[:5]) + (', ...' if len(bad) > 5 else '')
+            raise DataError(f'{name}: {len(bad)} of {len(features)} feature rows {what}, rows {first}; '
+                            f'nothing ranked')
+
+
 def check_dimensions(query, gallery, query_name, gallery_name):
     if query.shape[1] != gallery.shape[1]:
         raise DataError(f'{gallery_name}: {gallery.shape[1]}-d features, but the query {query_name} has '
