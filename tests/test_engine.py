@@ -548,7 +548,9 @@ def test_a_directory_holding_a_run_is_refused_without_resume_or_overwrite(db, fi
         assert _fail(baseline_args(db, ckpt, '--n_epochs', '2', '--resume', str(other)), capsys) == expected
     assert {name: (ckpt / name).read_bytes() for name in os.listdir(ckpt)} == before
 
-    # --overwrite: once everything is built, the old run's files are gone and a new log and metrics begin
+    # --overwrite: once everything is built, the old run's files are gone (its scores too: a stale results.json
+    # would enter a split summary) and a new log and metrics begin
+    (ckpt / 'results.json').write_text('{}\n')
     args = parse_args('baseline', baseline_args(db, ckpt, '--n_epochs', '1', '--overwrite'))
     trainer = engine.Trainer(args, init_distributed('cpu'))
     try:

@@ -201,6 +201,15 @@ def _file_size(path):
     return os.path.getsize(path) if os.path.exists(path) else 0
 
 
+def _occupied_message(ckpt, found):
+    """Why --ckpt is refused, with advice that works: --resume only where a last.pth is there to resume."""
+    if 'last.pth' in found:
+        return (f'--ckpt {ckpt} already holds a training run ({", ".join(found)}): pass --resume {ckpt} to '
+                f'continue it, another --ckpt, or --overwrite to replace it')
+    return (f'--ckpt {ckpt} already holds a training run that stopped before it saved its first last.pth '
+            f'({", ".join(found)}), so it cannot be resumed: pass --overwrite to start it again, or another --ckpt')
+
+
 # -- the loop ------------------------------------------------------------------------------------------------
 
 class Trainer:
@@ -310,8 +319,7 @@ class Trainer:
         remove_stale_temporaries(os.path.dirname(os.path.abspath(self.log_file)), (os.path.basename(self.log_file),))
         found = existing_run_files(args.ckpt)
         if found and not self._resuming_here() and not args.overwrite:
-            raise OutputError(f'--ckpt {args.ckpt} already holds a training run ({", ".join(found)}): pass '
-                              f'--resume {args.ckpt} to continue it, another --ckpt, or --overwrite to replace it')
+            raise OutputError(_occupied_message(args.ckpt, found))
 
     def _resuming_here(self):
         return self.resume_path is not None and os.path.samefile(os.path.dirname(os.path.abspath(self.resume_path)),
