@@ -170,8 +170,8 @@ def test_a_directory_that_cannot_be_changed_is_refused_before_any_rename(mars, m
     monkeypatch.setattr(common.os, 'rename', lambda *a: renames.append(a) or real_rename(*a))
     with pytest.raises(DataError) as e:
         build(data_dir, info_dir, out)
-    assert str(e.value) == (f'{out}: cannot write the database ({out} is not writable, so your files there could '
-                            f'not be moved into the new database; nothing was changed)')
+    assert str(e.value) == (f'{out}: cannot write the database ({out} is not writable, so the files there could '
+                            f'not be moved or removed when the new database replaces it; nothing was changed)')
     assert renames == [] and read_tree(out) == before and user
     assert sorted(os.listdir(out.parent)) == ['MARS_database']
 
@@ -254,3 +254,18 @@ def test_sigterm_exits_cleanly_with_143(tmp_path):
     r = subprocess.run([sys.executable, '-c', code, str(out)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert (r.returncode, r.stdout, r.stderr) == (143, '', 'error: terminated\n')
     assert os.listdir(tmp_path) == []
+
+
+def test_leftovers_of_a_build_still_running_are_left_alone(mars):
+    data_dir, info_dir, out = mars
+    out.parent.mkdir(parents=True)
+    with subprocess.Popen(['sleep', '60']) as other:
+        try:
+            running = out.parent / f'.MARS_database.partial-{other.pid}-0123abcd'
+            dead = out.parent / '.MARS_database.partial-999999999-0123abcd'
+            running.mkdir()
+            dead.mkdir()
+            build(data_dir, info_dir, out)
+            assert sorted(os.listdir(out.parent)) == [running.name, 'MARS_database']
+        finally:
+            other.kill()

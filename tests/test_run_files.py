@@ -93,3 +93,24 @@ def test_a_run_killed_before_its_first_last_pth_gets_advice_that_works(tmp_path)
                             'its first last.pth, so it cannot be continued; start it again there with --overwrite '
                             '(or from its weights: --load_ckpt ckpt_best.pth)')
     assert 'pass --resume' in _occupied_message(str(ckpt), ['last.pth', 'ckpt_best.pth'])
+
+
+def test_restart_of_a_run_killed_before_its_first_last_pth(tmp_path, capsys, monkeypatch):
+    # kill -9 inside the first write of last.pth: ckpt_best.pth (and a temporary file) are there, last.pth not
+    import train_baseline
+    import util.train.engine as engine
+    from util.cli.options import run_main
+    ckpt = tmp_path / 'ckpt'
+    ckpt.mkdir()
+    (ckpt / 'ckpt_best.pth').write_bytes(b'weights')
+    (ckpt / '.last.pth.k2j4.tmp').write_bytes(b'half')
+    monkeypatch.setattr(engine, 'read_database', lambda *a: (_ for _ in ()).throw(AssertionError('read')))
+    argv = ['--train_txt', 'a', '--train_info', 'b', '--test_txt', 'c', '--test_info', 'd', '--query_info', 'e',
+            '--ckpt', str(ckpt), '--model_type', 'resnet50_s1', '--temporal', 'mean', '--device', 'cpu']
+    assert run_main(train_baseline.main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == f'error: {_occupied_message(str(ckpt), ["ckpt_best.pth"])}'
+    assert run_main(train_baseline.main, argv + ['--resume', str(ckpt)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f'error: --resume {ckpt / "last.pth"}: no such file: the run in {ckpt} stopped before')
+    assert sorted(os.listdir(ckpt)) == ['ckpt_best.pth']  # the temporary file of the killed write is gone

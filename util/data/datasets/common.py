@@ -470,14 +470,16 @@ def replacing_directory(target, what='the database', keep_others=True, inputs=()
         recover_swap(target)
         _check_swap_permitted(target, keep_others)
         os.makedirs(parent, exist_ok=True)
-        new = os.path.join(parent, f'.{base}.partial-{secrets.token_hex(4)}')
+        # the pid in the name: a later build leaves alone what a running one has there
+        new = os.path.join(parent, f'.{base}.partial-{os.getpid()}-{secrets.token_hex(4)}')
         os.mkdir(new)  # honours the umask, as mkdir -p does
     except OSError as e:
         raise DataError(f'{given}: cannot write {what} ({e.strerror or e})') from None
     try:
         yield new
         _check_swap_permitted(target, keep_others, new)
-        _swap(new, target, keep_others)
+        with _signals_held():  # Ctrl-C or SIGTERM waits for the swap to finish; kill -9: recover_swap
+            _swap(new, target, keep_others)
     except OSError as e:
         shutil.rmtree(new, ignore_errors=True)
         where = os.path.realpath(os.fspath(e.filename)) if e.filename else None
@@ -509,10 +511,25 @@ def _refuse_overlap(given, target, inputs):
 
 
 def _swap_leftovers(target, kind):
+    """The `kind` directories ('partial', 'old', 'trash') of swaps of `target` whose process is gone."""
     parent, base = os.path.split(target)
     if not os.path.isdir(parent):
         return []
-    return sorted(glob.glob(os.path.join(glob.escape(parent), f'.{glob.escape(base)}.{kind}-*')))
+    found = sorted(glob.glob(os.path.join(glob.escape(parent), f'.{glob.escape(base)}.{kind}-*')))
+    return [path for path in found if not _running(path.rsplit(f'.{kind}-', 1)[1].split('-')[0])]
+
+
+def _running(pid_text):
+    """Whether another live process has this pid (names without one are an older version's: not running)."""
+    if not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, under another user
+        return True
+    return True
 
 
 def recover_swap(target, log=None):
@@ -537,7 +554,11 @@ def recover_swap(target, log=None):
                         f'back from {old}')
     for kind in ('partial', 'trash'):
         for path in _swap_leftovers(target, kind):
-            shutil.rmtree(path)
+            try:
+                shutil.rmtree(path)
+            except OSError as e:  # nothing of yours is in there: only space is lost
+                done.append(f'note: could not remove {path}, left by an interrupted run ({e.strerror or e})')
+                continue
             if kind == 'partial':
                 done.append(f'note: removed {path}, left by an interrupted run')
     for line in done:
@@ -570,8 +591,8 @@ def _check_swap_permitted(target, keep_others, new=None):
                             if os.path.isdir(os.path.join(target, n)) and not os.path.islink(os.path.join(target, n))
                             and not os.access(os.path.join(target, n), os.W_OK | os.X_OK)), None)
     if blocked is not None:
-        raise PermissionError(errno.EACCES, f'{blocked} is not writable, so your files there could not be moved '
-                                            f'into the new database; nothing was changed')
+        raise PermissionError(errno.EACCES, f'{blocked} is not writable, so the files there could not be moved '
+                                            f'or removed when the new database replaces it; nothing was changed')
 
 
 def _move_missing(old, target):
@@ -588,7 +609,27 @@ def _discard(old):
     parent, base = os.path.split(old)
     trash = os.path.join(parent, base.replace('.old-', '.trash-', 1))
     os.rename(old, trash)
-    shutil.rmtree(trash)
+    try:
+        shutil.rmtree(trash)
+    except OSError as e:  # the new directory is in place with every file of yours: only space is lost
+        print(f'note: could not remove {trash} ({e.strerror or e}), the replaced files; delete it when you can',
+              file=sys.stderr)
+
+
+@contextmanager
+def _signals_held():
+    """Hold SIGINT and SIGTERM (delivered on exit) where the platform allows it."""
+    import signal
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, ValueError, OSError):
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _swap(new, target, keep_others):
@@ -596,7 +637,7 @@ def _swap(new, target, keep_others):
         os.rename(new, target)
         return
     parent, base = os.path.split(target)
-    old = os.path.join(parent, f'.{base}.old-{os.path.basename(new).rsplit("-", 1)[1]}')
+    old = os.path.join(parent, f'.{base}.old-{os.path.basename(new).split(".partial-", 1)[1]}')
     os.rename(target, old)
     try:
         os.rename(new, target)
