@@ -67,7 +67,7 @@ def test_a_flag_evaluate_py_refuses_fails_before_any_training(tmp_path, script):
     env = dict(DB=str(db), RUNS=str(runs), DATA_DIR=str(tmp_path / 'no data'))  # no data: nothing may be read
     r = run_script(script, env, '--overwrite', cwd=tmp_path)
     assert r.returncode == 2
-    assert r.stderr.rstrip().endswith('evaluate.py: error: unrecognized arguments: --overwrite')
+    assert r.stderr == 'evaluate.py: error: unrecognized arguments: --overwrite\n'
     assert not runs.exists() and not db.exists()
 
 

@@ -2,7 +2,7 @@
 good, and how far did an earlier, interrupted run of this split get.
 
     python -m util.cli.run_state check NL|baseline|evaluate FLAGS...
-        parse the flags as that script would (exit 2 with its one-line error if they are refused); run for
+        parse the flags as that script would (exit 2 with argparse's error line if they are refused); run for
         train_NL.py and evaluate.py before the first split trains, so that a flag only one of them refuses
         fails before hours of training, not after them
     python -m util.cli.run_state state EVALUATE_FLAGS...
@@ -13,6 +13,8 @@ good, and how far did an earlier, interrupted run of this split get.
         restart  ckpt_best.pth without last.pth (killed before its first epoch was saved): --overwrite
         new      nothing of a run there
 """
+import contextlib
+import io
 import os
 import sys
 
@@ -61,15 +63,27 @@ def run_state(args):
     return 'new'
 
 
+def parse_quietly(script, argv):
+    """parse_args of `script`; a refused flag is argparse's one `<script>: error: ...` line (no usage text,
+    which would bury it in the run script's output), exit status 2."""
+    sys.argv[0] = SCRIPTS[script]  # argparse's messages name the script the flags are for
+    text = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(text):
+            return parse_args(script, argv)
+    except SystemExit as exit_:
+        lines = text.getvalue().strip().splitlines()
+        print(lines[-1] if lines else f'{SCRIPTS[script]}: error: bad flags', file=sys.stderr)
+        raise SystemExit(exit_.code) from None
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ['check'] and len(argv) >= 2 and argv[1] in SCRIPTS:
-        sys.argv[0] = SCRIPTS[argv[1]]  # argparse's messages name the script the flags are for
-        parse_args(argv[1], argv[2:])
+        parse_quietly(argv[1], argv[2:])
         return 0
     if argv[:1] == ['state']:
-        sys.argv[0] = SCRIPTS['evaluate']
-        args = parse_args('evaluate', argv[1:])
+        args = parse_quietly('evaluate', argv[1:])
         if args.load_ckpt is None:
             raise ReIDError('run_state state: --load_ckpt is needed (the checkpoint of the run)')
         print(run_state(args))

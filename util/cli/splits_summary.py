@@ -135,8 +135,10 @@ def format_table(table):
     for key, h in zip(KEYS, HEADERS):
         if counts[key] == 0:
             continue
-        text = f'{h} {mean[key]:.2f}' + (f' ± {std[key]:.2f}' if counts[key] > 1 else ' (no std)')
-        parts.append(text + (f' (over {counts[key]} of {n} splits)' if counts[key] < n else ''))
+        text = f'{h} {mean[key]:.2f}' + (f' ± {std[key]:.2f}' if counts[key] > 1 else '')
+        if counts[key] < n:
+            text += f' (over {counts[key]} of {n} splits)' if counts[key] > 1 else f' (1 of {n} splits, no std)'
+        parts.append(text)
     return '\n'.join(lines) + f'\n\nover {n} split{"s" if n != 1 else ""} (mean ± sample std, %): {", ".join(parts)}'
 
 
