@@ -467,7 +467,7 @@ def replacing_directory(target, what='the database', keep_others=True, inputs=()
     _refuse_overlap(given, target, inputs)
     parent, base = os.path.split(target)
     try:
-        recover_swap(target)
+        recover_swap(target, keep_others)
         _check_swap_permitted(target, keep_others)
         os.makedirs(parent, exist_ok=True)
         # the pid in the name: a later build leaves alone what a running one has there
@@ -532,14 +532,14 @@ def _running(pid_text):
     return True
 
 
-def recover_swap(target, log=None):
+def recover_swap(target, keep_others=True, log=None):
     """Finish or undo a swap of `target` that a killed process left half done, and remove its temporary
     directories; returns what was done, one sentence each (also given to `log`, stderr by default).
 
     Killed between the two renames, `target` is missing and ``.<base>.old-*`` holds the old directory
     whole: it is put back. Killed after them, the new directory is in place and the user's files not yet
-    moved are in ``.<base>.old-*``: they are moved now. ``.<base>.partial-*`` (an unfinished new
-    directory) and ``.<base>.trash-*`` (a finished swap's old files) are removed.
+    moved are in ``.<base>.old-*``: they are moved now (with keep_others). ``.<base>.partial-*`` (an
+    unfinished new directory) and ``.<base>.trash-*`` (a finished swap's old files) are removed.
     """
     log = log or (lambda line: print(line, file=sys.stderr))
     done = []
@@ -548,7 +548,7 @@ def recover_swap(target, log=None):
             os.rename(old, target)
             done.append(f'note: {target}: an interrupted rebuild had moved it to {old}; restored it')
         else:
-            moved = _move_missing(old, target)
+            moved = _move_missing(old, target) if keep_others else 0
             _discard(old)
             done.append(f'note: {target}: finished an interrupted rebuild, moving {moved} file(s) of yours '
                         f'back from {old}')
