@@ -15,7 +15,7 @@ import numpy as np
 from util.cli.options import parse_args, run_main
 from util.data.sampling import test_frame_indices
 from util.errors import DataError
-from util.evaluation.features_file import FeaturesFile
+from util.evaluation.features_file import FeaturesFile, check_rankable
 from util.evaluation.search import check_dimensions, cosine_topk, reranked_topk
 from util.pictures.ranks import draw_search, match_kinds
 
@@ -67,6 +67,8 @@ def main(argv=None):
     embedder = [None]
     query = load_tracklets(args.query, '--query', args, embedder)
     gallery = load_tracklets(args.gallery, '--gallery', args, embedder)
+    check_rankable(query.features, f'--query {args.query}', nothing='nothing ranked')
+    check_rankable(gallery.features, f'--gallery {args.gallery}', nothing='nothing ranked')
     check_dimensions(query.features, gallery.features, args.query, args.gallery)
     if args.visualize is not None and (query.paths is None or gallery.paths is None):
         raise DataError('--visualize needs the tracklet folders: use folders or files of extract_features.py '

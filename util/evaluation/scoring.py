@@ -5,7 +5,7 @@ import json
 import numpy as np
 import torch
 
-from util.evaluation.features_file import check_finite
+from util.evaluation.features_file import check_rankable
 from util.evaluation.metrics import evaluate_distances, evaluate_mars, match_masks
 from util.evaluation.rerank import k_reciprocal_distance
 from util.io import atomic_save
@@ -15,7 +15,7 @@ def score(features, labels, cams, query_idx, rank_size, gallery_idx=None, source
     """evaluate_mars on numpy / torch inputs, refusing non-finite features; rank_size 0 ranks the whole
     gallery; gallery_idx None: every row is the gallery; a CUDA device: distances and ranking run there."""
     features = np.asarray(features, dtype=np.float32)
-    check_finite(features, source)
+    check_rankable(features, source)
     size = rank_size if rank_size > 0 else (len(features) if gallery_idx is None else len(gallery_idx))
     return evaluate_mars(features, np.asarray(labels, dtype=np.int64), np.asarray(cams, dtype=np.int64),
                          np.asarray(query_idx, dtype=np.int64).reshape(-1), rank_size=size, gallery_idx=gallery_idx,
