@@ -8,12 +8,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import save_features
 
-import util.train.run as run
+import util.io as io_module
 from util.errors import CheckpointError, OutputError
-from util.evaluation.extract import save_features
-from util.train.engine import _occupied_message
-from util.train.run import atomic_save, resolve_resume_path
+from util.io import atomic_save
+from util.train.run import resolve_resume_path
+from util.train.rundir import _occupied_message
 
 
 class FullDisk:
@@ -41,7 +42,7 @@ class FullDisk:
 @pytest.fixture
 def full_disk(monkeypatch):
     real = os.fdopen
-    monkeypatch.setattr(run.os, 'fdopen', lambda fd, mode: FullDisk(real(fd, mode), 4096))
+    monkeypatch.setattr(io_module.os, 'fdopen', lambda fd, mode: FullDisk(real(fd, mode), 4096))
 
 
 def test_torch_save_on_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
@@ -49,7 +50,7 @@ def test_torch_save_on_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, 
     atomic_save({'w': torch.zeros(3)}, path)
     before = path.read_bytes()
     real = os.fdopen
-    monkeypatch.setattr(run.os, 'fdopen', lambda fd, mode: FullDisk(real(fd, mode), 4096))
+    monkeypatch.setattr(io_module.os, 'fdopen', lambda fd, mode: FullDisk(real(fd, mode), 4096))
     # torch reports the failed write as RuntimeError('... unexpected pos ...') raised from the OSError
     with pytest.raises(OutputError) as e:
         atomic_save({'w': torch.zeros(100_000)}, path)
@@ -98,7 +99,7 @@ def test_a_run_killed_before_its_first_last_pth_gets_advice_that_works(tmp_path)
 def test_restart_of_a_run_killed_before_its_first_last_pth(tmp_path, capsys, monkeypatch):
     # kill -9 inside the first write of last.pth: ckpt_best.pth (and a temporary file) are there, last.pth not
     import train_baseline
-    import util.train.engine as engine
+    import util.cli.train as engine
     from util.cli.options import run_main
     ckpt = tmp_path / 'ckpt'
     ckpt.mkdir()
