@@ -17,16 +17,17 @@ SEARCH_CHUNK = 4096  # gallery rows scored at once: (Q, chunk) similarities, (ch
 
 # -- the tracklet features file ------------------------------------------------------------------------------
 
-def save_tracklet_features(path, features, paths, labels, cams, test_sampling='chunks'):
+def save_tracklet_features(path, features, paths, labels, cams, test_sampling='chunks', **extra):
     """Write extract_features.py's file through evaluate.py's writer, so `evaluate.py --features` scores it.
 
     query_idx: every tracklet with a real identity (pid > 0; -1 is unknown or junk, 0 MARS's distractors),
     each ranked against all tracklets (itself included, which the junk rule skips), as the MARS protocol
-    ranks a query against the whole test split."""
+    ranks a query against the whole test split. ``extra``: more (N,) arrays stored as given (the camera
+    tracklets' track_ids, first_frame, last_frame, camera_names)."""
     from util.evaluation import save_features
     labels = np.asarray(labels, dtype=np.int64)
     save_features(path, features, labels, cams, np.flatnonzero(labels > 0), test_sampling=test_sampling,
-                  paths=np.asarray([os.fspath(p) for p in paths], dtype=str))
+                  paths=np.asarray([os.fspath(p) for p in paths], dtype=str), **extra)
 
 
 def _member_memmap(path, name):
