@@ -37,8 +37,7 @@ METHOD = ('Method: average-linkage agglomerative clustering (UPGMA) of the track
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description='Give every tracklet of several cameras a global identity. ' + METHOD,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description='Give every tracklet of several cameras a global identity. ' + METHOD)
     p.add_argument('--features', nargs='+', required=True, metavar='F.npz',
                    help='features files of extract_features.py run on tracklets_from_video.py folders (they hold '
                         'cams, track_ids, first_frame, last_frame per tracklet); several files are joined')
