@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from util.errors import DataError, OutputError
+from util.errors import DataError
 from util.options import run_main
 
 CAMERA_KEYS = ('cams', 'track_ids', 'first_frame', 'last_frame')
@@ -190,14 +190,11 @@ def main(argv=None):
         parser.error('--threshold must be positive')
     if args.max_neighbors < 1:
         parser.error('--max_neighbors must be at least 1')
-    from util.cameras import scene_cameras
+    from util.cameras import check_output_folder, scene_cameras
     from util.checkpoint import atomic_save
     from util.datasets.common import replacing_directory
     out = os.path.abspath(args.out)
-    if os.path.exists(out) and not args.overwrite:
-        raise OutputError(f'--out {out}: exists (give --overwrite to replace it)')
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise OutputError(f'--out {out}: exists and is not a directory')
+    check_output_folder(out, args.overwrite, list(args.features) + [args.scene])
     t0 = time.perf_counter()
     data = load_camera_features(args.features)
     scene_cams = scene_cameras(args.scene) if args.scene else None

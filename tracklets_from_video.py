@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from util.errors import DataError, OutputError
+from util.errors import DataError
 from util.options import run_main
 
 
@@ -66,13 +66,11 @@ def make_tracklets(cameras, out, overwrite=False, ext='jpg', quality=95, min_fra
                    max_frames=0, progress=True):
     """Write the crops of cameras [(name, video, tracks file)] into the folder `out`; returns the per-camera
     summaries. The folder is built beside `out` under a temporary name and swapped in when complete."""
-    from util.cameras import MANIFEST, VideoSource, read_tracks, write_camera_tracklets, write_manifest
+    from util.cameras import (MANIFEST, VideoSource, check_output_folder, read_tracks, write_camera_tracklets,
+                              write_manifest)
     from util.datasets.common import replacing_directory
     out = os.path.abspath(out)
-    if os.path.exists(out) and not overwrite:
-        raise OutputError(f'--out {out}: exists (give --overwrite to replace it)')
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise OutputError(f'--out {out}: exists and is not a directory')
+    check_output_folder(out, overwrite, [p for c in cameras for p in c[1:3]])
     # every input is checked before any decoding
     checked = [(name, VideoSource(video), read_tracks(tracks)) for name, video, tracks in cameras]
     rows, summaries = [], []

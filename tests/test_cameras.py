@@ -94,6 +94,10 @@ def test_single_camera_crops_manifest(tmp_path, capsys):
                                       str(out), '--overwrite', '--min_frames', '2', '--no_progress']) == 0
     assert sorted(os.listdir(out)) == ['c7_t00001', 'tracklets.csv']
     assert crops_of(out / 'c7_t00001')[0].endswith('.jpg')
+    # never over its own inputs, even with --overwrite
+    code, err = run(tracklets_from_video.main, ['--video', str(tmp_path / 'c7.mp4'), '--tracks', str(tracks),
+                                                '--out', str(tmp_path), '--overwrite'], capsys)
+    assert code == 2 and len(err) == 1 and 'holds the input' in err[0] and (tmp_path / 'c7.mp4').exists()
 
 
 def test_selection_options(tmp_path):

@@ -44,6 +44,22 @@ def camera_number(name):
     return int(digits)
 
 
+def check_output_folder(out, overwrite, inputs=(), flag='--out'):
+    """Refuse an output folder that exists (without overwrite), is not a folder, or is or holds one of the
+    inputs (replacing it would delete them)."""
+    out = os.path.realpath(out)
+    for path in inputs:
+        if path is None:
+            continue
+        path = os.path.realpath(path)
+        if path == out or path.startswith(out.rstrip(os.sep) + os.sep):
+            raise OutputError(f'{flag} {out}: holds the input {path}; write the output elsewhere')
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise OutputError(f'{flag} {out}: exists and is not a directory')
+    if os.path.exists(out) and not overwrite:
+        raise OutputError(f'{flag} {out}: exists (give --overwrite to replace it)')
+
+
 def tracklet_folder_name(camera, track_id):
     return f'{camera}_t{int(track_id):05d}'
 
