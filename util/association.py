@@ -33,6 +33,11 @@ import numpy as np
 from util.errors import DataError
 
 EDGE_CHUNK = 2048
+CHUNK_ELEMENTS = 1 << 26  # at most this many similarities at once (256 MiB of float32), whatever N
+
+
+def _rows_per_chunk(chunk, n):
+    return max(1, min(int(chunk), CHUNK_ELEMENTS // max(1, n)))
 
 
 # -- distances and constraints -------------------------------------------------------------------------------
@@ -84,6 +89,7 @@ def choose_threshold(x, cams, first, last, k=10, sample=2000, seed=0, chunk=EDGE
     rows = np.sort(np.random.default_rng(seed).choice(n, min(n, sample), replace=False))
     k = min(k, n - 1)
     found = []
+    chunk = _rows_per_chunk(chunk, n)
     for lo in range(0, len(rows), chunk):
         r = rows[lo:lo + chunk]
         sims = x[r] @ x.T                                               # (c, N)
@@ -103,6 +109,7 @@ def threshold_edges(x, threshold, cams, first, last, max_neighbors=100, chunk=ED
     after them: chunk x N similarities at a time, never N x N."""
     n = len(x)
     out_i, out_j, out_d, capped = [], [], [], 0
+    chunk = _rows_per_chunk(chunk, n)
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
         d = 1 - x[lo:hi] @ x[lo:].T                                     # (c, N - lo), columns lo..N-1
