@@ -23,6 +23,7 @@ from util.options import run_main
 
 CAMERA_KEYS = ('cams', 'track_ids', 'first_frame', 'last_frame')
 DENSE_RERANK_LIMIT = 4000
+RANDOM_DRAWS = 10  # the random-ids baseline: mean over this many draws
 
 METHOD = ('Method: average-linkage agglomerative clustering (UPGMA) of the tracklets. Distances are cosine '
           '(1 - cosine similarity of the L2-normalised features) or, with --rerank, k-reciprocal re-ranked '
@@ -142,7 +143,8 @@ def _write_text(path, text):
 
 
 def evaluate_scene(scene_cams, data, ids, seed=0):
-    """results dict: the method's scores and those of the baselines (random ids, one id per tracklet)."""
+    """results dict: the method's scores and those of the baselines: random ids (as many identities as the
+    method found, uniformly drawn per tracklet; the mean of RANDOM_DRAWS draws) and one id per tracklet."""
     from util.association import multi_camera_identity, pairwise_scores, tracklet_gt_ids
     from util.cameras import camera_number, read_tracks
     gt, tracker = {}, {}
@@ -175,9 +177,12 @@ def evaluate_scene(scene_cams, data, ids, seed=0):
 
     n = len(ids)
     rng = np.random.default_rng(seed)
+    k = max(1, len(np.unique(ids)))
+    draws = [score((rng.integers(0, k, n) + 1).tolist()) for _ in range(RANDOM_DRAWS)]
     results = dict(method=score(np.asarray(ids).tolist()),
-                   random=score((rng.integers(0, max(1, len(np.unique(ids))), n) + 1).tolist()),
+                   random={key: float(np.mean([d[key] for d in draws])) for key in draws[0]},
                    one_per_tracklet=score((np.arange(n) + 1).tolist()))
+    results['random']['draws'] = RANDOM_DRAWS
     results['gt_identities'] = int(len(np.unique(np.concatenate([g[1] for g in gt.values()])))) if gt else 0
     results['tracklets_without_gt'] = int((truth < 0).sum())
     return results
@@ -234,12 +239,12 @@ def main(argv=None):
             atomic_save(json.dumps(results, indent=1).encode() + b'\n', os.path.join(tmp, 'results.json'),
                         write=lambda b, f: f.write(b))
     if results is not None:
-        print(f'{"":20s} {"IDF1":>7s} {"IDP":>7s} {"IDR":>7s} {"pairF1":>7s} {"ARI":>7s} {"ids":>5s}')
-        for key, label in (('method', 'association'), ('random', 'random ids'),
+        print(f'{"":24s} {"IDF1":>7s} {"IDP":>7s} {"IDR":>7s} {"pairF1":>7s} {"ARI":>7s} {"ids":>5s}')
+        for key, label in (('method', 'association'), ('random', f'random ids ({RANDOM_DRAWS} draws)'),
                            ('one_per_tracklet', 'one id per tracklet')):
             r = results[key]
-            print(f'{label:20s} {100 * r["IDF1"]:7.2f} {100 * r["IDP"]:7.2f} {100 * r["IDR"]:7.2f} '
-                  f'{100 * r["pair_f1"]:7.2f} {r["ari"]:7.3f} {r["identities"]:5d}')
+            print(f'{label:24s} {100 * r["IDF1"]:7.2f} {100 * r["IDP"]:7.2f} {100 * r["IDR"]:7.2f} '
+                  f'{100 * r["pair_f1"]:7.2f} {r["ari"]:7.3f} {r["identities"]:5.0f}')
         print(f'({results["gt_identities"]} ground-truth identities; multi-camera IDF1 in %, TrackEval Identity)')
     print(f'wrote {args.out}/identities.csv' + (' and one MOTChallenge file per camera' if scene_cams else '')
           + (', results.json' if results is not None else ''))
