@@ -58,8 +58,8 @@ def check_args(parser, args):
         parser.error('give --scene DIR, or --video V and --tracks T.txt for one camera')
     if args.min_frames < 1 or args.every < 1 or args.max_frames < 0 or args.min_height < 0:
         parser.error('--min_frames and --every must be at least 1, --max_frames and --min_height at least 0')
-    if not 1 <= args.quality <= 100:
-        parser.error('--quality must be in 1..100')
+    if not 1 <= args.quality <= 95:
+        parser.error('--quality must be in 1..95')
 
 
 def make_tracklets(cameras, out, overwrite=False, ext='jpg', quality=95, min_frames=1, min_height=0.0, every=1,

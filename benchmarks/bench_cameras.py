@@ -135,7 +135,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--cameras', type=int, default=3)
     p.add_argument('--frames', type=int, default=300, help='frames per camera (default 300)')
-    p.add_argument('--persons', type=int, default=10)
+    p.add_argument('--persons', type=int, default=16)
     p.add_argument('--height', type=int, default=360)
     p.add_argument('--width', type=int, default=640)
     p.add_argument('--repeat', type=int, default=3)
