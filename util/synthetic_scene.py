@@ -3,7 +3,8 @@
 The synthetic identities of util.synthetic (clothes, colours, body shape) walk across the views of several
 cameras over time: a person enters a view from one side, walks across and leaves, and re-appears later in
 another camera (sometimes the same one). Two people cross each other in one view, the nearer one occluding
-the other. Each camera is an H.264 MP4 (libx264 through PyAV, yuv420p), with in the scene folder::
+the other. Each camera is an H.264 MP4 (libx264 through PyAV, yuv420p; MPEG-4 part 2 with a PyAV build
+that lacks libx264), with in the scene folder::
 
     c1.mp4  c1.txt        the video and a simulated tracker's output (MOTChallenge: frame,id,x,y,w,h,conf,...)
     gt/c1.txt             ground truth, ids = the global identities (1..num_persons)
@@ -22,7 +23,14 @@ import numpy as np
 
 from util.synthetic import _output, draw_person, part_colours, random_camera, random_person, MARKER
 
-CODEC = 'h264'  # libx264 is in PyAV's bundled FFmpeg; 'mpeg4' would be the fallback of a build without it
+CODEC = 'h264'  # libx264, in the FFmpeg that PyAV's wheels bundle
+
+
+def video_codec():
+    """'h264' when this PyAV build has an H.264 encoder (libx264), else 'mpeg4' (MPEG-4 part 2, in every
+    FFmpeg build)."""
+    import av
+    return CODEC if 'libx264' in av.codecs_available else 'mpeg4'
 
 
 def _visits(rng, num_persons, num_cameras, num_frames):
@@ -88,7 +96,7 @@ def _render(person, picture, box, phase, flip, light):
     window[:] = np.where(labels[..., None] > 0, colours[labels], window)
 
 
-def _encode(path, frames, fps, codec=CODEC):
+def _encode(path, frames, fps, codec):
     import av
     with av.open(path, 'w') as container:
         stream = container.add_stream(codec, rate=int(fps))
@@ -126,6 +134,7 @@ def make_scene(out_dir, seed=0, num_cameras=3, num_persons=6, num_frames=200, fp
     persons = {pid: random_person(rng) for pid in range(1, num_persons + 1)}
     cameras = [random_camera(rng, height, width) for _ in range(num_cameras)]
     visits = _visits(rng, num_persons, num_cameras, num_frames)
+    codec = video_codec()
     faults = dict(fragmented=[], id_switch=None, false_track=None)
     cross = next((v[1], v[2]) for v in visits if v[0] == 1)   # where persons 1 and 2 cross
     with _output(out_dir) as root:
@@ -190,11 +199,11 @@ def make_scene(out_dir, seed=0, num_cameras=3, num_persons=6, num_frames=200, fp
             pictures = pictures * cam.gain.astype(np.float32) + cam.offset.astype(np.float32)
             pictures += cam.noise * rng.standard_normal(pictures.shape, dtype=np.float32)
             frames8 = (np.clip(pictures, 0, 1) * 255 + 0.5).astype(np.uint8)
-            _encode(os.path.join(root, name + '.mp4'), frames8, fps)
+            _encode(os.path.join(root, name + '.mp4'), frames8, fps, codec)
             _write_lines(os.path.join(root, name + '.txt'), trk_lines)
             _write_lines(os.path.join(root, 'gt', name + '.txt'), gt_lines)
         config = dict(layout='scene', seed=seed, cameras=num_cameras, num_persons=num_persons, num_frames=num_frames,
-                      fps=fps, height=height, width=width, codec=CODEC,
+                      fps=fps, height=height, width=width, codec=codec,
                       visits=[dict(pid=v[0], camera=f'c{v[1] + 1}', first_frame=v[2] + 1, frames=v[3]) for v in visits],
                       tracker_faults=faults)
         with open(os.path.join(root, MARKER), 'w') as f:
