@@ -55,8 +55,10 @@ def build_parser():
     p.add_argument('--rerank', action='store_true',
                    help=f'cluster k-reciprocal re-ranked distances instead of cosine ones (a full N x N matrix: '
                         f'at most {DENSE_RERANK_LIMIT} tracklets)')
-    p.add_argument('--k1', type=int, default=20, help='--rerank: k-reciprocal neighbours (default 20)')
-    p.add_argument('--k2', type=int, default=6, help='--rerank: query expansion neighbours (default 6)')
+    p.add_argument('--k1', type=int, default=20,
+                   help='--rerank: k-reciprocal neighbours (default 20; at most the number of tracklets - 1)')
+    p.add_argument('--k2', type=int, default=6,
+                   help='--rerank: query expansion neighbours (default 6; at most the number of tracklets - 1)')
     p.add_argument('--lambda_value', type=float, default=0.3,
                    help='--rerank: weight of the original distance (default 0.3)')
     p.add_argument('--max_neighbors', type=int, default=100,
@@ -113,11 +115,14 @@ def cluster(data, threshold=None, rerank=False, k1=20, k2=6, lambda_value=0.3, m
         if len(x) > DENSE_RERANK_LIMIT:
             raise DataError(f'--rerank: {len(x)} tracklets, at most {DENSE_RERANK_LIMIT} (it needs the N x N '
                             f'matrix); cluster cosine distances instead')
+        if len(x) < 3:
+            raise DataError(f'--rerank: {len(x)} tracklets, at least 3 needed')
+        k1, k2 = min(k1, len(x) - 1), min(k2, len(x) - 1)   # fewer tracklets than neighbours asked for
         d = A.reranked_matrix(x, k1, k2, lambda_value)
         idx = np.arange(len(x))
         d[A.cannot_link(cams, first, last, idx, idx)] = np.inf
         t = A.dense_threshold(d) if threshold is None else threshold
-        return A.average_linkage_dense(d, t), t, dict(distance='k-reciprocal')
+        return A.average_linkage_dense(d, t), t, dict(distance=f'k-reciprocal (k1 {k1}, k2 {k2})')
     t = A.choose_threshold(x, cams, first, last, seed=seed) if threshold is None else threshold
     ids, info = A.average_linkage(x, t, cams, first, last, max_neighbors=max_neighbors)
     info['distance'] = 'cosine'

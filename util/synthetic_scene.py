@@ -79,6 +79,17 @@ def _boxes(visit, height, width):
     return frames, boxes
 
 
+BOX_FILL = 0.88  # the person's height / the detection box's height; boxes are twice as tall as wide
+
+
+def _detection_boxes(person_boxes):
+    """Detection boxes around the drawn people: a margin above and below, 1:2 (as the MARS crops are)."""
+    x, y, w, s = person_boxes.T
+    bh = s / BOX_FILL
+    cx = x + w / 2
+    return np.stack([cx - bh / 4, y - (bh - s) / 2, bh / 2, bh], axis=1)
+
+
 def _render(person, picture, box, phase, flip, light):
     """Draw a person into picture (H, W, 3) float32 in place, inside its box x, y, w, h."""
     height, width = picture.shape[:2]
@@ -150,11 +161,12 @@ def make_scene(out_dir, seed=0, num_cameras=3, num_persons=6, num_frames=200, fp
             tracks = []
             for visit in mine:
                 pid = visit[0]
-                frames, boxes = _boxes(visit, height, width)
+                frames, body = _boxes(visit, height, width)
                 phase0, flip = rng.uniform(0, 2 * np.pi), float(visit[4])
                 light = cam.gain * (1 + rng.normal(0, 0.03, 3))
-                for k, (f, b) in enumerate(zip(frames, boxes)):
+                for k, (f, b) in enumerate(zip(frames, body)):
                     _render(persons[pid], pictures[f], b, phase0 + 0.6 * k, flip, light / cam.gain)
+                boxes = _detection_boxes(body)
                 inside = (np.minimum(boxes[:, 0] + boxes[:, 2], width) - np.maximum(boxes[:, 0], 0)) / boxes[:, 2]
                 seen = inside > 0.02
                 gt_lines += _rows(frames[seen], [pid] * int(seen.sum()), boxes[seen])
