@@ -258,6 +258,12 @@ def test_pairwise_scores_hand_computed():
     assert A.pairwise_scores([4, 4, 5], [1, 1, 2])['ari'] == pytest.approx(1)
 
 
+def test_scene_generator_rejects_odd_sizes(tmp_path, capsys):
+    from util.synthetic import main as synthetic_main
+    code, err = run(synthetic_main, ['scene', '--out', str(tmp_path / 's'), '--height', '95'], capsys)
+    assert code == 2 and len(err) == 1 and 'even' in err[0] and not (tmp_path / 's').exists()
+
+
 def test_associate_on_synthetic_scene(tmp_path, capsys):
     from util.synthetic import main as synthetic_main
     scene = tmp_path / 'scene'
