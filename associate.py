@@ -64,7 +64,8 @@ def build_parser():
     p.add_argument('--max_neighbors', type=int, default=100,
                    help='pairs kept per tracklet below the threshold (default 100); a tracklet with more keeps its '
                         'closest ones, and the clustering is then an approximation (reported)')
-    p.add_argument('--seed', type=int, default=0, help='seed of the threshold sample and the random baseline (default 0)')
+    p.add_argument('--seed', type=int, default=0,
+                   help='seed of the threshold sample and the random baseline (default 0)')
     return p
 
 

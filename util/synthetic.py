@@ -668,7 +668,8 @@ def build_parser():
     parser.add_argument('--num_cams', type=int, default=None,
                         help='mars, dukev, lsvid: cameras (default 6 for mars, 8 for dukev, 15 for lsvid)')
     parser.add_argument('--height', type=int, default=None,
-                        help='frame height in pixels (default 64; 128 for ilidsvid and prid2011, like the real ones; 240 for scene)')
+                        help='frame height in pixels (default 64; 128 for ilidsvid and prid2011, like the real ones; '
+                             '240 for scene)')
     parser.add_argument('--width', type=int, default=None,
                         help='frame width in pixels (default 32; 64 for ilidsvid and prid2011; 320 for scene)')
     parser.add_argument('--min_len', type=int, default=None,
