@@ -100,6 +100,15 @@ def test_single_camera_crops_manifest(tmp_path, capsys):
     assert code == 2 and len(err) == 1 and 'holds the input' in err[0] and (tmp_path / 'c7.mp4').exists()
 
 
+def test_boxes_after_the_end_of_the_video(tmp_path, capsys):
+    write_video(tmp_path / 'c1.mp4', n=3)
+    write_tracks(tmp_path / 'c1.txt', [(2, 1, 0, 0, 8, 8, 1), (9, 1, 0, 0, 8, 8, 1), (9, 2, 0, 0, 8, 8, 1)])
+    assert tracklets_from_video.main(['--scene', str(tmp_path), '--out', str(tmp_path / 'o'), '--no_progress']) == 0
+    assert '2 boxes after the end of the video skipped' in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path / 'o')) == ['c1_t00001', 'tracklets.csv']
+    assert crops_of(tmp_path / 'o' / 'c1_t00001') == ['f000002.jpg']
+
+
 def test_selection_options(tmp_path):
     rows = [(f, 1, 0, 0, 10, 10 + f) for f in range(1, 11)] + [(1, 2, 0, 0, 5, 4)]
     tracks = read_tracks(write_tracks(tmp_path / 'c1.txt', rows))
