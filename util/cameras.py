@@ -366,8 +366,9 @@ def write_camera_tracklets(video, tracks, camera, out_dir, ext='jpg', quality=95
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=source.num_frames, desc=f'camera {camera}', unit='frame', leave=True)
+    pictures = source.frames(wanted, bar) if wanted else iter(())
     try:
-        for frame_number, picture in (source.frames(wanted, bar) if wanted else ()):
+        for frame_number, picture in pictures:
             if picture.shape[:2] != shape:
                 raise DataError(f'video {source.path}: frame {frame_number} is {picture.shape[1]}x'
                                 f'{picture.shape[0]}, expected {shape[1]}x{shape[0]}')
@@ -393,6 +394,8 @@ def write_camera_tracklets(video, tracks, camera, out_dir, ext='jpg', quality=95
     except OSError as err:
         raise OutputError(f'{out_dir}: cannot write crops ({err.strerror or err})') from None
     finally:
+        if hasattr(pictures, 'close'):  # closes the video file when the loop stopped early
+            pictures.close()
         if bar is not None:
             bar.close()
         for folder in partial.values():
