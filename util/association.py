@@ -154,55 +154,82 @@ def average_linkage(x, threshold, cams, first, last, max_neighbors=100, chunk=ED
     n = len(x)
     cams, first, last = (np.asarray(a, dtype=np.int64) for a in (cams, first, last))
     ei, ej, ed, capped = threshold_edges(x, threshold, cams, first, last, max_neighbors, chunk)
-    sums = {}                                     # cluster -> float64 sum of its features (merged ones only)
+    sums = x.astype(np.float64)                   # row c: the feature sum of cluster c (N x D, as x)
     size = np.ones(n, dtype=np.int64)
     members = {}                                  # cluster -> member indices (merged ones only)
     parent = np.arange(n)
-    generation = np.zeros(n, dtype=np.int64)
-    neighbours = {}
-    for a, b in zip(ei.tolist(), ej.tolist()):
-        neighbours.setdefault(a, set()).add(b)
-        neighbours.setdefault(b, set()).add(a)
-    heap = list(zip(ed.tolist(), ei.tolist(), ej.tolist(), [0] * len(ei), [0] * len(ei)))
-    heapq.heapify(heap)
+    # links[c]: {other cluster: average distance} of the pairs below the threshold not known to be cannot-link;
+    # best[c]: c's closest link as (distance, smaller label, larger label); the heap holds every cluster's
+    # best (stale entries are skipped by their version), so its top is the closest pair overall
+    links = {}
+    for a, b, d in zip(ei.tolist(), ej.tolist(), ed.tolist()):
+        links.setdefault(a, {})[b] = d
+        links.setdefault(b, {})[a] = d
+    best, version, heap = {}, np.zeros(n, dtype=np.int64), []
     merges = 0
-
-    def vec(c):
-        return sums[c] if c in sums else x[c].astype(np.float64)
 
     def mem(c):
         return members[c] if c in members else np.array([c])
 
+    def push(c, entry):
+        best[c] = entry
+        version[c] += 1
+        heapq.heappush(heap, (*entry, c, int(version[c])))
+
+    def refresh(c):
+        near = links.get(c)
+        if not near:
+            best.pop(c, None)
+            version[c] += 1
+            return
+        d = min(near.values())
+        ties = [o for o, v in near.items() if v == d]
+        o = min(ties)  # equal distances: the pair of smallest labels
+        push(c, (d, min(c, o), max(c, o)))
+
+    for c in list(links):
+        refresh(c)
     while heap:
-        dist, a, b, ga, gb = heapq.heappop(heap)
-        if parent[a] != a or parent[b] != b or generation[a] != ga or generation[b] != gb:
+        dist, a, b, c, ver = heapq.heappop(heap)
+        if parent[c] != c or version[c] != ver:
             continue                                                    # stale entry
+        if parent[a] != a or parent[b] != b:                            # (kept current by refresh: defensive)
+            refresh(c)
+            continue
         ma, mb = mem(a), mem(b)
-        if cannot_link(cams, first, last, ma, mb).any():
-            continue                                                    # infinite distance until one changes
+        if cannot_link(cams, first, last, ma, mb).any():                # infinite distance from now on
+            links[a].pop(b, None)
+            links[b].pop(a, None)
+            refresh(a)
+            refresh(b)
+            continue
         keep, gone = a, b                                               # a < b: the cluster keeps a's label
-        sums[keep] = vec(a) + vec(b)
-        sums.pop(gone, None)
+        sums[keep] += sums[gone]
         members[keep] = np.concatenate([ma, mb])
         members.pop(gone, None)
         size[keep] += size[gone]
         parent[gone] = keep
-        generation[keep] += 1
         merges += 1
-        near = (neighbours.pop(a, set()) | neighbours.pop(b, set())) - {a, b}
-        neighbours[keep] = near
-        if not near:
-            continue
-        for c in near:
-            s = neighbours[c]
-            s.discard(gone)
-            s.add(keep)
+        near = (links.pop(a).keys() | links.pop(b).keys()) - {a, b}
+        best.pop(gone, None)
+        version[gone] += 1
         others = np.fromiter(near, dtype=np.int64, count=len(near))
-        other_sums = np.stack([vec(c) for c in others.tolist()])
-        link = 1 - other_sums @ sums[keep] / (size[others] * size[keep])
-        for c, d in zip(others[link < threshold].tolist(), link[link < threshold].tolist()):
-            lo, hi = (c, keep) if c < keep else (keep, c)
-            heapq.heappush(heap, (d, lo, hi, int(generation[lo]), int(generation[hi])))
+        link = (1 - sums[others] @ sums[keep] / (size[others] * size[keep])).tolist()
+        mine = {}
+        for o, d in zip(others.tolist(), link):
+            theirs = links[o]
+            theirs.pop(a, None)
+            theirs.pop(b, None)
+            if d < threshold:
+                theirs[keep] = d
+                mine[o] = d
+            current = best.get(o)
+            if current is not None and (current[2] if current[1] == o else current[1]) in (a, b):
+                refresh(o)                                              # its closest was a or b
+            elif d < threshold and (current is None or (d, min(o, keep), max(o, keep)) < current):
+                push(o, (d, min(o, keep), max(o, keep)))
+        links[keep] = mine
+        refresh(keep)
     # every tracklet's root
     root = parent.copy()
     while True:
