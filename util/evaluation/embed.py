@@ -114,15 +114,16 @@ def tracklet_database(tracklets):
     return Database([p for t in frames for p in t], info)
 
 
-def tracklet_features(features, tracklets, labels, cams, test_sampling='chunks'):
+def tracklet_features(features, tracklets, labels, cams, test_sampling='chunks', **extra):
     """The features file of embedded tracklets (extract_features.py): evaluate.py --features scores it.
 
     query_idx: every tracklet with a real identity (pid > 0; -1 is unknown or junk, 0 MARS's distractors),
     each ranked against all tracklets (itself included, which the junk rule skips), as the MARS protocol
-    ranks a query against the whole test split. ``paths`` holds the tracklet folders."""
+    ranks a query against the whole test split. ``paths`` holds the tracklet folders; ``extra``: more (N,)
+    arrays stored as given (the camera tracklets' track_ids, first_frame, last_frame, camera_names)."""
     labels = np.asarray(labels, dtype=np.int64)
     return FeaturesFile(features, labels, cams, np.flatnonzero(labels > 0), test_sampling=test_sampling,
-                        extra=dict(paths=np.asarray([os.fspath(p) for p in tracklets], dtype=str)))
+                        extra=dict(paths=np.asarray([os.fspath(p) for p in tracklets], dtype=str), **extra))
 
 
 class TrackletEmbedder:
