@@ -46,12 +46,12 @@ def describe(side, i, short=False):
 
 
 def picture(out, args, query, q, gallery, rows, scores, score_name):
-    from util.evaluation.embed import list_frames
-    frames = list_frames(str(query.paths[q]))
+    from util.evaluation.embed import tracklet_frames
+    frames = tracklet_frames(str(query.paths[q]))
     shown = test_frame_indices(0, len(frames) - 1, args.S)                   # the query clip's frames
     labels = np.concatenate([query.labels[q:q + 1], gallery.labels[rows]])
     kinds = match_kinds(labels, np.concatenate([query.cams[q:q + 1], gallery.cams[rows]]), 0)[1:]
-    ranked = [(list_frames(str(gallery.paths[r]))[0],
+    ranked = [(tracklet_frames(str(gallery.paths[r]))[0],
                (f'#{k + 1} {s:.3f}', f'id {gallery.labels[r]} c{gallery.cams[r]}' if labels[0] != -1 else ''),
                kind if labels[0] != -1 else None)
               for k, (r, s, kind) in enumerate(zip(rows, scores, kinds))]

@@ -38,8 +38,10 @@ def frame_sort_key(name):
     return tuple(int(p) if i % 2 else p for i, p in enumerate(parts))
 
 
-def list_frames(folder):
-    """Image files of one tracklet folder, ordered by frame_sort_key: a non-empty list of paths."""
+def tracklet_frames(folder):
+    """Image files of one tracklet folder, ordered by frame_sort_key: a non-empty list of paths. Other files
+    are passed over, as a tracker's output folder may hold them (the dataset builders' lister,
+    util.data.datasets.common.list_frames, refuses them instead: a benchmark's folders hold frames only)."""
     if not os.path.isdir(folder):
         raise DataError(f'{folder}: ' + ('not a directory' if os.path.exists(folder) else 'no such directory')
                         + ' (expected a tracklet folder of frame images)')
@@ -61,14 +63,14 @@ def find_tracklets(dirs):
     for top in dirs:
         top = os.fspath(top)
         if not os.path.isdir(top):
-            list_frames(top)  # the missing-directory message
+            tracklet_frames(top)  # the missing-directory message
         tracklets = []
         for root, subdirs, files in os.walk(top):
             subdirs.sort(key=frame_sort_key)
             if any(map(is_image_file, files)):
                 tracklets.append(root)
         if not tracklets:
-            list_frames(top)  # empty folder / no images: its message
+            tracklet_frames(top)  # empty folder / no images: its message
             raise DataError(f'{top}: no folder below it holds images (expected a tracklet folder of frames, or '
                             f'a root whose folders are tracklets)')
         found.extend(tracklets)
@@ -102,7 +104,7 @@ def tracklet_database(tracklets):
         tracklets = [tracklets]
     if not len(tracklets):
         raise DataError('no tracklets to embed')
-    frames = [list_frames(t) if isinstance(t, (str, os.PathLike)) else [os.fspath(p) for p in t]
+    frames = [tracklet_frames(t) if isinstance(t, (str, os.PathLike)) else [os.fspath(p) for p in t]
               for t in tracklets]
     for k, t in enumerate(frames):
         if not t:
