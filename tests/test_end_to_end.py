@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch._dynamo
 
 import evaluate
 import train_baseline
