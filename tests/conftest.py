@@ -26,6 +26,8 @@ def pytest_collection_modifyitems(config, items):
     # Tests marked `serial` start several processes or use ports: one xdist group, so that they run one after
     # another on one worker (and a module-scoped fixture they share is built once); before pytest-xdist reads
     # the groups.
+    if not config.pluginmanager.hasplugin('xdist'):
+        return
     for item in items:
         if item.get_closest_marker('serial'):
             item.add_marker(pytest.mark.xdist_group('serial'))
