@@ -4,8 +4,6 @@ import io
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -505,10 +503,6 @@ def test_dukev_counts_image_files_only(tmp_path):
 # ----------------------------------------------------------------------------------------------------
 # Command lines
 # ----------------------------------------------------------------------------------------------------
-
-def run(*args):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
-
 
 def test_cli_errors_exit_2(tmp_path, capsys):
     # the scripts run as __main__ in this process (helpers.run_as_main): the exit status the process would have
