@@ -8,7 +8,7 @@ Input: 12,180 test tracklets, 1,980 queries, 2,048-d float32 features, the real 
 (870 junk tracklets with pid -1, 3,248 distractors with pid 0, 634 identities over 6 cameras, one query
 per identity and camera), features clustered by identity with the strength --signal. By default three
 feature sets: trained-like (rank-1 about 0.7), weak (rank-1 about 0.14, where the original-style loop takes
-about the 2 minutes that SPEC measured for the original) and untrained (random). The loops stop at a
+about the 2 minutes measured for the original release's loop) and untrained (random). The loops stop at a
 query's last correct match, so their time depends on the features; ours hardly does. For each set, all
 three implementations are timed in the same run on the same features, and their results are compared.
 """
@@ -99,7 +99,7 @@ def timed(fn, *args, repeat=1, **kwargs):
 
 FEATURES = {  # --signal values with a name: how far down the list the loops must walk
     0.26: 'trained-like',
-    0.2: 'weak (the original-style loop takes about 2 minutes, as SPEC measured the original)',
+    0.2: 'weak (the original-style loop takes about 2 minutes, as measured for the original)',
     0.0: 'untrained (random)',
 }
 

@@ -2,7 +2,7 @@
 
 ``reference_pipeline`` and ``reference_uint8`` are independent oracles: the original's per-frame torchvision
 transform, written out again here so that the project's fast decoding paths are checked against a second
-statement of SPEC rather than against themselves.
+statement of the original's transform rather than against themselves.
 """
 import runpy
 import sys

@@ -39,7 +39,7 @@ LR = {"sgd": 0.5, "adam": 1e-2}
 # by |gradient|, which turns fp32 rounding in near-zero gradient entries into ~1e-5 parameter differences.
 CONFIGS = [("sgd", torch.float32, 1e-5), ("sgd", torch.float64, 1e-10), ("adam", torch.float64, 1e-10)]
 
-try:  # the project's loss once it exists; the SPEC definition otherwise
+try:  # the project's loss once it exists; the paper's definition otherwise
     from util.train.losses import batch_hard_triplet_soft as triplet
 except ImportError:
     def triplet(x, labels):

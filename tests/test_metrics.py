@@ -1,8 +1,9 @@
-"""util.evaluation.metrics: the MARS metric (CMC and mAP with the good / junk rule of SPEC).
+"""util.evaluation.metrics: the MARS metric (CMC and mAP with the good / junk rule of MARS-evaluation's
+compute_AP.m; docs/evaluation.md).
 
 Independent oracles live here on purpose: a case ranked by hand, and ``original_style_metric``, the original
 release's cmc.py restated (it is not imported from the project or the benchmarks, so that the vectorised
-metric is checked against a second statement of SPEC, not against itself)."""
+metric is checked against a second statement of the protocol, not against itself)."""
 import numpy as np
 import pytest
 import torch

@@ -134,7 +134,7 @@ def test_spec_example_keys_present():
         assert k in keys
 
 
-# ------------------------------------------------------------------ figures of SPEC section 3
+# ------------------------------------------ figures measured on the original release's code (docs/models.md)
 
 @pytest.mark.parametrize('model_type, expected', [('resnet50_s1', 24_792_128)] +
                          [(t, 32_150_592) for t in NL_TYPES])
