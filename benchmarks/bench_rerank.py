@@ -1,4 +1,5 @@
-"""Time k-reciprocal re-ranking (Zhong et al., CVPR 2017) on MARS-sized input: ours next to the released algorithm's loops.
+"""Time k-reciprocal re-ranking (Zhong et al., CVPR 2017) on MARS-sized input: ours next to the released
+algorithm's loops.
 
     python benchmarks/bench_rerank.py                  # MARS-sized: about 10 minutes on 2 CPU cores
     python benchmarks/bench_rerank.py --scale 0.2      # a fifth of every count, for a quick look

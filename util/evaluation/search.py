@@ -58,8 +58,9 @@ def check_dimensions(query, gallery, query_name, gallery_name):
 
 
 def reranked_topk(query, gallery, k, k1=20, k2=6, lambda_value=0.3, device='cpu'):
-    """k-reciprocal re-ranking (Zhong et al., CVPR 2017; util.evaluation.rerank) of the whole gallery: (Q, k) rows by re-ranked distance
-    ascending (ties by gallery row), and their (Q, k) distances. Needs the (Q + N)^2 distances in memory."""
+    """k-reciprocal re-ranking (Zhong et al., CVPR 2017; util.evaluation.rerank) of the whole gallery: (Q, k) rows by
+    re-ranked distance ascending (ties by gallery row), and their (Q, k) distances. Needs the (Q + N)^2 distances in
+    memory."""
     import torch
 
     from util.evaluation.rerank import k_reciprocal_distance
