@@ -19,7 +19,17 @@ from util.data.frames import DeviceBatch, normalize_clip
 from util.data.loaders import make_test_loader, read_database, read_rows
 from util.distributed import cleanup, gather_tensors, init_distributed
 from util.errors import BROKEN_DEPENDENCY, DataError, ReIDError
-from util.evaluation.metrics import evaluate_distances, evaluate_mars, format_result, match_masks
+from util.evaluation.metrics import (
+    PROTOCOLS,
+    cosine_distance,
+    cosine_distance_torch,
+    evaluate_distances,
+    evaluate_mars,
+    format_protocols,
+    format_result,
+    match_masks,
+    score_protocols,
+)
 from util.train.losses import temporal_pool
 from util.train.run import atomic_save, check_writable
 
@@ -126,7 +136,7 @@ def make_eval_loader(db, args, ctx=None):
     pin = ctx is not None and ctx.device.type == 'cuda'
     return make_test_loader(db, args.S, args.batch_size, args.num_workers, height=args.height, width=args.width,
                             rank=rank, world_size=world, pin_memory=pin, decoder=decoder_choice(args),
-                            sampling=getattr(args, 'test_sampling', 'chunks'))
+                            sampling=getattr(args, 'test_sampling', 'chunks'), stride=getattr(args, 'test_stride', 4))
 
 
 def decoder_choice(args):
@@ -156,7 +166,8 @@ def check_finite(features, source):
                         f'rows {first}; nothing scored')
 
 
-def score(features, labels, cams, query_idx, rank_size, gallery_idx=None, source='features', device=None):
+def score(features, labels, cams, query_idx, rank_size, gallery_idx=None, source='features', device=None,
+          ap_rule='trapezoid'):
     """evaluate_mars on numpy / torch inputs, refusing non-finite features; rank_size 0 ranks the whole
     gallery; gallery_idx None: every row is the gallery; a CUDA device: distances and ranking run there."""
     features = np.asarray(features, dtype=np.float32)
@@ -164,7 +175,52 @@ def score(features, labels, cams, query_idx, rank_size, gallery_idx=None, source
     size = rank_size if rank_size > 0 else (len(features) if gallery_idx is None else len(gallery_idx))
     return evaluate_mars(features, np.asarray(labels, dtype=np.int64), np.asarray(cams, dtype=np.int64),
                          np.asarray(query_idx, dtype=np.int64).reshape(-1), rank_size=size, gallery_idx=gallery_idx,
-                         device=device)
+                         device=device, ap_rule=ap_rule)
+
+
+def score_all(features, labels, cams, query_idx, rank_size, gallery_idx=None, source='features', device=None,
+              ap_rule='trapezoid', attributes=None):
+    """{'overall': MarsResult} plus the attribute protocols of ``attributes`` ({'clothes' | 'location' | 'scale':
+    (N,) ids}, util.evaluation.metrics.PROTOCOLS), all from one distance matrix; without attributes, ``score``."""
+    if not attributes:
+        return {'overall': score(features, labels, cams, query_idx, rank_size, gallery_idx, source, device, ap_rule)}
+    features = np.asarray(features, dtype=np.float32)
+    check_finite(features, source)
+    query_idx = np.asarray(query_idx, dtype=np.int64).reshape(-1)
+    size = rank_size if rank_size > 0 else (len(features) if gallery_idx is None else len(gallery_idx))
+    if device is not None and torch.device(device).type != 'cpu':
+        dist = cosine_distance_torch(torch.from_numpy(features).to(device), query_idx, gallery_idx)
+    else:
+        dist = cosine_distance(features, query_idx, gallery_idx)
+    return score_protocols(dist, np.asarray(labels, dtype=np.int64), np.asarray(cams, dtype=np.int64), query_idx,
+                           size, gallery_idx, ap_rule, attributes)
+
+
+ATTRIBUTE_FLAGS = {name: f'{name}_info' for name in PROTOCOLS}  # clothes -> --clothes_info, ...
+
+
+def read_attributes(args, n, info_path):
+    """The per-row attribute files given on the command line ({'clothes': (N,) int64, ...}), each checked to hold
+    one integer per test row (n rows of info_path)."""
+    out = {}
+    for name, flag in ATTRIBUTE_FLAGS.items():
+        path = getattr(args, flag, None)
+        if path is not None:
+            out[name] = check_attribute(np.load(path, allow_pickle=False) if os.path.isfile(path) else None,
+                                        n, f'--{flag} {path}', info_path)
+    return out
+
+
+def check_attribute(values, n, source, info_path):
+    """One integer per test row, as a 1-D int64 array; else a one-line error naming `source`."""
+    if values is None:
+        raise DataError(f'{source}: no such file')
+    values = np.asarray(values)
+    if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
+        raise DataError(f'{source}: expected a 1-D integer array, got shape {values.shape} dtype {values.dtype}')
+    if len(values) != n:
+        raise DataError(f'{source}: {len(values)} values, but {info_path} has {n} test rows (expected one per row)')
+    return values.astype(np.int64)
 
 
 def chance_level(labels, cams, query_idx, rank_size=10000, draws=100, seed=0, gallery_idx=None):
@@ -205,7 +261,8 @@ def save_features(path, features, labels, cams, query_idx, gallery_idx=None, tes
 
 def load_features(path, flag='--features'):
     """Read and check a --save_features file: dict of features, labels, cams, query_idx and gallery_idx (None
-    when the file has none: every row is the gallery). Non-finite feature rows are refused, naming the file."""
+    when the file has none: every row is the gallery), and attributes ({'clothes' | 'location' | 'scale': (N,)},
+    the label arrays saved with them). Non-finite feature rows are refused, naming the file."""
     if not os.path.isfile(path):
         raise DataError(f'{flag} {path}: no such file')
     try:
@@ -217,6 +274,7 @@ def load_features(path, flag='--features'):
             out = {k: data[k] for k in FEATURE_KEYS}
             out['gallery_idx'] = data['gallery_idx'] if 'gallery_idx' in data.files else None
             out['test_sampling'] = str(data['test_sampling']) if 'test_sampling' in data.files else None
+            out['attributes'] = {k: data[k] for k in ATTRIBUTE_FLAGS if k in data.files}
     except (DataError, *BROKEN_DEPENDENCY):
         raise
     except Exception as err:  # zipfile, pickle and format errors of a damaged file: one line for the user
@@ -233,6 +291,8 @@ def load_features(path, flag='--features'):
             raise DataError(f'{flag} {path}: {key} must be 0-based integer rows below {n}, '
                             f'found {rows.min()}..{rows.max()} ({rows.dtype})')
         out[key] = rows.astype(np.int64)
+    for name, values in out['attributes'].items():
+        out['attributes'][name] = check_attribute(values, n, f'{flag} {path}: {name}', path)
     check_finite(out['features'], f'{flag} {path}')
     return out
 
@@ -245,14 +305,19 @@ CMC_RANKS = 50  # length of the curve kept in --results
 def result_numbers(result):
     """The numbers of one MarsResult for --results: fractions, as the `CMC : ... , mAP : ...` line."""
     numbers = {f'rank{k}': (result.rank(k) if k <= len(result.cmc) else None) for k in (1, 5, 10, 20)}
-    numbers.update(mAP=float(result.mAP), cmc=[float(v) for v in result.cmc[:CMC_RANKS]],
+    numbers.update(mAP=float(result.mAP), mINP=None if result.mINP is None else float(result.mINP),
+                   cmc=[float(v) for v in result.cmc[:CMC_RANKS]],
                    num_scored=int(result.num_scored), num_skipped=int(result.num_skipped))
     return numbers
 
 
-def write_results(path, result, settings, reranked=None):
-    """--results F.json, atomically: the scores, the run's settings, and the re-ranked scores when given."""
+def write_results(path, result, settings, reranked=None, protocols=None):
+    """--results F.json, atomically: the scores, the run's settings, the re-ranked scores when given, and one
+    block per attribute protocol (same_clothes, clothes_changing, ...) of ``protocols``."""
     record = dict(result_numbers(result), **settings)
+    for key, value in (protocols or {}).items():
+        if key != 'overall':
+            record[key] = result_numbers(value)
     if reranked is not None:
         record['reranked'] = result_numbers(reranked)
     text = json.dumps(record, indent=2) + '\n'
@@ -300,12 +365,13 @@ def evaluate(args):
             if len(db.info) != len(saved['labels']):
                 raise DataError(f'--features {args.features}: {len(saved["labels"])} tracklets, but '
                                 f'{args.test_info} has {len(db.info)} rows')
+        attributes = feature_attributes(args, saved)
         print(f'Scoring {len(saved["features"])} saved features from {args.features}')
         settings = dict(test_sampling=saved['test_sampling'], features=args.features, checkpoint=None)
         # saved features are scored on the CPU unless --device cuda asks for the GPU
         device = init_distributed('cuda').device if args.device == 'cuda' else None
         report(args, saved['features'], saved['labels'], saved['cams'], saved['query_idx'], saved['gallery_idx'],
-               db, settings, source=f'--features {args.features}', device=device)
+               db, settings, source=f'--features {args.features}', device=device, attributes=attributes)
         return 0
 
     ctx = init_distributed(args.device)
@@ -315,11 +381,23 @@ def evaluate(args):
         cleanup(ctx)
 
 
+def feature_attributes(args, saved):
+    """The attributes of a --features file, replaced by those given on the command line; an attribute file needs
+    the file's gallery index (the clothes-changing benchmarks never rank the query against itself)."""
+    given = read_attributes(args, len(saved['labels']), args.features)
+    if given and saved['gallery_idx'] is None:
+        flags = ', '.join(f'--{ATTRIBUTE_FLAGS[k]}' for k in given)
+        raise DataError(f'--features {args.features}: has no gallery_idx, which {flags} needs (save the features '
+                        f'from a database with gallery_IDX.npy, or give --gallery_info)')
+    return dict(saved['attributes'], **given)
+
+
 def _evaluate_checkpoint(args, ctx):
     log = print if ctx.is_main else (lambda *a, **k: None)
 
     db = read_database(args.test_txt, args.test_info, args.query_info, args.gallery_info)
     check_rerank(args, len(db.info) if db.gallery_idx is None else len(db.gallery_idx), len(db.query_idx))
+    attributes = read_attributes(args, len(db.info), args.test_info)
     loader = make_eval_loader(db, args, ctx)
     num_class = checkpoint_num_class(args.load_ckpt)
     # Every weight comes from the checkpoint, so the backbone needs no ImageNet initialisation.
@@ -348,11 +426,11 @@ def _evaluate_checkpoint(args, ctx):
         f'({clips / seconds:.1f} clips/s, {clips * args.S / seconds:.0f} frames/s)')
     if args.save_features is not None:
         save_features(args.save_features, feats.numpy(), labels.numpy(), cams.numpy(), db.query_idx, db.gallery_idx,
-                      test_sampling=args.test_sampling)
+                      test_sampling=args.test_sampling, **attributes)
         log(f'Saved features to {args.save_features}')
     settings = dict(test_sampling=args.test_sampling, features=None, checkpoint=args.load_ckpt)
     report(args, feats.numpy(), labels.numpy(), cams.numpy(), db.query_idx, db.gallery_idx, db, settings,
-           source=f'features of {args.load_ckpt}', device=ctx.device)
+           source=f'features of {args.load_ckpt}', device=ctx.device, attributes=attributes)
     return 0
 
 
@@ -368,13 +446,18 @@ def rerank_score(features, labels, cams, query_idx, gallery_idx, args, device=No
     # ranked where it was computed (a GPU tensor stays there)
     return evaluate_distances(dist if dist.device.type != 'cpu' else dist.numpy(), np.asarray(labels, dtype=np.int64),
                               np.asarray(cams, dtype=np.int64), query_idx, rank_size=args.rank_size,
-                              gallery_idx=gallery_idx)
+                              gallery_idx=gallery_idx, ap_rule=getattr(args, 'ap_rule', 'trapezoid'))
 
 
-def report(args, features, labels, cams, query_idx, gallery_idx, db, settings, source, device=None):
-    """Score, print, and write what was asked: re-ranked scores, chance level, --results, --cmc_plot, ranked
-    pictures."""
-    result = score(features, labels, cams, query_idx, args.rank_size, gallery_idx, source=source, device=device)
+def report(args, features, labels, cams, query_idx, gallery_idx, db, settings, source, device=None, attributes=None):
+    """Score, print, and write what was asked: attribute protocols, re-ranked scores, chance level, --results,
+    --cmc_plot, ranked pictures."""
+    ap_rule = getattr(args, 'ap_rule', 'trapezoid')
+    protocols = score_all(features, labels, cams, query_idx, args.rank_size, gallery_idx, source=source,
+                          device=device, ap_rule=ap_rule, attributes=attributes)
+    result = protocols['overall']
+    settings = dict(settings, ap_rule=ap_rule, test_stride=getattr(args, 'test_stride', 4),
+                    protocols=[k for k in protocols if k != 'overall'])
     reranked = None
     if args.rerank:
         reranked = rerank_score(features, labels, cams, query_idx, gallery_idx, args, device)
@@ -384,6 +467,8 @@ def report(args, features, labels, cams, query_idx, gallery_idx, db, settings, s
         print(format_result(reranked))
     else:
         print(format_result(result))
+    if len(protocols) > 1:
+        print(format_protocols(protocols))
     if args.chance_level:
         expected, rank1, mAP = chance_level(labels, cams, query_idx, args.rank_size, gallery_idx=gallery_idx)
         print(f'Chance level: rank-1 {expected:.4f} (expected for a random ranking); random features rank-1 '
@@ -396,7 +481,7 @@ def report(args, features, labels, cams, query_idx, gallery_idx, db, settings, s
                         gallery_info=getattr(args, 'gallery_info', None), rank_size=args.rank_size,
                         rerank=dict(k1=args.rerank_k1, k2=args.rerank_k2, lambda_value=args.rerank_lambda)
                         if args.rerank else None)
-        write_results(args.results, result, settings, reranked)
+        write_results(args.results, result, settings, reranked, protocols)
         print(f'Results written to {args.results}')
     if args.cmc_plot is not None:
         from util.pictures.curves import plot_cmc  # matplotlib is only needed here

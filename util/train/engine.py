@@ -50,8 +50,10 @@ from util.evaluation.extract import (
     gather_features,
     make_eval_loader,
     prepare_clips,
-    score,
+    read_attributes,
+    score_all,
 )
+from util.evaluation.metrics import format_protocols
 from util.train.losses import batch_hard_triplet_soft, temporal_pool
 from util.train.run import (
     LOCK_NAME,
@@ -241,6 +243,7 @@ class Trainer:
         # data: every rank reads the same identity-balanced global batches and keeps its share
         train_db = read_database(args.train_txt, args.train_info)
         self.test_db = read_database(args.test_txt, args.test_info, args.query_info, args.gallery_info)
+        self.test_attributes = read_attributes(args, len(self.test_db.info), args.test_info)  # --clothes_info ...
         self.train_loader = make_train_loader(train_db, args.S, args.class_per_batch, args.track_per_class,
                                               args.seed, args.num_workers, height=args.height, width=args.width,
                                               rank=ctx.rank, world_size=ctx.world_size,
@@ -409,9 +412,12 @@ class Trainer:
         feats, labels, cams = gather_features(feats, labels, cams, self.ctx)
         if not self.ctx.is_main:
             return None
-        return score(feats.numpy(), labels.numpy(), cams.numpy(), self.test_db.query_idx, args.rank_size,
-                     self.test_db.gallery_idx, source=f'validation features ({args.test_sampling} sampling)',
-                     device=self.device)
+        protocols = score_all(feats.numpy(), labels.numpy(), cams.numpy(), self.test_db.query_idx, args.rank_size,
+                              self.test_db.gallery_idx, source=f'validation features ({args.test_sampling} sampling)',
+                              device=self.device, ap_rule=args.ap_rule, attributes=self.test_attributes)
+        if len(protocols) > 1:
+            self.log(format_protocols(protocols))
+        return protocols['overall']
 
     def record_validation(self, epoch_count, result):
         """Print, log (the original's lines) and keep the best weights (rank-1 >=, as the original)."""
