@@ -70,6 +70,7 @@ class Person:
     height: float      # relative body height
     width: float       # relative body width
     waist: float       # waist line, fraction of body height
+    gait: float = None  # steps per frame (radians); None: drawn per tracklet
 
 
 @dataclass
@@ -206,7 +207,10 @@ def render_track(rng, track, camera, height, width):
     """Frames of one tracklet: uint8 (n, H, W, 3)."""
     n = track.length
     f = np.arange(n)
-    phase = rng.uniform(0, 2 * np.pi) + rng.uniform(0.35, 0.8) * f
+    phase0, rate = rng.uniform(0, 2 * np.pi), rng.uniform(0.35, 0.8)
+    if track.person is not None and track.person.gait is not None:  # an identity's own walk (clothes sets)
+        rate = track.person.gait
+    phase = phase0 + rate * f
     light = (camera.gain * (1 + rng.normal(0, 0.04, 3))).astype(np.float32)  # changes a little per tracklet
     # Detector box: jittered scale and position around the walking person.
     s = camera.scale * height * (1 + 0.03 * rng.standard_normal(n))
