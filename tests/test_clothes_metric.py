@@ -187,3 +187,29 @@ def test_cuda_ranking_equals_cal(mode):
                                  mode)
     assert_equals_cal(evaluate_distances(torch.from_numpy(dist).cuda(), pid, cam, query, 0, gallery, ap_rule='plain',
                                          attribute=attr, mode=mode), ref)
+
+
+def test_float32_row_search_equals_numpy_searchsorted():
+    # the flat-key search of float32 rows: ties, -0.0 against +0.0, infinities and negative values
+    from util.evaluation.metrics import _SortedRows
+    rng = np.random.default_rng(0)
+    grid = np.array([-np.inf, -2.5, -1.0, -0.0, 0.0, 1e-30, 0.5, 3.0, np.inf], dtype=np.float32)
+    values, t = grid[rng.integers(0, len(grid), (6, 40))], grid[rng.integers(0, len(grid), (6, 9))]
+    lo, upto = _SortedRows(values).bounds(t)
+    srt = np.sort(values, axis=1)
+    for r in range(len(values)):
+        np.testing.assert_array_equal(lo[r], np.searchsorted(srt[r], t[r], 'left'))
+        np.testing.assert_array_equal(upto[r], np.searchsorted(srt[r], t[r], 'right'))
+
+
+def test_protocols_sharing_one_sort_equal_separate_calls():
+    pid, cam, clothes, location, query, gallery = labelled_split(3)
+    dist = np.random.default_rng(3).integers(0, 9, (len(query), len(gallery))).astype(np.float32)  # ties
+    out = score_protocols(dist, pid, cam, query, 0, gallery, 'plain', {'clothes': clothes, 'location': location})
+    for key, attr, mode in [('overall', None, None), ('same_clothes', clothes, 'same'),
+                            ('clothes_changing', clothes, 'different'), ('same_location', location, 'same'),
+                            ('different_location', location, 'different')]:
+        alone = evaluate_distances(dist, pid, cam, query, 0, gallery, block=7, ap_rule='plain', attribute=attr,
+                                   mode=mode)
+        np.testing.assert_array_equal(out[key].ap, alone.ap)
+        np.testing.assert_array_equal(out[key].cmc, alone.cmc)

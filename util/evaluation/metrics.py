@@ -232,16 +232,44 @@ def _searchsorted_rows(srt, t, right=False):
     return lo
 
 
-def _count_ahead(values, index, t, t_index, valid, t_in_values):
+def _float32_keys(x):
+    """float32 (R, M) -> int64 keys in the same order, each row's keys above the previous row's: one flat
+    np.searchsorted then searches every row at once. Integer view of IEEE floats made monotone (-0.0 and +0.0
+    share a key, as they compare equal); row r adds r * 2**32."""
+    i = np.ascontiguousarray(x).view(np.int32)
+    key = np.where(i < 0, np.negative(i & 0x7FFFFFFF), i).astype(np.int64)  # -2**31 + 1 .. 2**31 - 1
+    return key + ((np.arange(len(x), dtype=np.int64) << 32) + (1 << 31))[:, None]
+
+
+class _SortedRows:
+    """The rows of a (R, M) distance block sorted by value, ready for row-wise searches (float32: as one flat
+    array of _float32_keys). Built once per block and shared by the protocols scored on the same distances."""
+
+    def __init__(self, values):
+        srt = np.sort(values, axis=1)
+        self.shape, self.srt = srt.shape, srt
+        self.flat = _float32_keys(srt).ravel() if srt.dtype == np.float32 else None
+
+    def bounds(self, t):
+        """(entries < t, entries <= t) of each row, t (R, K) of the rows' dtype."""
+        if self.flat is not None and t.dtype == np.float32 and not np.isnan(t).any():
+            keys = _float32_keys(t)
+            base = (np.arange(self.shape[0], dtype=np.int64) * self.shape[1])[:, None]
+            return np.searchsorted(self.flat, keys, 'left') - base, np.searchsorted(self.flat, keys, 'right') - base
+        return _searchsorted_rows(self.srt, t), _searchsorted_rows(self.srt, t, right=True)
+
+
+def _count_ahead(values, index, t, t_index, valid, t_in_values, ranked=None):
     """How many entries of each row precede (t, t_index) in (value, index) order.
 
     values: (Qb, M) distances, index: (Qb, M) their gallery indices or None for column order;
     t, t_index: (Qb, K) the items to place, only those where valid (Qb, K) is True (others: padding);
-    t_in_values: (Qb, K) bool, whether that item is itself one of the row's entries. -> (Qb, K) int64.
+    t_in_values: (Qb, K) bool, whether that item is itself one of the row's entries; ranked: values' _SortedRows
+    when already built. -> (Qb, K) int64.
     """
-    srt = np.sort(values, axis=1)
-    lo = _searchsorted_rows(srt, t)  # entries with a smaller distance
-    equal = _searchsorted_rows(srt, t, right=True) - lo
+    ranked = _SortedRows(values) if ranked is None else ranked
+    lo, upto = ranked.bounds(t)  # entries with a smaller distance, with a smaller or equal one
+    equal = upto - lo
     ahead = lo.copy()
     # entries at exactly the same distance, other than the item itself, go first if their index is smaller
     r, k = np.nonzero(valid & (equal > t_in_values))
@@ -285,11 +313,11 @@ def _inp(hit, rank, count):
 
 
 def _score_block(dist, q_labels, q_cams, labels, cams, groups, unknown, ranks, ap_rule='trapezoid', q_attr=None,
-                 g_attr=None, mode=None):
+                 g_attr=None, mode=None, ranked=None):
     """Per-query AP (float64, NaN where no good item), first-hit rank (0-based, `ranks` = no hit) and INP.
 
     dist: (Qb, N) rows of the queries; unknown: gallery indices with pid -1 (junk for every query);
-    q_attr (Qb,), g_attr (N,), mode: the attribute protocol (None: the base rule).
+    q_attr (Qb,), g_attr (N,), mode: the attribute protocol (None: the base rule); ranked: dist's _SortedRows.
     """
     qb, n = dist.shape
     rows_p, cols_p = groups.members(q_labels)
@@ -307,7 +335,7 @@ def _score_block(dist, q_labels, q_cams, labels, cams, groups, unknown, ranks, a
     valid = np.arange(good_idx.shape[1])[None, :] < count[:, None]  # real goods, not padding
     good_is_junk = valid & (q_labels == -1)[:, None]  # only pid -1 queries have junk goods
 
-    position = _count_ahead(dist, None, good_d, good_idx, valid, valid)  # items ahead, junk included
+    position = _count_ahead(dist, None, good_d, good_idx, valid, valid, ranked)  # items ahead, junk included
     junk_ahead = _count_ahead(_gather(dist, junk_idx), junk_idx, good_d, good_idx, valid, good_is_junk)
     kept_ahead = position - junk_ahead  # non-junk items ahead
 
@@ -397,7 +425,7 @@ def check_protocol(ap_rule, attribute, mode, n):
 
 
 def evaluate_distances(dist, labels, cams, query_idx, rank_size=10000, gallery_idx=None, block=256, workers=None,
-                       ap_rule='trapezoid', attribute=None, mode=None):
+                       ap_rule='trapezoid', attribute=None, mode=None, sorted_blocks=None):
     """The metric on a precomputed (Q, G) distance matrix (smaller = closer), e.g. re-ranked distances:
     row q for query row query_idx[q], column g for gallery row gallery_idx[g] (every row when None).
     Same good / junk rules, ranking and AP as ``evaluate_mars``; a tensor on a GPU is ranked there."""
@@ -413,14 +441,16 @@ def evaluate_distances(dist, labels, cams, query_idx, rank_size=10000, gallery_i
     protocol = dict(ap_rule=ap_rule, attribute=attribute, mode=mode)
     if on_device:
         return score_distances_torch(dist, labels, cams, query_idx, ranks, gallery_idx, **protocol)
-    return score_distances(dist, labels, cams, query_idx, ranks, block, workers, gallery_idx, **protocol)
+    return score_distances(dist, labels, cams, query_idx, ranks, block, workers, gallery_idx, **protocol,
+                           sorted_blocks=sorted_blocks)
 
 
 def score_distances(dist, labels, cams, query_idx, ranks, block=256, workers=None, gallery_idx=None,
-                    ap_rule='trapezoid', attribute=None, mode=None):
+                    ap_rule='trapezoid', attribute=None, mode=None, sorted_blocks=None):
     """The ranking and scoring half of ``evaluate_mars``, on checked inputs and a (Q, G) distance matrix
     from ``cosine_distance``; ranks: the number of ranked-list entries looked at (1..G); ap_rule, attribute
-    (N,) int64 and mode as ``check_protocol`` returns them."""
+    (N,) int64 and mode as ``check_protocol`` returns them. sorted_blocks: a dict that keeps each query block's
+    sorted distances for the next call on the same matrix and blocks (the attribute protocols)."""
     g_rows = np.arange(len(labels)) if gallery_idx is None else gallery_idx
     g_labels, g_cams = labels[g_rows], cams[g_rows]
     g_attr = None if attribute is None else attribute[g_rows]
@@ -429,8 +459,13 @@ def score_distances(dist, labels, cams, query_idx, ranks, block=256, workers=Non
     def score(s):
         q = query_idx[s:s + block]
         q_attr = None if attribute is None else attribute[q]
+        ranked = None if sorted_blocks is None else sorted_blocks.get(s)
+        if ranked is None:
+            ranked = _SortedRows(dist[s:s + block])
+            if sorted_blocks is not None:
+                sorted_blocks[s] = ranked
         return _score_block(dist[s:s + block], labels[q], cams[q], g_labels, g_cams, groups, unknown, ranks,
-                            ap_rule, q_attr, g_attr, mode)
+                            ap_rule, q_attr, g_attr, mode, ranked)
 
     starts = range(0, len(query_idx), block)
     workers = min(workers or os.cpu_count() or 1, len(starts))
@@ -575,11 +610,13 @@ def score_protocols(dist, labels, cams, query_idx, ranks, gallery_idx=None, ap_r
     """The base result ('overall') and, for each attribute given ({'clothes' | 'location' | 'scale': (N,) ids}),
     its 'same' and 'different' protocols (PROTOCOLS names them), all from one (Q, G) distance matrix (a numpy
     array, or a tensor on any device: ranked there). Inputs checked as ``evaluate_distances`` does."""
-    out = {'overall': evaluate_distances(dist, labels, cams, query_idx, ranks, gallery_idx, ap_rule=ap_rule)}
+    shared = {}  # each query block's sorted distances, sorted once for all protocols (CPU path)
+    out = {'overall': evaluate_distances(dist, labels, cams, query_idx, ranks, gallery_idx, ap_rule=ap_rule,
+                                         sorted_blocks=shared)}
     for name, values in (attributes or {}).items():
         for key, mode in PROTOCOLS[name]:
             out[key] = evaluate_distances(dist, labels, cams, query_idx, ranks, gallery_idx, ap_rule=ap_rule,
-                                          attribute=values, mode=mode)
+                                          attribute=values, mode=mode, sorted_blocks=shared)
     return out
 
 
