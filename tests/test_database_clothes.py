@@ -254,3 +254,43 @@ def test_create_mevid_script(mevid, tmp_path, capsys):
     assert 'test_scale.npy' not in os.listdir(tmp_path / 'db')
     for name in os.listdir(tmp_path / 'db'):
         assert open(tmp_path / 'db' / name, 'rb').read() == open(mevid / 'db' / name, 'rb').read()
+
+
+# ---- run_MEVID.sh / run_CCVID.sh command lines ----------------------------------------------------------
+
+
+def script_commands(tmp_path, name, env):
+    """The commands a run script issues, PY pointing at a stub that prints each command's arguments."""
+    import stat
+    import subprocess
+    stub = tmp_path / 'python_stub'
+    stub.write_text('#!/bin/sh\necho ===\nfor a in "$@"; do printf "%s\\n" "$a"; done\n')
+    stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run(['sh', os.path.join(root, name), '--device', 'cpu'], cwd=tmp_path, capture_output=True,
+                         text=True, check=True, env={**os.environ, 'PY': str(stub), **env}).stdout
+    return [block.strip().splitlines() for block in out.split('===')[1:]]
+
+
+@pytest.mark.parametrize('name', ['run_MEVID.sh', 'run_CCVID.sh'])
+def test_run_scripts_build_train_and_score_with_the_published_protocol(tmp_path, name):
+    from util.cli.options import parse_args
+    (tmp_path / 'D').mkdir()
+    (tmp_path / 'D' / 'test_track_scale.txt').write_text('')
+    commands = script_commands(tmp_path, name, {'DATA_DIR': str(tmp_path / 'D'), 'DB': 'db'})
+    assert [os.path.basename(c[0]) for c in commands] == [f'create_{name[4:9]}_database.py', 'train_NL.py',
+                                                          'evaluate.py', 'train_NL.py', 'evaluate.py']
+    if name == 'run_MEVID.sh':
+        assert commands[0][1:] == ['--data_dir', str(tmp_path / 'D'), '--scale_file',
+                                   str(tmp_path / 'D' / 'test_track_scale.txt'), '--output_dir', 'db']
+    for train, score, model in ((commands[1], commands[2], 'resnet50_NL'),
+                                (commands[3], commands[4], 'resnet50_NL_stripe_hr')):
+        t, e = parse_args('NL', train[1:]), parse_args('evaluate', score[1:])
+        assert (t.model_type, t.n_epochs, t.lr, t.S, t.ap_rule, t.device) == (model, 200, 1e-4, 8, 'plain', 'cpu')
+        assert (e.model_type, e.ap_rule, e.test_sampling, e.test_stride, e.gallery_info) == \
+            (model, 'plain', 'strided', 4, 'db/gallery_IDX.npy')
+        assert e.clothes_info == 'db/test_clothes.npy' and e.results == f'{t.ckpt}/results.json'
+        if name == 'run_MEVID.sh':
+            assert (e.location_info, e.scale_info) == ('db/test_location.npy', 'db/test_scale.npy')
+        else:
+            assert e.location_info is None and e.scale_info is None
