@@ -123,14 +123,15 @@ class TrackletEmbedder:
 
     def __init__(self, load_ckpt, model_type, non_layers=None, stripes=None, temporal=None, S=8, height=256,
                  width=128, test_sampling='chunks', batch_size=32, num_workers=0, device='auto', amp='none',
-                 stride=1, channels_last=False, resize_on_device=False, decode_on_device=False):
+                 stride=1, channels_last=False, resize_on_device=False, decode_on_device=False, test_stride=4):
         if temporal is None:
             temporal = 'mean' if model_type == 'resnet50_s1' else 'Done'
         self.args = Namespace(load_ckpt=os.fspath(load_ckpt), model_type=model_type, non_layers=non_layers,
                               stripes=stripes, temporal=temporal, S=int(S), height=int(height), width=int(width),
                               test_sampling=test_sampling, batch_size=int(batch_size),
                               num_workers=int(num_workers), amp=amp, stride=stride, channels_last=channels_last,
-                              resize_on_device=resize_on_device, decode_on_device=decode_on_device)
+                              resize_on_device=resize_on_device, decode_on_device=decode_on_device,
+                              test_stride=int(test_stride))
         self.ctx = DistContext(rank=0, world_size=1, local_rank=0, device=select_device(device, 0), is_main=True)
         self.model = build_model(model_type, checkpoint_num_class(load_ckpt), non_layers=non_layers,
                                  stripes=stripes, temporal=temporal, stride=stride, pretrained='none',
@@ -166,5 +167,6 @@ def embedder_from_args(args):
                             num_workers=args.num_workers, device=args.device, amp=args.amp, stride=args.stride,
                             channels_last=getattr(args, 'channels_last', False),
                             resize_on_device=getattr(args, 'resize_on_device', False),
-                            decode_on_device=getattr(args, 'decode_on_device', False))
+                            decode_on_device=getattr(args, 'decode_on_device', False),
+                            test_stride=getattr(args, 'test_stride', 4))
 
