@@ -36,8 +36,8 @@ for NAME in $MODELS; do
         *) echo "error: MODELS: unknown model $NAME (expected NVAN, STE-NVAN)" >&2; exit 2 ;;
     esac
     CKPT=$RUNS/ckpt_CCVID_$NAME
-    "$PY" "$HERE/train_NL.py" --train_txt "$DB/train_path.txt" --train_info "$DB/train_info.npy" $TEST $RECIPE \
-        $MODEL --ckpt "$CKPT" "$@"
+    "$PY" "$HERE/train_NL.py" --train_txt "$DB/train_path.txt" --train_info "$DB/train_info.npy" $TEST \
+        --clothes_info "$DB/test_clothes.npy" $RECIPE $MODEL --ckpt "$CKPT" "$@"
     "$PY" "$HERE/evaluate.py" $TEST --clothes_info "$DB/test_clothes.npy" $EVAL $MODEL \
         --load_ckpt "$CKPT/ckpt_best.pth" --results "$CKPT/results.json" "$@"
 done

@@ -45,8 +45,8 @@ for NAME in $MODELS; do
         *) echo "error: MODELS: unknown model $NAME (expected NVAN, STE-NVAN)" >&2; exit 2 ;;
     esac
     CKPT=$RUNS/ckpt_MEVID_$NAME
-    "$PY" "$HERE/train_NL.py" --train_txt "$DB/train_path.txt" --train_info "$DB/train_info.npy" $TEST $RECIPE \
-        $MODEL --ckpt "$CKPT" "$@"
+    "$PY" "$HERE/train_NL.py" --train_txt "$DB/train_path.txt" --train_info "$DB/train_info.npy" $TEST $LABELS \
+        $RECIPE $MODEL --ckpt "$CKPT" "$@"
     "$PY" "$HERE/evaluate.py" $TEST $LABELS $EVAL $MODEL --load_ckpt "$CKPT/ckpt_best.pth" \
         --results "$CKPT/results.json" "$@"
 done

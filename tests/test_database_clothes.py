@@ -289,8 +289,9 @@ def test_run_scripts_build_train_and_score_with_the_published_protocol(tmp_path,
         assert (t.model_type, t.n_epochs, t.lr, t.S, t.ap_rule, t.device) == (model, 200, 1e-4, 8, 'plain', 'cpu')
         assert (e.model_type, e.ap_rule, e.test_sampling, e.test_stride, e.gallery_info) == \
             (model, 'plain', 'strided', 4, 'db/gallery_IDX.npy')
-        assert e.clothes_info == 'db/test_clothes.npy' and e.results == f'{t.ckpt}/results.json'
+        assert e.clothes_info == t.clothes_info == 'db/test_clothes.npy' and e.results == f'{t.ckpt}/results.json'
         if name == 'run_MEVID.sh':
-            assert (e.location_info, e.scale_info) == ('db/test_location.npy', 'db/test_scale.npy')
+            assert (e.location_info, e.scale_info) == (t.location_info, t.scale_info) == \
+                ('db/test_location.npy', 'db/test_scale.npy')
         else:
             assert e.location_info is None and e.scale_info is None
