@@ -250,12 +250,17 @@ class _SortedRows:
         self.shape, self.srt = srt.shape, srt
         self.flat = _float32_keys(srt).ravel() if srt.dtype == np.float32 else None
 
-    def bounds(self, t):
-        """(entries < t, entries <= t) of each row, t (R, K) of the rows' dtype."""
+    def bounds(self, t, valid=None):
+        """(entries < t, entries <= t) of each row, t (R, K) of the rows' dtype; only where valid (R, K) is True
+        when given (elsewhere 0)."""
         if self.flat is not None and t.dtype == np.float32 and not np.isnan(t).any():
-            keys = _float32_keys(t)
-            base = (np.arange(self.shape[0], dtype=np.int64) * self.shape[1])[:, None]
-            return np.searchsorted(self.flat, keys, 'left') - base, np.searchsorted(self.flat, keys, 'right') - base
+            r, k = np.nonzero(np.ones(t.shape, bool) if valid is None else valid)  # row-major: keys ascending
+            keys = _float32_keys(t[r, k][None, :])[0] + (r.astype(np.int64) << 32)
+            base = r * self.shape[1]
+            lo, upto = np.zeros(t.shape, np.int64), np.zeros(t.shape, np.int64)
+            lo[r, k] = np.searchsorted(self.flat, keys, 'left') - base
+            upto[r, k] = np.searchsorted(self.flat, keys, 'right') - base
+            return lo, upto
         return _searchsorted_rows(self.srt, t), _searchsorted_rows(self.srt, t, right=True)
 
 
@@ -268,7 +273,7 @@ def _count_ahead(values, index, t, t_index, valid, t_in_values, ranked=None):
     when already built. -> (Qb, K) int64.
     """
     ranked = _SortedRows(values) if ranked is None else ranked
-    lo, upto = ranked.bounds(t)  # entries with a smaller distance, with a smaller or equal one
+    lo, upto = ranked.bounds(t, valid)  # entries with a smaller distance, with a smaller or equal one
     equal = upto - lo
     ahead = lo.copy()
     # entries at exactly the same distance, other than the item itself, go first if their index is smaller
