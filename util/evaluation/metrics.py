@@ -217,51 +217,36 @@ def _gather(dist, idx):
     return np.where(idx < n, picked, np.inf).astype(dist.dtype)
 
 
-def _searchsorted_rows(srt, t, right=False):
-    """np.searchsorted row by row, as one vectorised binary search: srt (R, M) sorted rows, t (R, K)."""
-    rows = np.arange(len(srt))[:, None]
-    lo = np.zeros(t.shape, dtype=np.int64)
-    hi = np.full(t.shape, srt.shape[1], dtype=np.int64)
-    for _ in range(srt.shape[1].bit_length()):
-        mid = (lo + hi) // 2
-        v = srt[rows, np.minimum(mid, srt.shape[1] - 1)]
-        below = (v <= t) if right else (v < t)
-        active = lo < hi
-        lo = np.where(active & below, mid + 1, lo)
-        hi = np.where(active & ~below, mid, hi)
-    return lo
-
-
-def _float32_keys(x):
-    """float32 (R, M) -> int64 keys in the same order, each row's keys above the previous row's: one flat
-    np.searchsorted then searches every row at once. Integer view of IEEE floats made monotone (-0.0 and +0.0
-    share a key, as they compare equal); row r adds r * 2**32."""
-    i = np.ascontiguousarray(x).view(np.int32)
-    key = np.where(i < 0, np.negative(i & 0x7FFFFFFF), i).astype(np.int64)  # -2**31 + 1 .. 2**31 - 1
-    return key + ((np.arange(len(x), dtype=np.int64) << 32) + (1 << 31))[:, None]
-
-
 class _SortedRows:
-    """The rows of a (R, M) distance block sorted by value, ready for row-wise searches (float32: as one flat
-    array of _float32_keys). Built once per block and shared by the protocols scored on the same distances."""
+    """The rows of a (R, M) distance block sorted by value, for row-wise searches. Built once per block and shared
+    by the protocols scored on the same distances."""
 
     def __init__(self, values):
-        srt = np.sort(values, axis=1)
-        self.shape, self.srt = srt.shape, srt
-        self.flat = _float32_keys(srt).ravel() if srt.dtype == np.float32 else None
+        self.srt = np.sort(values, axis=1)
 
     def bounds(self, t, valid=None):
-        """(entries < t, entries <= t) of each row, t (R, K) of the rows' dtype; only where valid (R, K) is True
-        when given (elsewhere 0)."""
-        if self.flat is not None and t.dtype == np.float32 and not np.isnan(t).any():
-            r, k = np.nonzero(np.ones(t.shape, bool) if valid is None else valid)  # row-major: keys ascending
-            keys = _float32_keys(t[r, k][None, :])[0] + (r.astype(np.int64) << 32)
-            base = r * self.shape[1]
-            lo, upto = np.zeros(t.shape, np.int64), np.zeros(t.shape, np.int64)
-            lo[r, k] = np.searchsorted(self.flat, keys, 'left') - base
-            upto[r, k] = np.searchsorted(self.flat, keys, 'right') - base
-            return lo, upto
-        return _searchsorted_rows(self.srt, t), _searchsorted_rows(self.srt, t, right=True)
+        """(entries < t, entries <= t) of each row for t (R, K), where valid (R, K) is True (elsewhere 0).
+
+        One vectorised binary search over the wanted items only, both bounds at once: items searched twice,
+        the second copy counting equal entries too."""
+        rows, m = self.srt.shape
+        r, k = np.nonzero(np.ones(t.shape, bool) if valid is None else valid)
+        n = len(r)
+        x = np.tile(t[r, k], 2)
+        right = np.arange(2 * n) >= n
+        base = np.tile(r.astype(np.int64) * m, 2)
+        flat = self.srt.ravel()
+        lo, hi = np.zeros(2 * n, np.int64), np.full(2 * n, m, np.int64)
+        for _ in range(m.bit_length()):
+            mid = (lo + hi) >> 1
+            v = flat[base + np.minimum(mid, m - 1)]
+            below = (v < x) | (right & (v == x))
+            active = lo < hi
+            lo = np.where(active & below, mid + 1, lo)
+            hi = np.where(active & ~below, mid, hi)
+        out_lo, out_upto = np.zeros(t.shape, np.int64), np.zeros(t.shape, np.int64)
+        out_lo[r, k], out_upto[r, k] = lo[:n], lo[n:]
+        return out_lo, out_upto
 
 
 def _count_ahead(values, index, t, t_index, valid, t_in_values, ranked=None):
@@ -430,7 +415,7 @@ def check_protocol(ap_rule, attribute, mode, n):
 
 
 def evaluate_distances(dist, labels, cams, query_idx, rank_size=10000, gallery_idx=None, block=256, workers=None,
-                       ap_rule='trapezoid', attribute=None, mode=None, sorted_blocks=None):
+                       ap_rule='trapezoid', attribute=None, mode=None):
     """The metric on a precomputed (Q, G) distance matrix (smaller = closer), e.g. re-ranked distances:
     row q for query row query_idx[q], column g for gallery row gallery_idx[g] (every row when None).
     Same good / junk rules, ranking and AP as ``evaluate_mars``; a tensor on a GPU is ranked there."""
@@ -446,31 +431,33 @@ def evaluate_distances(dist, labels, cams, query_idx, rank_size=10000, gallery_i
     protocol = dict(ap_rule=ap_rule, attribute=attribute, mode=mode)
     if on_device:
         return score_distances_torch(dist, labels, cams, query_idx, ranks, gallery_idx, **protocol)
-    return score_distances(dist, labels, cams, query_idx, ranks, block, workers, gallery_idx, **protocol,
-                           sorted_blocks=sorted_blocks)
+    return score_distances(dist, labels, cams, query_idx, ranks, block, workers, gallery_idx, **protocol)
 
 
 def score_distances(dist, labels, cams, query_idx, ranks, block=256, workers=None, gallery_idx=None,
-                    ap_rule='trapezoid', attribute=None, mode=None, sorted_blocks=None):
+                    ap_rule='trapezoid', attribute=None, mode=None):
     """The ranking and scoring half of ``evaluate_mars``, on checked inputs and a (Q, G) distance matrix
     from ``cosine_distance``; ranks: the number of ranked-list entries looked at (1..G); ap_rule, attribute
-    (N,) int64 and mode as ``check_protocol`` returns them. sorted_blocks: a dict that keeps each query block's
-    sorted distances for the next call on the same matrix and blocks (the attribute protocols)."""
+    (N,) int64 and mode as ``check_protocol`` returns them."""
+    return score_many(dist, labels, cams, query_idx, ranks, [(attribute, mode)], block, workers, gallery_idx,
+                      ap_rule)[0]
+
+
+def score_many(dist, labels, cams, query_idx, ranks, protocols, block=256, workers=None, gallery_idx=None,
+               ap_rule='trapezoid'):
+    """``score_distances`` for several protocols [(attribute (N,) or None, mode), ...] on the same distances:
+    one list of MarsResult. Each query block is sorted once and scored for every protocol by one worker."""
     g_rows = np.arange(len(labels)) if gallery_idx is None else gallery_idx
     g_labels, g_cams = labels[g_rows], cams[g_rows]
-    g_attr = None if attribute is None else attribute[g_rows]
+    g_attrs = [None if attribute is None else attribute[g_rows] for attribute, _ in protocols]
     groups, unknown = _Groups(g_labels), np.flatnonzero(g_labels == -1)
 
     def score(s):
-        q = query_idx[s:s + block]
-        q_attr = None if attribute is None else attribute[q]
-        ranked = None if sorted_blocks is None else sorted_blocks.get(s)
-        if ranked is None:
-            ranked = _SortedRows(dist[s:s + block])
-            if sorted_blocks is not None:
-                sorted_blocks[s] = ranked
-        return _score_block(dist[s:s + block], labels[q], cams[q], g_labels, g_cams, groups, unknown, ranks,
-                            ap_rule, q_attr, g_attr, mode, ranked)
+        q, d = query_idx[s:s + block], dist[s:s + block]
+        ranked = _SortedRows(d)
+        return [_score_block(d, labels[q], cams[q], g_labels, g_cams, groups, unknown, ranks, ap_rule,
+                             None if attribute is None else attribute[q], g_attr, mode, ranked)
+                for (attribute, mode), g_attr in zip(protocols, g_attrs)]
 
     starts = range(0, len(query_idx), block)
     workers = min(workers or os.cpu_count() or 1, len(starts))
@@ -479,8 +466,11 @@ def score_distances(dist, labels, cams, query_idx, ranks, block=256, workers=Non
             parts = list(pool.map(score, starts))
     else:
         parts = [score(s) for s in starts]
-    ap, first, inp = (np.concatenate([p[i] for p in parts]) for i in range(3))
-    return _summarise(ap, first, ranks, inp, allow_empty=mode is not None, ap_rule=ap_rule)
+    results = []
+    for i, (_, mode) in enumerate(protocols):
+        ap, first, inp = (np.concatenate([p[i][j] for p in parts]) for j in range(3))
+        results.append(_summarise(ap, first, ranks, inp, allow_empty=mode is not None, ap_rule=ap_rule))
+    return results
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -611,18 +601,29 @@ PROTOCOL_TITLES = {'overall': 'general', 'same_clothes': 'SC', 'clothes_changing
                    'different_location': 'DL', 'same_scale': 'SS', 'different_scale': 'DS'}
 
 
-def score_protocols(dist, labels, cams, query_idx, ranks, gallery_idx=None, ap_rule='trapezoid', attributes=None):
+def score_protocols(dist, labels, cams, query_idx, ranks, gallery_idx=None, ap_rule='trapezoid', attributes=None,
+                    block=256, workers=None):
     """The base result ('overall') and, for each attribute given ({'clothes' | 'location' | 'scale': (N,) ids}),
     its 'same' and 'different' protocols (PROTOCOLS names them), all from one (Q, G) distance matrix (a numpy
     array, or a tensor on any device: ranked there). Inputs checked as ``evaluate_distances`` does."""
-    shared = {}  # each query block's sorted distances, sorted once for all protocols (CPU path)
-    out = {'overall': evaluate_distances(dist, labels, cams, query_idx, ranks, gallery_idx, ap_rule=ap_rule,
-                                         sorted_blocks=shared)}
+    keys, protocols = ['overall'], [(None, None)]
     for name, values in (attributes or {}).items():
         for key, mode in PROTOCOLS[name]:
-            out[key] = evaluate_distances(dist, labels, cams, query_idx, ranks, gallery_idx, ap_rule=ap_rule,
-                                          attribute=values, mode=mode, sorted_blocks=shared)
-    return out
+            keys.append(key)
+            protocols.append((values, mode))
+    if isinstance(dist, torch.Tensor) and dist.device.type != 'cpu':
+        return {key: evaluate_distances(dist, labels, cams, query_idx, ranks, gallery_idx, ap_rule=ap_rule,
+                                        attribute=attribute, mode=mode) for key, (attribute, mode) in
+                zip(keys, protocols)}
+    dist = _as_numpy(dist)
+    n = len(_as_numpy(labels))
+    labels, cams, query_idx, gallery_idx, ranks = _check_rows(n, labels, cams, query_idx, ranks, gallery_idx)
+    protocols = [(check_protocol(ap_rule, attribute, mode, n), mode) for attribute, mode in protocols]
+    g = n if gallery_idx is None else len(gallery_idx)
+    if dist.shape != (len(query_idx), g):
+        raise DataError(f'distances: expected shape ({len(query_idx)}, {g}) (queries x gallery), got {dist.shape}')
+    return dict(zip(keys, score_many(dist, labels, cams, query_idx, ranks, protocols, block, workers, gallery_idx,
+                                     ap_rule)))
 
 
 def format_protocols(results):
