@@ -206,9 +206,18 @@ def read_attributes(args, n, info_path):
     for name, flag in ATTRIBUTE_FLAGS.items():
         path = getattr(args, flag, None)
         if path is not None:
-            out[name] = check_attribute(np.load(path, allow_pickle=False) if os.path.isfile(path) else None,
-                                        n, f'--{flag} {path}', info_path)
+            out[name] = check_attribute(_load_labels(path, f'--{flag}'), n, f'--{flag} {path}', info_path)
     return out
+
+
+def _load_labels(path, flag):
+    """A label .npy file (None when missing); an unreadable one is a one-line error."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as err:  # not a .npy file, or a damaged one
+        raise DataError(f'{flag} {path}: not a readable .npy file ({type(err).__name__}: {err})') from None
 
 
 def check_attribute(values, n, source, info_path):
