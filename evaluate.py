@@ -6,8 +6,8 @@ Same flags as the original release (`python3 evaluate.py --help`) plus the test 
 """
 import sys
 
+from util.cli.evaluate import evaluate
 from util.cli.options import parse_args, run_main
-from util.evaluation.extract import evaluate
 
 
 def main(argv=None):

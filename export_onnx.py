@@ -9,8 +9,8 @@ axis is dynamic. The file is then run with onnxruntime on the CPU and compared w
 import sys
 
 from util.cli.options import parse_args, run_main
-from util.evaluation.embed import embedder_from_args
-from util.train.run import atomic_save, check_writable
+from util.cli.tools import embedder_from_args
+from util.io import atomic_save, check_writable
 
 
 def main(argv=None):

@@ -10,9 +10,9 @@ with a known identity): search.py reads it, and evaluate.py --features scores it
 import sys
 
 from util.cli.options import parse_args, run_main
-from util.evaluation.embed import embedder_from_args, find_tracklets, tracklet_database
-from util.evaluation.search import save_tracklet_features
-from util.train.run import check_writable
+from util.cli.tools import embedder_from_args
+from util.evaluation.embed import find_tracklets, tracklet_database, tracklet_features
+from util.io import check_writable
 
 
 def main(argv=None):
@@ -25,7 +25,7 @@ def main(argv=None):
           f'--test_sampling {args.test_sampling}, device {embedder.device}')
     features = embedder.embed_database(db, progress=True)
     labels, cams = db.info[:, 2], db.info[:, 3]
-    save_tracklet_features(args.out, features, tracklets, labels, cams, args.test_sampling)
+    tracklet_features(features, tracklets, labels, cams, args.test_sampling).write(args.out)
     print(f'Saved {features.shape[0]} x {features.shape[1]} features to {args.out} '
           f'({int((labels != -1).sum())} tracklets with identities from their frame names)')
     return 0

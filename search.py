@@ -15,39 +15,44 @@ import numpy as np
 from util.cli.options import parse_args, run_main
 from util.data.sampling import test_frame_indices
 from util.errors import DataError
-from util.evaluation.search import check_dimensions, cosine_topk, draw_search, open_features, reranked_topk
-from util.pictures.ranks import match_kinds
+from util.evaluation.features_file import FeaturesFile
+from util.evaluation.search import check_dimensions, cosine_topk, reranked_topk
+from util.pictures.ranks import draw_search, match_kinds
 
 
 def load_tracklets(path, flag, args, embedder):
     """Features, labels, cams and paths of --query / --gallery: embedded when a folder, else read."""
     if not os.path.isdir(path):
-        return open_features(path, flag)
-    from util.evaluation.embed import embedder_from_args, find_tracklets, tracklet_database  # torch: only for folders
+        return FeaturesFile.read(path, flag, mmap=True, scoring=False)
+    from util.cli.tools import embedder_from_args  # torch: only for folders
+    from util.evaluation.embed import (
+        find_tracklets,
+        tracklet_database,
+        tracklet_features,
+    )
     tracklets = find_tracklets([path])
     db = tracklet_database(tracklets)
     if embedder[0] is None:
         embedder[0] = embedder_from_args(args)
     print(f'{flag}: embedding {len(tracklets)} tracklet(s) of {path}')
-    return dict(features=embedder[0].embed_database(db, progress=True), labels=db.info[:, 2], cams=db.info[:, 3],
-                paths=np.asarray(tracklets, dtype=str))
+    return tracklet_features(embedder[0].embed_database(db, progress=True), tracklets, db.info[:, 2], db.info[:, 3])
 
 
 def describe(side, i, short=False):
-    name = f'row {i}' if side['paths'] is None else str(side['paths'][i])
+    name = f'row {i}' if side.paths is None else str(side.paths[i])
     name = os.path.basename(name) if short else name
-    pid, cam = int(side['labels'][i]), int(side['cams'][i])
+    pid, cam = int(side.labels[i]), int(side.cams[i])
     return name + (f' (id {pid}, cam {cam})' if pid != -1 else '')
 
 
 def picture(out, args, query, q, gallery, rows, scores, score_name):
     from util.evaluation.embed import list_frames
-    frames = list_frames(str(query['paths'][q]))
+    frames = list_frames(str(query.paths[q]))
     shown = test_frame_indices(0, len(frames) - 1, args.S)                   # the query clip's frames
-    labels = np.concatenate([query['labels'][q:q + 1], gallery['labels'][rows]])
-    kinds = match_kinds(labels, np.concatenate([query['cams'][q:q + 1], gallery['cams'][rows]]), 0)[1:]
-    ranked = [(list_frames(str(gallery['paths'][r]))[0],
-               (f'#{k + 1} {s:.3f}', f'id {gallery["labels"][r]} c{gallery["cams"][r]}' if labels[0] != -1 else ''),
+    labels = np.concatenate([query.labels[q:q + 1], gallery.labels[rows]])
+    kinds = match_kinds(labels, np.concatenate([query.cams[q:q + 1], gallery.cams[rows]]), 0)[1:]
+    ranked = [(list_frames(str(gallery.paths[r]))[0],
+               (f'#{k + 1} {s:.3f}', f'id {gallery.labels[r]} c{gallery.cams[r]}' if labels[0] != -1 else ''),
                kind if labels[0] != -1 else None)
               for k, (r, s, kind) in enumerate(zip(rows, scores, kinds))]
     draw_search(out, [frames[i] for i in shown], f'Query {describe(query, q, short=True)}', ranked, args.S,
@@ -57,23 +62,23 @@ def picture(out, args, query, q, gallery, rows, scores, score_name):
 def main(argv=None):
     args = parse_args('search', argv)
     if args.visualize is not None:
-        from util.train.run import check_writable
+        from util.io import check_writable
         check_writable(args.visualize, '--visualize')
     embedder = [None]
     query = load_tracklets(args.query, '--query', args, embedder)
     gallery = load_tracklets(args.gallery, '--gallery', args, embedder)
-    check_dimensions(query['features'], gallery['features'], args.query, args.gallery)
-    if args.visualize is not None and (query['paths'] is None or gallery['paths'] is None):
+    check_dimensions(query.features, gallery.features, args.query, args.gallery)
+    if args.visualize is not None and (query.paths is None or gallery.paths is None):
         raise DataError('--visualize needs the tracklet folders: use folders or files of extract_features.py '
                         '(files of evaluate.py --save_features hold no paths)')
     if args.rerank:
-        rows, scores = reranked_topk(query['features'], gallery['features'], args.topk, args.rerank_k1,
+        rows, scores = reranked_topk(query.features, gallery.features, args.topk, args.rerank_k1,
                                      args.rerank_k2, args.rerank_lambda)
         score_name = 're-ranked distance'
     else:
-        rows, scores = cosine_topk(query['features'], gallery['features'], args.topk, args.chunk)
+        rows, scores = cosine_topk(query.features, gallery.features, args.topk, args.chunk)
         score_name = 'cosine similarity'
-    n_query = len(query['features'])
+    n_query = len(query.features)
     for q in range(n_query):
         print(f'Query {q}: {describe(query, q)}')
         print(f'  rank  {score_name:>18}  gallery tracklet')

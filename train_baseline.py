@@ -6,7 +6,7 @@ Under torchrun (`torchrun --nproc_per_node=N train_baseline.py ...`) the batch i
 import sys
 
 from util.cli.options import parse_args, run_main
-from util.train.engine import train
+from util.cli.train import train
 
 
 def main(argv=None):

@@ -8,7 +8,7 @@ evaluation loader (every frame decoded once) in a single process with one thread
   concatenated (what utils.Video_test_Dataset and its collate did);
 * ours (pil): util.data.loaders.TestClipDataset with Pillow decoding, uint8 clips collated;
 * ours (auto): the same with libjpeg-turbo through torchvision (the default);
-* the "+ normalize" column adds util.data.frames.normalize_clip on the CPU, one op per batch (in training it
+* the "+ normalize" column adds models.preprocess.normalize_clip on the CPU, one op per batch (in training it
   runs on the GPU instead);
 * resize (--resize_on_device): what the worker does (decode each frame at its own size and pack the
   frames), and, on the next row, that plus the exact resize and normalisation of the batch on the CPU;
@@ -35,7 +35,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from benchmarks.machine import cpu_name, sync  # benchmarks/machine.py, which also makes models/ and util/ importable
-from util.data.frames import DeviceBatch, normalize_clip
+from models.preprocess import normalize_clip
+from util.data.frames import DeviceBatch
 from util.data.loaders import Database, make_test_loader
 
 

@@ -10,7 +10,7 @@ pooling and softmax are not counted. Torch's FLOP table has no entry for the CPU
 (aten._scaled_dot_product_flash_attention_for_cpu), so count_flops maps it to torch's own SDPA formula;
 SDPA and the explicit path then count the same (two batched matmuls per block).
 
-Each training-step configuration runs in a fresh subprocess: one step (util.train.engine.train_step in fp32 with
+Each training-step configuration runs in a fresh subprocess: one step (util.train.trainer.train_step in fp32 with
 the arguments of run_baseline.sh / run_NL.sh: forward, batch-hard triplet + track ID loss, backward, Adam)
 is run cold, then `--repeats` timed steps (median). Peak memory is the high-water mark of the process's
 resident memory during the cold step minus the resident memory just before it (Linux VmHWM, reset through
@@ -24,11 +24,11 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from benchmarks.bench_train import training_args  # benchmarks/ is the script's directory, on sys.path
+from benchmarks.bench_train import training_configs  # benchmarks/ is the script's directory, on sys.path
 from benchmarks.machine import peak_memory, run_worker, serve_worker, sync
 from models import MODEL_TYPES, build_model
 from util.evaluation.extract import prepare_clips
-from util.train.engine import build_optimizer, train_step
+from util.train.trainer import build_optimizer, train_step
 
 _CPU_FLASH = getattr(torch.ops.aten, '_scaled_dot_product_flash_attention_for_cpu', None)
 
@@ -70,10 +70,10 @@ def measure(model_type, attention, P, K, S, height, width, stripes, device, repe
         torch.set_num_threads(threads)
     device = torch.device(device)
     torch.manual_seed(0)
-    args = training_args(model_type, S)
+    losses, optim = training_configs(model_type, S)
     model = build_model(model_type, 625, stripes=stripes, pretrained='none', height=height,
                         attention=attention).to(device).train()
-    optimizer = build_optimizer(model.parameters(), args)
+    optimizer = build_optimizer(model.parameters(), optim)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     clips = torch.randint(0, 256, (P * K, S, 3, height, width), dtype=torch.uint8)
     labels = torch.arange(P).repeat_interleave(K)
@@ -81,7 +81,7 @@ def measure(model_type, attention, P, K, S, height, width, stripes, device, repe
 
     def step():
         t0 = time.perf_counter()
-        train_step(model, optimizer, scaler, clips, labels, args, frame_level)
+        train_step(model, optimizer, scaler, clips, labels, losses, frame_level)
         sync(device)
         return time.perf_counter() - t0
 

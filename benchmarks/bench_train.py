@@ -4,10 +4,10 @@
     python benchmarks/bench_train.py --device cuda     # the paper's batch: P=8 K=4 S=8 at 256x128
     python benchmarks/bench_train.py --types resnet50_NL --configs fp32-explicit bf16-cl-sdpa --json out.json
 
-One training step is util.train.engine.train_step, the step train_baseline.py / train_NL.py take per batch, with
+One training step is util.train.trainer.train_step, the step train_baseline.py / train_NL.py take per batch, with
 the arguments run_baseline.sh / run_NL.sh give it: uint8 clips normalised on the device, forward,
 batch-hard soft-margin triplet loss on the clip features plus the track-level ID loss (resnet50_s1: frame
-outputs mean-pooled first, FPL), backward, Adam (engine.build_optimizer). Random clips stand in for the data so
+outputs mean-pooled first, FPL), backward, Adam (trainer.build_optimizer). Random clips stand in for the data so
 the input pipeline (benchmarks/bench_input.py) is not measured. Configurations:
 
   fp32-explicit   float32, non-local attention as the explicit softmax(theta^T phi) g (the original's way)
@@ -48,9 +48,10 @@ from benchmarks.machine import (  # benchmarks/
 )
 from models import MODEL_TYPES, build_model, to_channels_last
 from models.resnet import stage_heights
-from util.cli.options import build_parser
+from util.cli.options import build_parser, default_weight_decay
+from util.cli.train import loss_config, optim_config
 from util.evaluation.extract import clip_features, prepare_clips
-from util.train.engine import build_optimizer, train_step
+from util.train.trainer import build_optimizer, train_step
 
 Config = namedtuple('Config', 'amp channels_last attention compile tf32', defaults=(False, True))
 CONFIGS = {
@@ -70,13 +71,15 @@ CPU_DEFAULT = dict(P=2, K=2, S=8, height=256, width=128)
 QUICK = dict(P=1, K=2, S=4, height=64, width=32)
 
 
-def training_args(model_type, S, amp='none', channels_last=False):
-    """The parsed arguments of the training script of `model_type` as run_baseline.sh / run_NL.sh call it
-    (Adam at lr 1e-4, triplet + track ID loss), for engine.build_optimizer and engine.train_step."""
+def training_configs(model_type, S):
+    """(LossConfig, OptimConfig) of the training script of `model_type` as run_baseline.sh / run_NL.sh call it
+    (Adam at lr 1e-4 with the script's weight decay, triplet + track ID loss), for build_optimizer and
+    train_step."""
     script, temporal = ('baseline', 'mean') if model_type == 'resnet50_s1' else ('NL', 'Done')
-    argv = ['--model_type', model_type, '--S', str(S), '--temporal', temporal, '--track_id_loss', '--lr', '1e-4',
-            '--amp', amp] + (['--channels_last'] if channels_last else [])
-    return build_parser(script).parse_args(argv)
+    argv = ['--model_type', model_type, '--S', str(S), '--temporal', temporal, '--track_id_loss', '--lr', '1e-4']
+    args = build_parser(script).parse_args(argv)
+    args.weight_decay = default_weight_decay(script, args.optimizer)  # as parse_args resolves it
+    return loss_config(args), optim_config(args)
 
 
 # ---------------------------------------------------------------- one configuration, in a worker process
@@ -105,13 +108,13 @@ def measure(model_type, config, P, K, S, height, width, non_layers, stripes, ste
         torch.backends.cudnn.benchmark = True
         torch.backends.cudnn.allow_tf32 = cfg.tf32
     torch.manual_seed(seed)
-    args = training_args(model_type, S, cfg.amp, cfg.channels_last)
+    losses, optim = training_configs(model_type, S)
     model = build_model(model_type, NUM_CLASS, non_layers=non_layers, stripes=stripes, pretrained='none',
                         height=height, S=S, attention=cfg.attention).to(device).train()
     if cfg.channels_last:
         to_channels_last(model)
     forward = torch.compile(model) if cfg.compile else model
-    optimizer = build_optimizer(model.parameters(), args)
+    optimizer = build_optimizer(model.parameters(), optim)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == 'fp16')
     frame_level = model.frame_level
 
@@ -124,12 +127,13 @@ def measure(model_type, config, P, K, S, height, width, non_layers, stripes, ste
     labels = torch.arange(P).repeat_interleave(K)  # on the host, as the loader gives them
 
     def step():  # raises on a non-finite loss, as training does
-        return train_step(forward, optimizer, scaler, train_clips, labels, args, frame_level)
+        return train_step(forward, optimizer, scaler, train_clips, labels, losses, frame_level, cfg.amp,
+                          cfg.channels_last)
 
     @torch.no_grad()
     def eval_step():
         x = prepare_clips(eval_clips, frame_level, device, cfg.channels_last)
-        return clip_features(forward, x, S, args.temporal, frame_level, args.amp, device)
+        return clip_features(forward, x, S, losses.temporal, frame_level, cfg.amp, device)
 
     train_s, peak = peak_memory(device, lambda: timed(step, steps, warmup, device))
     table = profile_table(step) if profile else None

@@ -7,10 +7,13 @@ We save the same, so either code base loads the other's files, and load strictly
 The four non-local types share parameter names and shapes for the same non_layers (the stripe count, the
 temporal grouping, --temporal and --stride have no parameters); only resnet50_NL's layer1 blocks differ
 (g.0 / phi.0). Weights alone can therefore load into a configuration they were not trained with. Our runs
-record their configuration (util.train.run.save_best_weights: ``ckpt_best.json`` beside
+record their configuration (save_best_weights: ``ckpt_best.json`` beside
 ``ckpt_best.pth``; the 'config' entry of last.pth), and a contradiction with the model is refused. The
 original's released files carry none: for them only the key and shape checks apply.
 """
+import hashlib
+import io
+import json
 import os
 from collections import OrderedDict
 
@@ -18,9 +21,52 @@ import torch
 import torch.nn as nn
 
 from util.errors import CheckpointError
-from util.train.run import load_torch_file, read_weights_config
+from util.io import atomic_save, load_torch_file, write_text
 
-from .network import CLASSIFIER_STD, VARIANTS, unwrap_model
+from .network import CLASSIFIER_STD, VARIANTS, build_model, unwrap_model
+
+CONFIG_FORMAT = 'ste-nvan-config-v1'
+
+
+# -- the run configuration beside ckpt_best.pth --------------------------------------------------------------
+
+def config_path(weights_path):
+    """ckpt_best.pth -> ckpt_best.json."""
+    return os.path.splitext(os.fspath(weights_path))[0] + '.json'
+
+
+def save_best_weights(path, state, config):
+    """Write the weights (a state dict) to `path` and the run configuration with the file's checksum to
+    config_path(path), both atomically. The weights file stays a plain state dict (the original code loads
+    it); the checksum lets a reader tell whether the .json describes the .pth beside it."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    atomic_save(data, path, write=lambda d, f: f.write(d))
+    record = {'format': CONFIG_FORMAT, **config, 'weights': os.path.basename(os.fspath(path)),
+              'weights_sha256': hashlib.sha256(data).hexdigest()}
+    write_text(config_path(path), json.dumps(record, indent=1) + '\n')
+
+
+def read_weights_config(path):
+    """(run configuration or None, note or None) from the .json beside a weights file. The note says why a
+    .json that is there was not used (unreadable, or it describes other weights)."""
+    side = config_path(path)
+    if not os.path.isfile(side):
+        return None, None
+    try:
+        with open(side) as f:
+            record = json.load(f)
+        if not isinstance(record, dict) or record.get('format') != CONFIG_FORMAT:
+            raise ValueError('not a run configuration of this project')
+    except (OSError, ValueError) as err:
+        return None, f'note: {side} is not readable ({err}); the configuration of {path} is not checked'
+    with open(path, 'rb') as f:
+        digest = hashlib.file_digest(f, 'sha256').hexdigest()
+    if digest != record.get('weights_sha256'):
+        return None, (f'note: {side} describes other weights than {path} (checksum differs); the '
+                      'configuration is not checked')
+    return {k: v for k, v in record.items() if k not in ('format', 'weights', 'weights_sha256')}, None
 
 _WRAPPER_PREFIXES = ('module.', '_orig_mod.')
 _SHOW = 3
@@ -227,3 +273,19 @@ def checkpoint_num_class(path):
     if weight is None or weight.dim() != 2:
         raise CheckpointError(f'checkpoint {os.fspath(path)}: no classifier.weight; {guess_config(state)}')
     return int(weight.shape[0])
+
+
+def load_model(path, model_type, non_layers=None, stripes=None, temporal=None, stride=1, height=256, S=None,
+               attention='sdpa', inputs=None):
+    """Build the network a checkpoint was trained as and load its weights strictly: (model, notes).
+
+    The classifier size comes from the file; every weight comes from it, so the backbone gets no ImageNet
+    initialisation. The other arguments are build_model's. `inputs` (S, height, width of this use) is compared
+    with the configuration the file records, as in load_checkpoint; `notes` are its one-line remarks.
+
+        model, notes = load_model('ckpt_best.pth', 'resnet50_NL_stripe_hr', non_layers=(0, 2, 3, 0), S=8)
+    """
+    model = build_model(model_type, checkpoint_num_class(path), non_layers=non_layers, stripes=stripes,
+                        temporal=temporal, stride=stride, pretrained='none', height=height, S=S,
+                        attention=attention)
+    return model, load_checkpoint(model, path, inputs=inputs)

@@ -2,7 +2,7 @@
 
 ``ClipEmbedder(model)`` maps uint8 RGB clips (B, S, 3, H, W), what a camera pipeline has, to the (B, 2048)
 eval features evaluate.py computes: the ImageNet normalisation (util.data.loaders.normalize_clip) is inside, and
-resnet50_s1 pools its S frame features with its --temporal mode (util.train.losses.temporal_pool) inside.
+resnet50_s1 pools its S frame features with its --temporal mode (models.pooling.temporal_pool) inside.
 """
 import os
 import warnings
@@ -11,8 +11,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from util.data.frames import normalize_clip
-from util.train.losses import temporal_pool
+from models.pooling import temporal_pool
+from models.preprocess import normalize_clip
 
 from .network import unwrap_model
 

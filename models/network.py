@@ -13,7 +13,7 @@ import torch.nn as nn
 from util.errors import ModelConfigError
 
 from .non_local import NonLocalBlock, StripeNonLocalBlock, check_attention
-from .resnet import STAGE_DEPTHS, ResNet50, load_pretrained, read_pretrained, stage_heights
+from .resnet import STAGE_DEPTHS, ResNet50, frame_divisor, load_pretrained, read_pretrained, stage_heights
 
 FEATURE_DIM = 2048
 
@@ -52,11 +52,7 @@ class Features(nn.Module):
         self.frame_level = frame_level
 
     def check_frames(self, frames):
-        divisor = self.backbone.frame_divisor()
-        if frames < 1 or frames % divisor:
-            raise ModelConfigError(
-                f'{self.model_type} needs S (frames per clip) divisible by {divisor}: it attends within and '
-                f'max-pools pairs of consecutive frames; got S={frames}')
+        _check_clip_length(self.model_type, frames, self.backbone.frame_divisor())
 
     def forward(self, x):
         if self.frame_level:
@@ -113,22 +109,33 @@ def _int_tuple(value, name, default):
     return values
 
 
-def _check_config(model_type, num_class, non_layers, stripes, temporal, stride, height, attention):
+def check_config(model_type, non_layers=None, stripes=None, temporal=None, stride=1, height=256, width=None,
+                 S=None, attention='sdpa'):
+    """Check a model configuration before anything is built or read; ModelConfigError says what is wrong.
+
+    The one validation of the five types' options (build_model calls it; the command line calls it before any
+    work). None means the default (non_layers (0, 2, 3, 0), stripes (16, 16, 16, 16), temporal 'mean' for
+    resnet50_s1 and 'Done' otherwise); width and S are checked when given. Returns the normalised
+    (non_layers, stripes, temporal).
+    """
     if model_type not in VARIANTS:
         raise ModelConfigError(f"unknown model_type {model_type!r}; expected one of {', '.join(MODEL_TYPES)}")
     variant = VARIANTS[model_type]
-    if not isinstance(num_class, int) or num_class < 1:
-        raise ModelConfigError(f'num_class must be a positive integer, got {num_class!r}')
+    if temporal is None:
+        temporal = 'mean' if variant is None else 'Done'
     if stride not in (1, 2):
         raise ModelConfigError(f'stride (of layer4) must be 1 or 2, got {stride!r}')
     check_attention(attention)
-    if not isinstance(height, int) or height < MIN_HEIGHT:
-        raise ModelConfigError(f'height must be an integer of at least {MIN_HEIGHT} pixels, got {height!r}')
+    if not isinstance(height, int) or height < MIN_HEIGHT or (width is not None and width < MIN_WIDTH):
+        size = f'{height!r} x {width!r}' if width is not None else f'height {height!r}'
+        raise ModelConfigError(f'frames must be at least {MIN_HEIGHT} x {MIN_WIDTH} pixels (height x width), '
+                               f'got {size}')
     if variant is None:
         if temporal not in ('mean', 'max'):
             raise ModelConfigError(
-                f"resnet50_s1 pools frame features with temporal 'mean' or 'max' (FPL), got {temporal!r}")
-        return (0, 0, 0, 0), DEFAULT_STRIPES
+                f"resnet50_s1 pools frame features with temporal 'mean' or 'max' (FPL), got {temporal!r}; "
+                "'Done' is for the non-local types")
+        return (0, 0, 0, 0), DEFAULT_STRIPES, temporal
     if temporal != 'Done':
         raise ModelConfigError(f"{model_type} pools inside the network: temporal must be 'Done', got {temporal!r}")
     non_layers = _int_tuple(non_layers, 'non_layers', DEFAULT_NON_LAYERS)
@@ -143,7 +150,16 @@ def _check_config(model_type, num_class, non_layers, stripes, temporal, stride, 
                 raise ModelConfigError(
                     f'stripes[{i}]={s} does not divide the layer{i + 1} feature height {h} '
                     f'(input height {height}); use a divisor of {h}')
-    return non_layers, stripes
+    if S is not None:
+        _check_clip_length(model_type, S, frame_divisor(non_layers, variant.group, variant.pool_after))
+    return non_layers, stripes, temporal
+
+
+def _check_clip_length(model_type, S, divisor):
+    if S < 1 or S % divisor:
+        raise ModelConfigError(
+            f'{model_type} needs S (frames per clip) divisible by {divisor}: it attends within and '
+            f'max-pools pairs of consecutive frames; got S={S}')
 
 
 def build_model(model_type, num_class, non_layers=DEFAULT_NON_LAYERS, stripes=DEFAULT_STRIPES, temporal=None,
@@ -165,10 +181,10 @@ def build_model(model_type, num_class, non_layers=DEFAULT_NON_LAYERS, stripes=DE
         S: frames per clip, if known, to check it now (the hierarchical types need S divisible by 4).
         attention: 'sdpa' (scaled_dot_product_attention) or 'explicit' (reference softmax(q k^T) v).
     """
-    if temporal is None:
-        temporal = 'mean' if model_type == 'resnet50_s1' else 'Done'
-    non_layers, stripes = _check_config(model_type, num_class, non_layers, stripes, temporal, stride, height,
-                                        attention)
+    if not isinstance(num_class, int) or num_class < 1:
+        raise ModelConfigError(f'num_class must be a positive integer, got {num_class!r}')
+    non_layers, stripes, temporal = check_config(model_type, non_layers, stripes, temporal, stride, height,
+                                                 attention=attention)
     variant = VARIANTS[model_type]
     weights, source = read_pretrained(pretrained)
     if variant is None:

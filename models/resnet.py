@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from util.errors import BROKEN_DEPENDENCY, CheckpointError
-from util.train.run import load_torch_file
+from util.io import load_torch_file
 
 from .non_local import NonLocalBlock, StripeNonLocalBlock
 
@@ -114,15 +114,7 @@ class ResNet50(nn.Module):
         return [(getattr(self, f'layer{i}'), getattr(self, f'NL_{i}')) for i in range(1, 5)]
 
     def frame_divisor(self):
-        """Smallest d such that clip lengths divisible by d are valid (frame pairs never straddle clips)."""
-        divisor, reduction = 1, 1
-        for i, n in enumerate(self.non_layers):
-            if n and self.group[i]:
-                divisor = max(divisor, reduction * self.group[i])
-            if i + 1 in self.pool_after:
-                reduction *= 2
-                divisor = max(divisor, reduction)
-        return divisor
+        return frame_divisor(self.non_layers, self.group, self.pool_after)
 
     @staticmethod
     def _apply_non_local(block, x, group):
@@ -246,3 +238,15 @@ def stage_heights(height, last_stride=1):
     h2 = down(h1, 2)
     h3 = down(h2, 2)
     return h1, h2, h3, down(h3, last_stride)
+
+
+def frame_divisor(non_layers, group, pool_after):
+    """Smallest d such that clip lengths divisible by d are valid (frame pairs never straddle clips)."""
+    divisor, reduction = 1, 1
+    for i, n in enumerate(non_layers):
+        if n and group[i]:
+            divisor = max(divisor, reduction * group[i])
+        if i + 1 in pool_after:
+            reduction *= 2
+            divisor = max(divisor, reduction)
+    return divisor

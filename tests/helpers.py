@@ -10,6 +10,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from models import build_model, original_state_dict
+from util.evaluation.features_file import FeaturesFile
 
 # The tiny MARS of the `mars_tracks` fixture and the evaluation flags that read it.
 MARS_HEIGHT, MARS_WIDTH, MARS_S = 32, 16, 4
@@ -54,3 +55,8 @@ def random_checkpoint(path, model_type='resnet50_s1', num_class=3, seed=0, heigh
             m.running_var.uniform_(0.5, 1.5)
     torch.save(original_state_dict(model), path)
     return path
+
+
+def save_features(path, features, labels, cams, query_idx, gallery_idx=None, test_sampling='chunks'):
+    """Write a features file (util.evaluation.features_file) from its arrays."""
+    FeaturesFile(features, labels, cams, query_idx, gallery_idx, test_sampling=test_sampling).write(path)

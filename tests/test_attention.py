@@ -37,7 +37,7 @@ def _check_maps(model, clip, maps):
     """Every block's weights are softmax rows, equal to the models package's own capture, and the query's
     row is what the figure spreads over the frames (nothing outside the query's window)."""
     from models import attention_maps, non_local_blocks
-    from util.data.frames import normalize_clip
+    from models.preprocess import normalize_clip
 
     assert [m.name for m in maps] == [name for name, _ in non_local_blocks(model)]
     reference = {name: w for name, _, _, w in attention_maps(model, normalize_clip(clip.unsqueeze(0)))}

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from models.non_local import attend
-from util.data.frames import normalize_clip
+from models.preprocess import normalize_clip
 from util.data.loaders import make_test_loader, read_database
 from util.data.resize import pil_bilinear_resize
 

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import save_features
 
-from util.evaluation.extract import save_features
 from util.evaluation.metrics import cosine_distance, evaluate_mars, score_distances, score_distances_torch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')

@@ -6,8 +6,9 @@ import torch
 from helpers import random_image, reference_pipeline, reference_uint8
 from PIL import Image
 
+from models.preprocess import normalize_clip
 from util.data import loaders as data
-from util.data.frames import DeviceBatch, load_clip, load_frame, normalize_clip
+from util.data.frames import DeviceBatch, load_clip, load_frame
 from util.data.loaders import (
     Database,
     TestClipDataset,

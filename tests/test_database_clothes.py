@@ -14,9 +14,9 @@ from util.cli.options import run_main
 from util.data.datasets.ccvid import build_ccvid_database
 from util.data.datasets.mevid import build_mevid_database
 from util.data.loaders import read_database
-from util.data.synthetic_clothes import make_ccvid, make_mevid
+from util.data.synthetic import make_ccvid, make_mevid
 from util.errors import DataError
-from util.evaluation.extract import save_features
+from util.evaluation.features_file import FeaturesFile
 
 TINY = dict(num_train_ids=3, num_test_ids=3, num_outfits=2, height=16, width=8, min_len=2, max_len=6)
 
@@ -183,8 +183,8 @@ def random_features(mevid, tmp_path, gallery=True, **attributes):
     info = np.load(db / 'test_info.npy')
     feats = np.random.default_rng(0).standard_normal((len(info), 16)).astype(np.float32)
     path = tmp_path / 'f.npz'
-    save_features(path, feats, info[:, 2], info[:, 3], np.load(db / 'query_IDX.npy'),
-                  np.load(db / 'gallery_IDX.npy') if gallery else None, **attributes)
+    FeaturesFile(feats, info[:, 2], info[:, 3], np.load(db / 'query_IDX.npy'),
+                 np.load(db / 'gallery_IDX.npy') if gallery else None, extra=attributes).write(path)
     return path
 
 

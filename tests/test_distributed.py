@@ -27,7 +27,7 @@ from util.distributed import (
     wrap_model,
 )
 from util.errors import ReIDError
-from util.train.engine import train_step
+from util.train.trainer import LossConfig, train_step
 
 WORLD = 2
 P, K, S, H, W = 4, 2, 2, 8, 4  # global batch: P ids x K clips of S frames
@@ -83,19 +83,18 @@ def local_rows(rank):
     return slice(rank * n, (rank + 1) * n)
 
 
-class StepArgs:
-    """What engine.train_step reads of the training arguments: triplet + track ID loss, fp32."""
-    S, temporal, frame_id_loss, track_id_loss, amp, channels_last = S, "Done", False, True, "none", False
+# triplet + track ID loss on clip features, fp32
+LOSSES = LossConfig(S=S, temporal="Done", frame_id_loss=False, track_id_loss=True)
 
 
 def train_steps(model, clips, labels, opt_name, world_size=1, steps=2):
-    """The engine's step (triplet on gathered features + ID loss on local logits, no rescaling); returns the
-    total loss of each step as the engine logs it (averaged over ranks)."""
+    """The training step (triplet on gathered features + ID loss on local logits, no rescaling); returns the
+    total loss of each step as training logs it (averaged over ranks)."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = (torch.optim.SGD(params, lr=LR["sgd"], momentum=0.9, weight_decay=1e-4) if opt_name == "sgd"
            else torch.optim.Adam(params, lr=LR["adam"], weight_decay=5e-5))
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    losses = [sum(train_step(model, opt, scaler, clips, labels, StepArgs, False, world_size).values())
+    losses = [sum(train_step(model, opt, scaler, clips, labels, LOSSES, False, world_size=world_size).values())
               for _ in range(steps)]
     return torch.tensor(losses, dtype=torch.float64)
 

@@ -14,7 +14,7 @@ import extract_features
 from util.cli.options import run_main
 from util.data.sampling import TEST_SAMPLING_MODES
 from util.evaluation.embed import TrackletEmbedder, find_tracklets, frame_sort_key, tracklet_database, tracklet_labels
-from util.evaluation.extract import load_features
+from util.evaluation.features_file import FeaturesFile
 
 H, W, S = MARS_HEIGHT, MARS_WIDTH, MARS_S
 
@@ -49,7 +49,9 @@ def test_features_file_is_scored_by_evaluate(mars_tracks, tmp_path, capsys):
     out = tmp_path / 'own.npz'
     assert extract_features.main(['--load_ckpt', str(mars_tracks / 'ckpt.pth')] + MODEL + CLIP
                                  + ['--tracklets', str(mars_tracks / 'tracks'), '--out', str(out)]) == 0
-    assert {'cams', 'features', 'labels', 'query_idx'} <= set(load_features(out))
+    with np.load(out) as data:
+        assert {'cams', 'features', 'labels', 'query_idx', 'paths'} <= set(data.files)
+    assert len(FeaturesFile.read(out).paths) == len(FeaturesFile.read(out).labels)
     capsys.readouterr()
     assert evaluate.main(['--features', str(out)]) == 0
     assert 'CMC : ' in capsys.readouterr().out

@@ -25,22 +25,24 @@ import torch
 import torch.nn.functional as F
 
 import train_baseline
-import util.train.engine as engine
+import util.cli.train as cli_train
+import util.train.trainer as trainer_module
 from models import build_model
-from util.cli.options import build_parser, parse_args, run_main
+from util.cli.options import parse_args, run_main
 from util.distributed import init_distributed
 from util.errors import OutputError
 from util.evaluation.extract import prepare_clips
-from util.train.engine import NonFiniteLossError, compute_losses
+from util.io import atomic_save, remove_stale_temporaries, write_text
 from util.train.losses import batch_hard_triplet_soft
-from util.train.run import (
-    RunLock,
-    atomic_save,
-    load_resume_state,
-    remove_stale_temporaries,
-    rng_state,
-    set_rng_state,
-    write_text,
+from util.train.outputs import METRICS_COLUMNS
+from util.train.run import RunLock, load_resume_state, rng_state, set_rng_state
+from util.train.trainer import (
+    LossConfig,
+    NonFiniteLossError,
+    OptimConfig,
+    build_optimizer,
+    compute_losses,
+    train_step,
 )
 
 
@@ -66,7 +68,7 @@ def baseline_args(d, ckpt, *extra):
 
 
 def run_baseline(d, ckpt, *extra):
-    return engine.train(parse_args('baseline', baseline_args(d, ckpt, *extra)))
+    return cli_train.train(parse_args('baseline', baseline_args(d, ckpt, *extra)))
 
 
 @pytest.fixture(scope='module')
@@ -169,7 +171,7 @@ def test_atomic_save_failure_leaves_old_file_and_no_temporary(tmp_path):
 
 def test_check_writable_refuses_unwritable_outputs(tmp_path):
     from util.errors import OutputError
-    from util.train.run import check_writable
+    from util.io import check_writable
     check_writable(tmp_path / 'new' / 'f.npz', '--save_features')          # creates the missing directory
     assert os.listdir(tmp_path / 'new') == []                               # and leaves no probe file
     (tmp_path / 'file').write_text('x')
@@ -196,15 +198,14 @@ def test_rng_state_round_trip():
 
 # -- losses -----------------------------------------------------------------------------------------------------
 
-class _Args:
-    S, temporal, frame_id_loss, track_id_loss = 3, 'mean', True, True
+LOSSES = LossConfig(S=3, temporal='mean', frame_id_loss=True, track_id_loss=True)
 
 
 def test_frame_level_losses_pool_clips_and_expand_labels():
     torch.manual_seed(0)
     feats, logits = torch.randn(4 * 3, 8), torch.randn(4 * 3, 5)  # 4 clips of S=3 frames
     labels = torch.tensor([0, 0, 1, 1])
-    losses = compute_losses(feats, logits, labels, _Args, frame_level=True)
+    losses = compute_losses(feats, logits, labels, LOSSES, frame_level=True)
     clip_feats = feats.reshape(4, 3, 8).mean(1)
     clip_logits = logits.reshape(4, 3, 5).mean(1)
     assert torch.allclose(losses['trip_loss'], batch_hard_triplet_soft(clip_feats, labels))
@@ -214,10 +215,9 @@ def test_frame_level_losses_pool_clips_and_expand_labels():
 
 
 def test_clip_level_losses_use_outputs_as_they_are():
-    class A(_Args):
-        frame_id_loss, temporal = False, 'Done'
+    config = LossConfig(S=3, temporal='Done', frame_id_loss=False, track_id_loss=True)
     feats, logits, labels = torch.randn(4, 8), torch.randn(4, 5), torch.tensor([0, 0, 1, 1])
-    losses = compute_losses(feats, logits, labels, A, frame_level=False)
+    losses = compute_losses(feats, logits, labels, config, frame_level=False)
     assert set(losses) == {'trip_loss', 'track_id_loss'}
     assert torch.allclose(losses['track_id_loss'], F.cross_entropy(logits, labels))
 
@@ -225,33 +225,33 @@ def test_clip_level_losses_use_outputs_as_they_are():
 def _step_setup():
     torch.manual_seed(0)
     model = build_model('resnet50_s1', 3, pretrained='none', height=32).train()
-    args = build_parser('baseline').parse_args(['--model_type', 'resnet50_s1', '--S', '2', '--track_id_loss'])
-    optimizer = engine.build_optimizer(model.parameters(), args)
+    losses = LossConfig(S=2, temporal='mean', track_id_loss=True)
+    optimizer = build_optimizer(model.parameters(), OptimConfig('adam', lr=1e-3, weight_decay=1e-5))
     scaler = torch.amp.GradScaler('cpu', enabled=False)
     clips = torch.randint(0, 256, (4, 2, 3, 32, 16), dtype=torch.uint8)  # 2 identities x 2 clips of 2 frames
-    return model, args, optimizer, scaler, clips, torch.tensor([0, 0, 1, 1])
+    return model, losses, optimizer, scaler, clips, torch.tensor([0, 0, 1, 1])
 
 
 def test_train_step_returns_the_losses_of_the_batch_and_updates_the_weights():
-    model, args, optimizer, scaler, clips, labels = _step_setup()
+    model, losses, optimizer, scaler, clips, labels = _step_setup()
     twin = copy.deepcopy(model)
     feats, logits = twin(prepare_clips(clips, True, torch.device('cpu')))
-    expected = compute_losses(feats, logits, labels, args, frame_level=True)
-    values = engine.train_step(model, optimizer, scaler, clips, labels, args, frame_level=True)
+    expected = compute_losses(feats, logits, labels, losses, frame_level=True)
+    values = train_step(model, optimizer, scaler, clips, labels, losses, frame_level=True)
     assert values == {k: v.item() for k, v in expected.items()}
     sum(expected.values()).backward()
-    torch.optim.Adam(twin.parameters(), lr=args.lr, weight_decay=1e-5).step()  # the baseline's Adam
+    torch.optim.Adam(twin.parameters(), lr=1e-3, weight_decay=1e-5).step()  # the baseline's Adam
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
 
 
 def test_train_step_stops_on_a_non_finite_loss_before_the_weights_change(monkeypatch):
-    model, args, optimizer, scaler, clips, labels = _step_setup()
+    model, losses, optimizer, scaler, clips, labels = _step_setup()
     before = [p.detach().clone() for p in model.parameters()]  # (BatchNorm statistics move in the forward)
-    monkeypatch.setattr(engine, 'batch_hard_triplet_soft', lambda f, y: torch.tensor(float('inf')))
+    monkeypatch.setattr(trainer_module, 'batch_hard_triplet_soft', lambda f, y: torch.tensor(float('inf')))
     with pytest.raises(NonFiniteLossError, match=r'^non-finite loss \(trip_loss=inf, track_id_loss=[0-9.]+\)$'):
-        engine.train_step(model, optimizer, scaler, clips, labels, args, frame_level=True)
+        train_step(model, optimizer, scaler, clips, labels, losses, frame_level=True)
     with pytest.raises(NonFiniteLossError, match='^epoch 7$'):
-        engine.train_step(model, optimizer, scaler, clips, labels, args, True, on_non_finite=lambda v: 'epoch 7')
+        train_step(model, optimizer, scaler, clips, labels, losses, True, on_non_finite=lambda v: 'epoch 7')
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters())) and not optimizer.state
 
 
@@ -277,7 +277,7 @@ def test_outputs_of_a_run(first_epoch):
     assert lines[1].startswith("Frame ID loss : ['") and lines[2].startswith("Track ID loss : ['")
     assert lines[3].startswith("Trip Loss : ['") and lines[4] == 'best'
     rows = read_rows(first_epoch / 'metrics.csv')
-    assert list(rows[0]) == list(engine.METRICS_COLUMNS)
+    assert list(rows[0]) == list(METRICS_COLUMNS)
     assert rows[0]['epoch'] == '1' and rows[0]['rank1'] and rows[0]['lr'] == '0.0001'
     state = load_resume_state(str(first_epoch))
     assert state['epoch'] == 1 and state['args']['model_type'] == 'resnet50_s1'
@@ -338,10 +338,10 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(db, first_epoch, t
         loss = batch_hard_triplet_soft(feats, labels)
         return loss * float('nan') if len(calls) == 2 else loss
 
-    monkeypatch.setattr(engine, 'batch_hard_triplet_soft', nan_on_second_batch)
+    monkeypatch.setattr(trainer_module, 'batch_hard_triplet_soft', nan_on_second_batch)
     argv = baseline_args(db, ckpt, '--n_epochs', '3', '--resume', str(ckpt))
     with pytest.raises(NonFiniteLossError) as err:
-        engine.train(parse_args('baseline', argv))
+        cli_train.train(parse_args('baseline', argv))
     message = str(err.value)
     assert 'non-finite loss at epoch 2, iteration 2' in message and 'trip_loss=nan' in message
     assert 'last.pth (after epoch 1) is kept' in message
@@ -477,7 +477,7 @@ def _not_read(*args, **kwargs):
 
 
 def test_unwritable_outputs_are_refused_before_any_work(db, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(engine, 'read_database', _not_read)
+    monkeypatch.setattr(cli_train, 'read_database', _not_read)
     (tmp_path / 'file').write_text('x')
     cases = [
         (baseline_args(db, tmp_path / 'file'), f'--ckpt {tmp_path / "file"}: exists and is not a directory'),
@@ -490,11 +490,11 @@ def test_unwritable_outputs_are_refused_before_any_work(db, tmp_path, capsys, mo
         assert message in _fail(argv, capsys)
 
     # a read-only directory (root writes anywhere, so the file system says it here)
-    import util.train.run
+    import util.io
 
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-    monkeypatch.setattr(util.train.run.tempfile, 'mkstemp', read_only)
+    monkeypatch.setattr(util.io.tempfile, 'mkstemp', read_only)
     message = _fail(baseline_args(db, tmp_path / 'e'), capsys)
     assert message == f'error: --ckpt {tmp_path / "e"}: cannot write there (Read-only file system)'
 
@@ -540,7 +540,7 @@ def test_a_directory_holding_a_run_is_refused_without_resume_or_overwrite(db, fi
     shutil.copytree(first_epoch, other)
     before = {name: (ckpt / name).read_bytes() for name in os.listdir(ckpt)}
     with monkeypatch.context() as m:
-        m.setattr(engine, 'read_database', _not_read)
+        m.setattr(cli_train, 'read_database', _not_read)
         expected = (f'error: --ckpt {ckpt} already holds a training run (last.pth, ckpt_best.pth): pass --resume '
                     f'{ckpt} to continue it, another --ckpt, or --overwrite to replace it')
         assert _fail(baseline_args(db, ckpt, '--n_epochs', '1'), capsys) == expected
@@ -550,11 +550,11 @@ def test_a_directory_holding_a_run_is_refused_without_resume_or_overwrite(db, fi
 
     # --overwrite: once everything is built, the old run's files are gone and a new log and metrics begin
     args = parse_args('baseline', baseline_args(db, ckpt, '--n_epochs', '1', '--overwrite'))
-    trainer = engine.Trainer(args, init_distributed('cpu'))
+    trainer = cli_train.build_trainer(args, init_distributed('cpu'))
     try:
         assert sorted(os.listdir(ckpt)) == ['.lock', 'loss.txt', 'metrics.csv']
         assert (ckpt / 'loss.txt').read_text() == ''
-        assert (ckpt / 'metrics.csv').read_text().splitlines() == [','.join(engine.METRICS_COLUMNS)]
+        assert (ckpt / 'metrics.csv').read_text().splitlines() == [','.join(METRICS_COLUMNS)]
         assert (ckpt / '.lock').read_text().split()[0] == str(os.getpid())
     finally:
         trainer.close()
@@ -570,7 +570,7 @@ def test_a_second_process_on_the_same_directory_stops_at_once(db, tmp_path, caps
         stdout=subprocess.PIPE, text=True, env={**os.environ, 'PYTHONPATH': ROOT})
     try:
         assert holder.stdout.readline().strip() == 'locked'
-        monkeypatch.setattr(engine, 'read_database', _not_read)
+        monkeypatch.setattr(cli_train, 'read_database', _not_read)
         assert _fail(baseline_args(db, ckpt, '--n_epochs', '1'), capsys) == (
             f'error: --ckpt {ckpt} is in use by another training run (pid {holder.pid} on {socket.gethostname()}); '
             'wait for it to finish or pass another --ckpt')
@@ -606,7 +606,7 @@ def test_resume_with_flags_the_saved_state_would_override_is_refused(db, first_e
                                                                     monkeypatch):
     ckpt = tmp_path / 'ckpt'
     shutil.copytree(first_epoch, ckpt)
-    monkeypatch.setattr(engine, 'read_database', _not_read)
+    monkeypatch.setattr(cli_train, 'read_database', _not_read)
     argv = baseline_args(db, ckpt, '--n_epochs', '2', '--resume', str(ckpt), '--lr', '1e-3', '--class_per_batch',
                          '3', '--amp', 'bf16', '--non_layers', '0', '2', '3', '0')  # the default: no difference
     assert _fail(argv, capsys) == (
@@ -616,7 +616,7 @@ def test_resume_with_flags_the_saved_state_would_override_is_refused(db, first_e
 
 
 def test_resume_state_that_is_not_finite_or_not_a_pytorch_file(db, first_epoch, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(engine, 'read_database', _not_read)
+    monkeypatch.setattr(cli_train, 'read_database', _not_read)
     state = torch.load(first_epoch / 'last.pth')
     state['optimizer']['state'][3]['exp_avg'].view(-1)[:2] = float('nan')
     bad = tmp_path / 'nan.pth'
@@ -637,8 +637,8 @@ def test_load_ckpt_of_another_training_set_or_clip_length(db, first_epoch, tmp_p
     tiny = {k: torch.full((), 0.5).expand(v.shape) for k, v in original_state_dict(other).items()}
     torch.save(tiny, tmp_path / 'seven.pth')
     ctx = init_distributed('cpu')
-    trainer = engine.Trainer(parse_args('baseline', baseline_args(db, tmp_path / 'a', '--load_ckpt',
-                                                                  str(tmp_path / 'seven.pth'))), ctx)
+    args = parse_args('baseline', baseline_args(db, tmp_path / 'a', '--load_ckpt', str(tmp_path / 'seven.pth')))
+    trainer = cli_train.build_trainer(args, ctx)
     trainer.close()
     assert (f'note: {tmp_path / "seven.pth"} has a classifier of 7 classes, this training set 4: classifier '
             're-initialised, every other weight loaded') in capsys.readouterr().out.splitlines()
@@ -646,8 +646,9 @@ def test_load_ckpt_of_another_training_set_or_clip_length(db, first_epoch, tmp_p
     assert weights['classifier.weight'].shape == (4, 2048) and weights['classifier.weight'].abs().max() < 0.01
     assert all(torch.all(v == 0.5) for k, v in weights.items() if k != 'classifier.weight' and v.is_floating_point())
 
-    trainer = engine.Trainer(parse_args('baseline', baseline_args(db, tmp_path / 'b', '--S', '2', '--load_ckpt',
-                                                                  str(first_epoch / 'ckpt_best.pth'))), ctx)
+    args = parse_args('baseline', baseline_args(db, tmp_path / 'b', '--S', '2', '--load_ckpt',
+                                                str(first_epoch / 'ckpt_best.pth')))
+    trainer = cli_train.build_trainer(args, ctx)
     trainer.close()
     assert (f'note: {first_epoch / "ckpt_best.pth"} was trained with --S 4 --height 32 --width 16; this run uses '
             '--S 2 --height 32 --width 16') in capsys.readouterr().out.splitlines()

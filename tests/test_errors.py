@@ -8,13 +8,12 @@ import torch
 from PIL import Image
 
 from models import resnet
+from util import io as user_files
 from util.data import frames
 from util.data import loaders as data
 from util.data.datasets import common
 from util.errors import BROKEN_DEPENDENCY, CheckpointError, DataError, ReIDError
-from util.evaluation import extract as evaluation
-from util.evaluation import search
-from util.train import run as checkpoint
+from util.evaluation.features_file import FeaturesFile
 
 
 def _raiser(exc):
@@ -31,9 +30,10 @@ def _garbage(tmp_path, name):
 
 # (name of the file, what reads it, the module and function the reader calls for the user's file)
 READERS = {
-    'torch.load': ('w.pth', lambda p: checkpoint.load_torch_file(p), (torch, 'load'), CheckpointError),
-    'np.load (features)': ('f.npz', lambda p: evaluation.load_features(p), (np, 'load'), DataError),
-    'np.load (search)': ('f.npz', lambda p: search.open_features(p), (np, 'load'), DataError),
+    'torch.load': ('w.pth', lambda p: user_files.load_torch_file(p), (torch, 'load'), CheckpointError),
+    'np.load (features)': ('f.npz', lambda p: FeaturesFile.read(p), (np, 'load'), DataError),
+    'np.load (search)': ('f.npz', lambda p: FeaturesFile.read(p, mmap=True, scoring=False), (np, 'load'),
+                         DataError),
     'np.load (database)': ('a.npy', lambda p: data._load_int_array(p, 'labels'), (np, 'load'), DataError),
     'scipy.io.loadmat': ('s.mat', lambda p: common.load_mat(p, 'ls_set', 'a split'), (scipy.io, 'loadmat'),
                          DataError),

@@ -6,16 +6,19 @@ import os
 import numpy as np
 import pytest
 import torch
+from helpers import save_features
 from PIL import Image
 
 import evaluate
+from models.preprocess import normalize_clip
 from util.cli.options import run_main
-from util.data.frames import load_clip, normalize_clip
+from util.data.frames import load_clip
 from util.data.loaders import Database, collate_clips, make_test_loader
 from util.data.sampling import TEST_SAMPLING_MODES, test_clip_indices, test_frame_indices
-from util.evaluation.extract import chance_level, extract_features, load_features, save_features, score
+from util.evaluation.extract import extract_features
+from util.evaluation.features_file import FeaturesFile
 from util.evaluation.metrics import evaluate_mars
-from util.pictures.ranks import load_features_npz
+from util.evaluation.scoring import chance_level, score
 
 
 def features_set(seed=0, n_ids=12, per_id=4, dim=8):
@@ -40,13 +43,14 @@ def test_features_file_round_trip(tmp_path):
     save_features(tmp_path / 'a.npz', feats, pid, cam, query)
     with np.load(tmp_path / 'a.npz') as data:
         assert sorted(data.files) == ['cams', 'features', 'labels', 'query_idx', 'test_sampling']
-    saved = load_features(str(tmp_path / 'a.npz'))
-    assert saved['gallery_idx'] is None and saved['test_sampling'] == 'chunks'
-    np.testing.assert_array_equal(saved['features'], feats)
+    saved = FeaturesFile.read(str(tmp_path / 'a.npz'))
+    assert saved.gallery_idx is None and saved.test_sampling == 'chunks' and saved.extra == {}
+    np.testing.assert_array_equal(saved.features, feats)
     save_features(tmp_path / 'b.npz', feats, pid, cam, query, gallery, test_sampling='all_continuous')
-    f, l, c, q, g = load_features_npz(str(tmp_path / 'b.npz'))
+    saved = FeaturesFile.read(str(tmp_path / 'b.npz'))
+    g, q = saved.gallery_idx, saved.query_idx
     assert g.dtype == np.int64 and np.array_equal(g, gallery) and np.array_equal(q, query)
-    assert load_features(str(tmp_path / 'b.npz'))['test_sampling'] == 'all_continuous'
+    assert saved.test_sampling == 'all_continuous'
 
 
 def test_gallery_index_and_results_file(tmp_path, capsys):
@@ -235,10 +239,9 @@ def test_all_clips_shards_gather_to_the_whole(tiny_db):
 
 @pytest.fixture
 def recorded_rerank(monkeypatch):
-    """util.evaluation.rerank replaced by 2 - 2 cos (the re-ranking's original distance), recording its arguments:
-    the wiring is checked apart from the re-ranking itself (tests/test_rerank.py)."""
-    import sys
-    import types
+    """The re-ranking that scoring calls replaced by 2 - 2 cos (the re-ranking's original distance), recording its
+    arguments: the wiring is checked apart from the re-ranking itself (tests/test_rerank.py)."""
+    from util.evaluation import scoring
     calls = []
 
     def k_reciprocal_distance(probe, gallery, k1=20, k2=6, lambda_value=0.3):
@@ -247,8 +250,7 @@ def recorded_rerank(monkeypatch):
         g = torch.nn.functional.normalize(gallery, dim=1)
         return (2 - 2 * p @ g.T).float()
 
-    monkeypatch.setitem(sys.modules, 'util.evaluation.rerank',
-                        types.SimpleNamespace(k_reciprocal_distance=k_reciprocal_distance))
+    monkeypatch.setattr(scoring, 'k_reciprocal_distance', k_reciprocal_distance)
     return calls
 
 

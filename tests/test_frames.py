@@ -11,8 +11,9 @@ import pytest
 import torch
 from helpers import random_image, reference_pipeline, reference_uint8
 
+from models.preprocess import normalize_clip
 from util.data import frames
-from util.data.frames import DeviceBatch, load_clip, load_frame, normalize_clip, read_encoded_clip, read_source_clip
+from util.data.frames import DeviceBatch, load_clip, load_frame, read_encoded_clip, read_source_clip
 from util.errors import DataError
 
 H, W = 16, 8

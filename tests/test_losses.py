@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
+from models.pooling import temporal_pool
 from util.errors import ModelConfigError
-from util.train.engine import compute_losses
-from util.train.losses import batch_hard_triplet_soft, pairwise_euclidean, temporal_pool
+from util.train.losses import batch_hard_triplet_soft, pairwise_euclidean
+from util.train.trainer import LossConfig, compute_losses
 
 
 def softplus(z):
@@ -115,12 +116,11 @@ def test_temporal_pool_errors():
 
 def test_id_losses_hand_computed():
     """Track ID loss: cross-entropy of the mean-pooled clip logits; frame ID loss: of every frame's logits."""
-    class Args:
-        S, temporal, frame_id_loss, track_id_loss = 2, 'mean', True, True
+    config = LossConfig(S=2, temporal='mean', frame_id_loss=True, track_id_loss=True)
     l3 = math.log(3)
     # clip 0 (label 1): frames [0, 0], [0, 2 ln 3] -> pooled [0, ln 3]; clip 1 (label 0): [2 ln 3, 0], [0, 0]
     logits = torch.tensor([[0., 0.], [0., 2 * l3], [2 * l3, 0.], [0., 0.]])
-    losses = compute_losses(torch.randn(4, 3), logits, torch.tensor([1, 0]), Args, frame_level=True)
+    losses = compute_losses(torch.randn(4, 3), logits, torch.tensor([1, 0]), config, frame_level=True)
     assert losses['track_id_loss'].item() == pytest.approx(math.log(4 / 3), abs=1e-6)  # softmax 3/4 each
     # frames: softmax 1/2, 9/10, 9/10, 1/2 on the true class
     assert losses['frame_id_loss'].item() == pytest.approx(math.log(20 / 9) / 2, abs=1e-6)

@@ -9,6 +9,9 @@ import json
 import os
 import random
 import re
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -570,7 +573,7 @@ def test_non_finite_checkpoint_tensor_is_refused(tmp_path):
 
 def _best_file(tmp_path, model, config, name='ckpt_best.pth'):
     """ckpt_best.pth + ckpt_best.json as a training run writes them (tiny stride-0 tensors)."""
-    from util.train.run import save_best_weights
+    from models.checkpoint import save_best_weights
     state = {k: torch.zeros(()).expand(v.shape) for k, v in original_state_dict(model).items()}
     save_best_weights(tmp_path / name, state, config)
     return tmp_path / name
@@ -748,3 +751,28 @@ def test_model_cost_table_without_training(capsys):
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith('| resnet50')]
     assert rows == ['| resnet50_s1 | 24.79 | 64.9 | - | - | - |',
                     '| resnet50_NL_stripe_hr | 32.15 | 35.3 | - | - | - |']
+
+
+def test_models_package_stands_alone_with_the_error_and_io_modules(tmp_path):
+    """models/ copied into another project beside util/errors.py and util/io.py only: it builds every part,
+    saves the original key format and loads it back strictly, without importing any other project module."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    shutil.copytree(os.path.join(root, 'models'), tmp_path / 'models', ignore=shutil.ignore_patterns('__pycache__'))
+    (tmp_path / 'util').mkdir()
+    (tmp_path / 'util' / '__init__.py').write_text('')
+    for name in ('errors.py', 'io.py'):
+        shutil.copy(os.path.join(root, 'util', name), tmp_path / 'util' / name)
+    code = ("import sys, torch, models, models.export\n"
+            "config = dict(stripes=(2, 2, 2, 2), height=64, S=4)\n"
+            "m = models.build_model('resnet50_NL_stripe_hr', 5, pretrained='none', **config)\n"
+            "torch.save(models.original_state_dict(m), 'w.pth')\n"
+            "m2, notes = models.load_model('w.pth', 'resnet50_NL_stripe_hr', **config)\n"
+            "assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), m2.state_dict().values()))\n"
+            "print(models.__file__)\n"
+            "print(' '.join(sorted(k for k in sys.modules if k.split('.')[0] == 'util')))\n")
+    proc = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, 'PYTHONPATH': str(tmp_path), 'OMP_NUM_THREADS': '1'})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    where, util_modules = proc.stdout.splitlines()
+    assert where == str(tmp_path / 'models' / '__init__.py')
+    assert util_modules.split() == ['util', 'util.errors', 'util.io']

@@ -24,7 +24,7 @@ ADDED_DEFAULTS = {
     'resize_on_device': False, 'gallery_info': None, 'test_sampling': 'chunks', 'test_stride': 4,
     'ap_rule': 'trapezoid', 'clothes_info': None, 'location_info': None, 'scale_info': None,
 }
-TRAIN_DEFAULTS = {'eval_every': 10, 'resume': None, 'overwrite': False}
+TRAIN_DEFAULTS = {'eval_every': 10, 'resume': None, 'overwrite': False, 'weight_decay': None, 'tensorboard': None}
 EVAL_DEFAULTS = {'save_features': None, 'features': None, 'visualize_ranks': None, 'num_queries': 10, 'topk': 10,
                  'results': None, 'cmc_plot': None, 'chance_level': False, 'rerank': False, 'rerank_k1': 20,
                  'rerank_k2': 6, 'rerank_lambda': 0.3}
@@ -104,13 +104,14 @@ def _error(script, argv, capsys):
     ('NL', ['--model_type', 'resnet50_NL', '--temporal', 'Done', '--ckpt', 'c'], 'missing --train_txt'),
     ('NL', DB + ['--model_type', 'resnet50_NL', '--temporal', 'Done'], 'missing --ckpt'),
     ('NL', DB + ['--ckpt', 'c'], "--model_type 'resnet50' is not a model"),
-    ('NL', DB + ['--ckpt', 'c', '--model_type', 'resnet50_NL'], 'use --temporal Done'),
+    ('NL', DB + ['--ckpt', 'c', '--model_type', 'resnet50_NL'],
+     "--model_type resnet50_NL: resnet50_NL pools inside the network: temporal must be 'Done', got 'mean'"),
     ('baseline', DB + ['--ckpt', 'c', '--model_type', 'resnet50_s1', '--temporal', 'Done'],
-     "--temporal Done needs a non-local model"),
+     "--model_type resnet50_s1: resnet50_s1 pools frame features with temporal 'mean' or 'max' (FPL), got 'Done'"),
     ('NL', DB + ['--ckpt', 'c', '--model_type', 'resnet50_NL', '--temporal', 'Done', '--frame_id_loss'],
      '--frame_id_loss needs per-frame logits'),
     ('NL', DB + ['--ckpt', 'c', '--model_type', 'resnet50_NL', '--temporal', 'Done', '--non_layers', '0', '2'],
-     '--non_layers takes one number per ResNet stage (4), got 2'),
+     'non_layers must be 4 integers (one per stage, layer1..layer4), got 2: [0, 2]'),
     ('baseline', DB + ['--ckpt', 'c', '--model_type', 'resnet50_s1', '--class_per_batch', '1'],
      '--class_per_batch must be at least 2'),
     ('evaluate', ['--model_type', 'resnet50_s1', '--test_txt', 'a', '--test_info', 'b', '--query_info', 'c'],
@@ -127,13 +128,17 @@ def _error(script, argv, capsys):
     ('NL', DB + ['--ckpt', 'c', '--model_type', 'resnet50_NL', '--temporal', 'Done', '--lr', 'inf'],
      '--lr must be a finite number above 0, got inf'),
     ('baseline', DB + ['--ckpt', 'c', '--model_type', 'resnet50_s1', '--width', '8'],
-     '--width 8: frames must be at least 32 x 16 pixels'),
+     'frames must be at least 32 x 16 pixels (height x width), got 256 x 8'),
     ('baseline', DB + ['--ckpt', 'c', '--model_type', 'resnet50_s1', '--height', '16'],
-     '--height 16: frames must be at least 32 x 16 pixels'),
+     'frames must be at least 32 x 16 pixels (height x width), got 16 x 128'),
     ('evaluate', ['--model_type', 'resnet50_s1', '--width', '0', '--load_ckpt', 'c.pth'],
-     '--width 0: frames must be at least 32 x 16 pixels'),
+     'frames must be at least 32 x 16 pixels (height x width), got 256 x 0'),
     ('baseline', DB + ['--ckpt', 'c', '--model_type', 'resnet50_s1', '--resume', 'c', '--overwrite'],
      '--overwrite starts a new run and --resume continues one'),
+    ('baseline', DB + ['--ckpt', 'c', '--model_type', 'resnet50_s1', '--weight_decay=-1e-4'],
+     '--weight_decay must be a finite number, 0 or more, got -0.0001'),
+    ('NL', DB + ['--ckpt', 'c', '--model_type', 'resnet50_NL', '--temporal', 'Done', '--weight_decay', 'nan'],
+     '--weight_decay must be a finite number, 0 or more, got nan'),
 ])
 def test_inconsistent_flags_are_refused(script, argv, message, capsys):
     assert message in _error(script, argv, capsys)
@@ -147,6 +152,30 @@ def test_valid_command_lines_pass():
     assert (args.height, args.width, args.track_per_class, args.overwrite) == (32, 16, 2, True)
     args = parse_args('evaluate', ['--features', 'f.npz'])  # re-scoring needs neither a model nor images
     assert args.features == 'f.npz'
+
+
+@pytest.mark.parametrize('script,optimizer,default', [('baseline', 'adam', 1e-5), ('NL', 'adam', 5e-5),
+                                                      ('baseline', 'sgd', 1e-4), ('NL', 'sgd', 1e-4)])
+def test_weight_decay_default_depends_on_the_script_and_the_optimiser(script, optimizer, default):
+    """The original scripts' values: Adam 1e-5 (train_baseline.py) or 5e-5 (train_NL.py), SGD 1e-4; parse_args
+    resolves the default once, and an explicit --weight_decay (0 included) wins."""
+    model = ['--model_type', 'resnet50_s1'] if script == 'baseline' else ['--model_type', 'resnet50_NL',
+                                                                          '--temporal', 'Done']
+    argv = DB + ['--ckpt', 'c', '--optimizer', optimizer] + model
+    assert parse_args(script, argv).weight_decay == default
+    assert parse_args(script, argv + ['--weight_decay', '0']).weight_decay == 0.0
+    assert parse_args(script, argv + ['--weight_decay', '3e-4']).weight_decay == 3e-4
+
+
+@pytest.mark.parametrize('module,text', [('train_baseline', '(default: 1e-05 with adam, 0.0001 with sgd)'),
+                                         ('train_NL', '(default: 5e-05 with adam, 0.0001 with sgd)')])
+def test_weight_decay_default_is_shown_in_help(module, text, capsys):
+    import importlib
+    with pytest.raises(SystemExit):
+        importlib.import_module(module).main(['--help'])
+    help_text = ' '.join(capsys.readouterr().out.split())
+    assert f'--weight_decay WD weight decay of the optimiser {text}' in help_text
+    assert '--tensorboard DIR' in help_text
 
 
 # -- the shell scripts ----------------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ from PIL import Image
 
 import search
 from util.cli.options import run_main
-from util.evaluation.search import cosine_topk, open_features, save_tracklet_features
+from util.evaluation.embed import tracklet_features
+from util.evaluation.features_file import FeaturesFile
+from util.evaluation.search import cosine_topk
 from util.pictures.ranks import ranked_image_size
 
 
@@ -44,26 +46,26 @@ def test_chunked_topk_equals_the_full_sort(chunk):
 
 def test_features_file_is_memory_mapped(tmp_path):
     f = features(50)
-    save_tracklet_features(tmp_path / 'g.npz', f, [f'cam1/t{i}' for i in range(50)], np.arange(50) % 4 - 1,
-                           np.ones(50))
-    side = open_features(tmp_path / 'g.npz')
-    assert isinstance(side['features'], np.memmap)
-    np.testing.assert_array_equal(side['features'], f)
-    assert list(side['paths'][:2]) == ['cam1/t0', 'cam1/t1'] and side['labels'][0] == -1
+    tracklet_features(f, [f'cam1/t{i}' for i in range(50)], np.arange(50) % 4 - 1, np.ones(50)).write(
+        tmp_path / 'g.npz')
+    side = FeaturesFile.read(tmp_path / 'g.npz', mmap=True, scoring=False)
+    assert isinstance(side.features, np.memmap)
+    np.testing.assert_array_equal(side.features, f)
+    assert list(side.paths[:2]) == ['cam1/t0', 'cam1/t1'] and side.labels[0] == -1
     with np.load(tmp_path / 'g.npz') as data:
         np.testing.assert_array_equal(data['query_idx'], np.flatnonzero(np.arange(50) % 4 - 1 > 0))
     # a compressed file still reads (without the map)
     np.savez_compressed(tmp_path / 'c.npz', features=f)
-    side = open_features(tmp_path / 'c.npz')
-    assert not isinstance(side['features'], np.memmap) and side['paths'] is None
-    np.testing.assert_array_equal(side['features'], f)
-    np.testing.assert_array_equal(side['labels'], -np.ones(50))
+    side = FeaturesFile.read(tmp_path / 'c.npz', mmap=True, scoring=False)
+    assert not isinstance(side.features, np.memmap) and side.paths is None
+    np.testing.assert_array_equal(side.features, f)
+    np.testing.assert_array_equal(side.labels, -np.ones(50))
 
 
 def write_side(path, f, root=None, labels=None):
     n = len(f)
-    save_tracklet_features(path, f, [os.path.join(root or 'x', f't{i:03d}') for i in range(n)],
-                           -np.ones(n) if labels is None else labels, np.arange(n) % 3 + 1)
+    tracklet_features(f, [os.path.join(root or 'x', f't{i:03d}') for i in range(n)],
+                      -np.ones(n) if labels is None else labels, np.arange(n) % 3 + 1).write(path)
     return path
 
 

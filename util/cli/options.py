@@ -12,9 +12,9 @@ import math
 import os
 import sys
 
-from models.network import MIN_HEIGHT, MIN_WIDTH, MODEL_TYPES
+from models.network import MIN_HEIGHT, MIN_WIDTH, MODEL_TYPES, check_config
 from util.data.sampling import TEST_SAMPLING_MODES
-from util.errors import ReIDError
+from util.errors import ModelConfigError, ReIDError
 from util.evaluation.metrics import AP_RULES
 
 SCRIPTS = ('baseline', 'NL', 'evaluate', 'extract', 'search', 'export')
@@ -147,9 +147,24 @@ def _add_common_flags(parser):
                           'to, the default pipeline\'s (on the CPU they are equal)')
 
 
-def _add_train_flags(parser):
+# Weight decay of the original scripts: Adam 1e-5 in train_baseline.py, 5e-5 in train_NL.py; SGD 1e-4 in both.
+WEIGHT_DECAY = {('baseline', 'adam'): 1e-5, ('NL', 'adam'): 5e-5, ('baseline', 'sgd'): 1e-4, ('NL', 'sgd'): 1e-4}
+
+
+def default_weight_decay(script, optimizer):
+    """The weight decay a train script uses when --weight_decay is not given."""
+    return WEIGHT_DECAY[script, optimizer]
+
+
+def _add_train_flags(parser, script):
     _add_attribute_flags(parser)  # validation prints the attribute protocols too
     train = parser.add_argument_group('training (added)')
+    # '%(default).0s' prints nothing: it stops the help formatter from appending '(default: None)'
+    train.add_argument('--weight_decay', type=float, default=None, metavar='WD',
+                       help=f'weight decay of the optimiser (default: {default_weight_decay(script, "adam"):g} '
+                            f'with adam, {default_weight_decay(script, "sgd"):g} with sgd)%(default).0s')
+    train.add_argument('--tensorboard', default=None, metavar='DIR',
+                       help="also log each epoch's metrics.csv numbers as TensorBoard scalars in DIR")
     train.add_argument('--eval_every', type=int, default=10,
                        help='validate after every N epochs and after the last one; 0: after the last only')
     train.add_argument('--resume', default=None, metavar='PATH',
@@ -252,7 +267,7 @@ def build_parser(script):
     elif script in TOOLS:
         {'extract': _add_extract_flags, 'search': _add_search_flags, 'export': _add_export_flags}[script](parser)
     else:
-        _add_train_flags(parser)
+        _add_train_flags(parser, script)
     return parser
 
 
@@ -273,25 +288,18 @@ def _check(parser, args):
     else:
         if args.model_type not in MODEL_TYPES:
             parser.error(f'--model_type {args.model_type!r} is not a model; choose one of ' + ', '.join(MODEL_TYPES))
-        if args.model_type == 'resnet50_s1' and args.temporal == 'Done':
-            parser.error("--temporal Done needs a non-local model; resnet50_s1 pools frames with 'mean' or 'max'")
-        if args.model_type != 'resnet50_s1' and args.temporal != 'Done':
-            parser.error(f'--model_type {args.model_type} pools inside the network: use --temporal Done')
         if args.frame_id_loss and args.model_type != 'resnet50_s1':
             parser.error('--frame_id_loss needs per-frame logits, which only resnet50_s1 produces')
-        for name in ('non_layers', 'stripes'):
-            value = getattr(args, name)
-            if value is not None and len(value) != 4:
-                parser.error(f'--{name} takes one number per ResNet stage (4), got {len(value)}')
         if args.latent_dim != 2048:
             parser.error(f'--latent_dim {args.latent_dim}: the ResNet-50 models produce 2048-d features')
         for name in ('S', 'batch_size'):
             if getattr(args, name) < 1:
                 parser.error(f'--{name} must be at least 1')
-        for name, least in (('height', MIN_HEIGHT), ('width', MIN_WIDTH)):
-            if getattr(args, name) < least:
-                parser.error(f'--{name} {getattr(args, name)}: frames must be at least {MIN_HEIGHT} x {MIN_WIDTH} '
-                             'pixels (height x width)')
+        try:  # the model's own rules (models.network.check_config), before any file is read
+            check_config(args.model_type, args.non_layers, args.stripes, args.temporal, args.stride, args.height,
+                         args.width, args.S)
+        except ModelConfigError as err:
+            parser.error(f'--model_type {args.model_type}: {err}')
         if args.num_workers < 0:
             parser.error('--num_workers must be 0 or more')
     if args.rank_size < 0:
@@ -329,6 +337,8 @@ def _check(parser, args):
                      'of the same identity) for every anchor')
     if not math.isfinite(args.lr) or args.lr <= 0:
         parser.error(f'--lr must be a finite number above 0, got {args.lr}')
+    if args.weight_decay is not None and not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
+        parser.error(f'--weight_decay must be a finite number, 0 or more, got {args.weight_decay}')
     if args.overwrite and args.resume is not None:
         parser.error('--overwrite starts a new run and --resume continues one: pass one of them')
     if args.lr_step_size < 0 or args.eval_every < 0:
@@ -353,6 +363,8 @@ def parse_args(script, argv=None):
     parser = build_parser(script)
     args = parser.parse_args(argv)
     _check(parser, args)
+    if script in ('baseline', 'NL') and args.weight_decay is None:
+        args.weight_decay = default_weight_decay(script, args.optimizer)  # resolved once: last.pth records it
     return args
 
 

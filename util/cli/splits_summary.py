@@ -21,7 +21,7 @@ import pandas as pd
 from util.cli.options import run_main
 from util.data.datasets.common import read_json
 from util.errors import DataError
-from util.train.run import atomic_save
+from util.io import atomic_save
 
 KEYS = ('rank1', 'rank5', 'rank10', 'rank20', 'mAP')
 HEADERS = ('rank-1', 'rank-5', 'rank-10', 'rank-20', 'mAP')

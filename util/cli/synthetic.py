@@ -4,8 +4,7 @@ import sys
 import time
 
 from util.cli.options import run_main
-from util.data.synthetic import make_dukev, make_ilidsvid, make_lsvid, make_mars, make_prid2011
-from util.data.synthetic_clothes import make_ccvid, make_mevid
+from util.data.synthetic import make_ccvid, make_dukev, make_ilidsvid, make_lsvid, make_mars, make_mevid, make_prid2011
 
 LAYOUTS = {
     'mars': 'MARS (bbox_train, bbox_test, MARS-evaluation/info)',

@@ -17,9 +17,10 @@ import numpy as np
 
 from util.cli.options import run_main
 from util.errors import DataError
+from util.evaluation.features_file import FeaturesFile
 from util.pictures.attention import ATT_DPI, attention_figure
 from util.pictures.curves import plot_training_curves
-from util.pictures.ranks import load_features_npz, save_ranked_results
+from util.pictures.ranks import save_ranked_results
 
 
 def _parser():
@@ -79,7 +80,9 @@ def _check_features_match(db, labels, cams, query_idx, args):
 def _run_ranks(args):
     from util.data.loaders import read_database
 
-    features, labels, cams, query_idx, gallery_idx = load_features_npz(args.features)
+    saved = FeaturesFile.read(args.features)
+    features, labels, cams, query_idx, gallery_idx = (saved.features, saved.labels, saved.cams, saved.query_idx,
+                                                      saved.gallery_idx)
     db = read_database(args.test_txt, args.test_info, args.query_info)
     _check_features_match(db, labels, cams, query_idx, args)
     drawn = save_ranked_results(args.out, features, labels, cams, query_idx, db.paths, db.info, args.S,
@@ -92,7 +95,7 @@ def _run_ranks(args):
 
 
 def _run_attention(args):
-    from models import build_model, checkpoint_num_class, load_checkpoint
+    from models import load_model
     from util.data.frames import load_clip
     from util.data.loaders import read_database
     from util.data.sampling import test_frame_indices
@@ -101,9 +104,8 @@ def _run_attention(args):
     db = read_database(args.test_txt, args.test_info)
     if not 0 <= args.track < len(db.info):
         raise DataError(f'--track must lie in [0, {len(db.info)}), got {args.track}')
-    model = build_model(args.model_type, checkpoint_num_class(args.load_ckpt), non_layers=tuple(args.non_layers),
-                        stripes=tuple(args.stripes), stride=args.stride, pretrained='none', height=args.height)
-    load_checkpoint(model, args.load_ckpt)
+    model, _ = load_model(args.load_ckpt, args.model_type, non_layers=tuple(args.non_layers),
+                          stripes=tuple(args.stripes), stride=args.stride, height=args.height)
     model.to(select_device(args.device))
     start, end, pid, cam = (int(v) for v in db.info[args.track])
     frames = test_frame_indices(start, end, args.S)

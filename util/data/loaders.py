@@ -321,6 +321,25 @@ def make_train_loader(db, S, class_per_batch, track_per_class, seed, num_workers
     return ClipLoader(dataset, batch_sampler=sampler, **_loader_options(num_workers, pin_memory))
 
 
+@dataclass(frozen=True)
+class ClipConfig:
+    """How the test clips of a tracklet are cut and read (evaluate.py's clip flags)."""
+    S: int                         # frames per clip
+    height: int = 256              # frame size after resizing
+    width: int = 128
+    test_sampling: str = 'chunks'  # util.data.sampling.TEST_SAMPLING_MODES
+    decoder: str = 'auto'          # 'auto', 'resize_on_device' or 'device' (see decoder_for)
+    test_stride: int = 4           # frames between a clip's frames under 'strided' (CAL's test clips)
+
+
+def decoder_for(decode_on_device=False, resize_on_device=False):
+    """The loaders' decoder: 'device' when JPEGs are decoded where the network runs (which resizes there too),
+    'resize_on_device' when only the resize runs there, else 'auto' (the workers do both)."""
+    if decode_on_device:
+        return 'device'
+    return 'resize_on_device' if resize_on_device else 'auto'
+
+
 def make_test_loader(db, S, batch_size, num_workers, height=256, width=128, rank=0, world_size=1,
                      pin_memory=None, decoder='auto', sampling='chunks', stride=4):
     """Evaluation batches in database order: (uint8 (B, S, 3, H, W), int64 pids (B,), int64 cams (B,)), plus

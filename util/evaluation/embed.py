@@ -15,18 +15,18 @@ pid and camera come from the frame names when they follow MARS (``0001C1T0001F00
 """
 import os
 import re
-from argparse import Namespace
 
 import numpy as np
 
-from models import build_model, checkpoint_num_class, load_checkpoint, to_channels_last
+from models import load_model, to_channels_last
 from util.data.datasets.common import is_image_file
 from util.data.datasets.dukev import parse_dukev_names
 from util.data.datasets.mars import parse_mars_names
-from util.data.loaders import Database
+from util.data.loaders import ClipConfig, Database, decoder_for
 from util.distributed import DistContext, select_device
 from util.errors import DataError
 from util.evaluation.extract import extract_features, make_eval_loader
+from util.evaluation.features_file import FeaturesFile
 
 _DIGITS = re.compile(r'(\d+)')
 
@@ -114,6 +114,17 @@ def tracklet_database(tracklets):
     return Database([p for t in frames for p in t], info)
 
 
+def tracklet_features(features, tracklets, labels, cams, test_sampling='chunks'):
+    """The features file of embedded tracklets (extract_features.py): evaluate.py --features scores it.
+
+    query_idx: every tracklet with a real identity (pid > 0; -1 is unknown or junk, 0 MARS's distractors),
+    each ranked against all tracklets (itself included, which the junk rule skips), as the MARS protocol
+    ranks a query against the whole test split. ``paths`` holds the tracklet folders."""
+    labels = np.asarray(labels, dtype=np.int64)
+    return FeaturesFile(features, labels, cams, np.flatnonzero(labels > 0), test_sampling=test_sampling,
+                        extra=dict(paths=np.asarray([os.fspath(p) for p in tracklets], dtype=str)))
+
+
 class TrackletEmbedder:
     """A trained model and evaluate.py's clip settings; ``embed(tracklets)`` -> (N, 2048) float32 features.
 
@@ -126,17 +137,13 @@ class TrackletEmbedder:
                  stride=1, channels_last=False, resize_on_device=False, decode_on_device=False, test_stride=4):
         if temporal is None:
             temporal = 'mean' if model_type == 'resnet50_s1' else 'Done'
-        self.args = Namespace(load_ckpt=os.fspath(load_ckpt), model_type=model_type, non_layers=non_layers,
-                              stripes=stripes, temporal=temporal, S=int(S), height=int(height), width=int(width),
-                              test_sampling=test_sampling, batch_size=int(batch_size),
-                              num_workers=int(num_workers), amp=amp, stride=stride, channels_last=channels_last,
-                              resize_on_device=resize_on_device, decode_on_device=decode_on_device,
-                              test_stride=int(test_stride))
+        self.clips = ClipConfig(int(S), int(height), int(width), test_sampling,
+                                decoder_for(decode_on_device, resize_on_device), int(test_stride))
+        self.temporal, self.amp, self.channels_last = temporal, amp, channels_last
+        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.ctx = DistContext(rank=0, world_size=1, local_rank=0, device=select_device(device, 0), is_main=True)
-        self.model = build_model(model_type, checkpoint_num_class(load_ckpt), non_layers=non_layers,
-                                 stripes=stripes, temporal=temporal, stride=stride, pretrained='none',
-                                 height=int(height), S=int(S))
-        load_checkpoint(self.model, load_ckpt)
+        self.model, _ = load_model(load_ckpt, model_type, non_layers=non_layers, stripes=stripes, temporal=temporal,
+                                   stride=stride, height=int(height), S=int(S))
         self.model.to(self.device).eval()
         if channels_last:
             to_channels_last(self.model)
@@ -151,22 +158,8 @@ class TrackletEmbedder:
 
     def embed_database(self, db, progress=False):
         """Features of every row of a Database, in row order (evaluate.py's loader and extraction)."""
-        a = self.args
-        loader = make_eval_loader(db, a, self.ctx)
-        feats, _, _ = extract_features(self.model, loader, a.S, self.device, a.temporal,
-                                       frame_level=self.model.frame_level, amp=a.amp,
-                                       channels_last=a.channels_last, progress=progress)
+        loader = make_eval_loader(db, self.clips, self.batch_size, self.num_workers, self.ctx)
+        feats, _, _ = extract_features(self.model, loader, self.clips.S, self.device, self.temporal,
+                                       frame_level=self.model.frame_level, amp=self.amp,
+                                       channels_last=self.channels_last, progress=progress)
         return feats.numpy()
-
-
-def embedder_from_args(args):
-    """A TrackletEmbedder configured by the model, clip and loading flags of a script."""
-    return TrackletEmbedder(args.load_ckpt, args.model_type, non_layers=args.non_layers, stripes=args.stripes,
-                            temporal=args.temporal, S=args.S, height=args.height, width=args.width,
-                            test_sampling=getattr(args, 'test_sampling', 'chunks'), batch_size=args.batch_size,
-                            num_workers=args.num_workers, device=args.device, amp=args.amp, stride=args.stride,
-                            channels_last=getattr(args, 'channels_last', False),
-                            resize_on_device=getattr(args, 'resize_on_device', False),
-                            decode_on_device=getattr(args, 'decode_on_device', False),
-                            test_stride=getattr(args, 'test_stride', 4))
-

@@ -145,6 +145,14 @@ def match_masks(q_labels, q_cams, g_labels, g_cams):
     return same_id & ~same_cam, (g_labels == -1) | (same_id & same_cam)
 
 
+def unit_rows(features):
+    """(rows divided by their L2 norm, the (N, 1) norms), in the features' precision; a zero row gives NaNs.
+    The one normalisation of cosine similarity: the metric, the ranked pictures and search use it."""
+    norm = np.linalg.norm(features, axis=1, keepdims=True)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return features / norm, norm
+
+
 def cosine_distance(features, query_idx, gallery_idx=None):
     """(N, D) features, (Q,) query rows -> (Q, G) negative cosine similarities against the gallery rows
     ``gallery_idx`` (G,), or (Q, N) against every row when it is None.
@@ -158,9 +166,7 @@ def cosine_distance(features, query_idx, gallery_idx=None):
         features = features.astype(np.float32)
     elif not np.issubdtype(features.dtype, np.floating):
         features = features.astype(np.float64)  # integer features: what numpy's division gives
-    norm = np.linalg.norm(features, axis=1, keepdims=True)
-    with np.errstate(invalid='ignore', divide='ignore'):
-        unit = features / norm
+    unit, norm = unit_rows(features)
     # the original's -1 * (Q, N product); negating the (Q, D) factor instead gives the same values (IEEE
     # rounding is symmetric in sign) without a pass over the large array
     gallery = unit if gallery_idx is None else unit[gallery_idx]

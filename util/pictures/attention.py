@@ -87,7 +87,7 @@ def query_attention(model, clip, query_frame=0, query_pos=None):
     """
     import torch
 
-    from util.data.frames import normalize_clip
+    from models.preprocess import normalize_clip
 
     if clip.dim() != 4 or clip.shape[1] != 3 or clip.dtype != torch.uint8:
         raise ReIDError(f'clip: expected a uint8 (S, 3, H, W) tensor, got {clip.dtype} {tuple(clip.shape)}')

@@ -148,7 +148,7 @@ def plot_cmc(path, curves, max_rank=50):
     """CMC curves {label: MarsResult} to a PNG (ranks 1..max_rank, percent), written atomically."""
     from matplotlib.figure import Figure
 
-    from util.train.run import atomic_save
+    from util.io import atomic_save
 
     fig = Figure(figsize=(6, 4.2), dpi=120)
     ax = fig.add_subplot()

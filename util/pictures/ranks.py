@@ -12,7 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from util.data.frames import load_frame
+from util.data.sampling import test_frame_indices
 from util.errors import DataError, ReIDError
+from util.evaluation.metrics import cosine_distance, match_masks
+from util.io import atomic_save
 
 # Border colours of the tiles (RGB). Junk = pid -1, or the query's own pid seen by its own camera: the
 # metric skips these items, so they are drawn but take no rank.
@@ -61,7 +65,6 @@ def cosine_ranking(features, query_rows, gallery_idx=None):
     metric's negative cosine similarity (util.evaluation.metrics.cosine_distance) with a stable sort: ties keep gallery
     order.
     """
-    from util.evaluation.metrics import cosine_distance
     order = np.argsort(cosine_distance(np.asarray(features), np.asarray(query_rows), gallery_idx), axis=1,
                        kind='stable')
     return order if gallery_idx is None else np.asarray(gallery_idx, dtype=np.int64)[order]
@@ -70,7 +73,6 @@ def cosine_ranking(features, query_rows, gallery_idx=None):
 def match_kinds(labels, cams, query_row):
     """'good' / 'wrong' / 'junk' for every row against one query row (the metric's rule,
     util.evaluation.metrics.match_masks)."""
-    from util.evaluation.metrics import match_masks
     labels, cams = np.asarray(labels), np.asarray(cams)
     good, junk = (m[0] for m in match_masks(labels[query_row:query_row + 1], cams[query_row:query_row + 1],
                                             labels, cams))
@@ -117,14 +119,13 @@ class _FrameCache:
     """Frames loaded once per call (the same gallery tracklets recur across queries)."""
 
     def __init__(self, paths, height, width):
-        from util.data.frames import load_frame
-        self.paths, self.height, self.width, self.load_frame = paths, height, width, load_frame
+        self.paths, self.height, self.width = paths, height, width
         self.cache = {}
 
     def __call__(self, frame):
         frame = int(frame)
         if frame not in self.cache:
-            t = self.load_frame(self.paths[frame], self.height, self.width)  # uint8 (3, H, W)
+            t = load_frame(self.paths[frame], self.height, self.width)  # uint8 (3, H, W)
             self.cache[frame] = Image.fromarray(t.permute(1, 2, 0).numpy())
         return self.cache[frame]
 
@@ -227,7 +228,6 @@ def save_ranked_results(out_dir, features, labels, cams, query_idx, paths, info,
     metric skips: junk tiles are shown where they rank but carry no rank number.
     Returns the list of :class:`RankedQuery` drawn.
     """
-    from util.data.sampling import test_frame_indices
 
     features, labels, cams, query_idx, info = (_numpy(a) for a in (features, labels, cams, query_idx, info))
     labels, cams, query_idx = labels.reshape(-1), cams.reshape(-1), query_idx.astype(np.int64).reshape(-1)
@@ -295,9 +295,21 @@ metric: id -1, or the query identity in the query camera, the query itself inclu
         f.write(page)
 
 
-def load_features_npz(path):
-    """features, labels, cams, query_idx, gallery_idx (None: every row) of a file written by
-    ``evaluate.py --save_features``, read and checked by util.evaluation.extract.load_features."""
-    from util.evaluation.extract import load_features
-    saved = load_features(path)
-    return saved['features'], saved['labels'], saved['cams'], saved['query_idx'], saved['gallery_idx']
+def draw_search(path, query_frames, query_title, ranked, S, height=128, width=64, query_labels=None):
+    """search.py's picture, in the layout of the ranked results: the query's S test frames over the first
+    test frame of each ranked gallery tracklet.
+
+    query_frames: the S frame paths (query_labels: a caption each, default f0..). ranked: [(first frame path,
+    caption lines, kind)] in ranked order, kind 'good' / 'wrong' / 'junk' when the identities are known, else
+    None (a neutral border)."""
+    def load(p):
+        return Image.fromarray(load_frame(p, height, width).permute(1, 2, 0).numpy())
+
+    canvas = _Canvas(ranked_image_size(S, len(ranked), height, width), height, width, (_font(13), _font(11)))
+    canvas.strip(0, query_title, QUERY_COLOUR, [load(p) for p in query_frames], [QUERY_COLOUR] * S,
+                 [(text,) for text in (query_labels or [f'f{s}' for s in range(S)])])
+    colours = [KIND_COLOURS.get(kind, (60, 60, 60)) for *_, kind in ranked]
+    known = any(kind is not None for *_, kind in ranked)
+    header = 'Ranked: green same id, red other, grey same camera' if known else 'Ranked gallery'
+    canvas.strip(1, header, (60, 60, 60), [load(p) for p, *_ in ranked], colours, [lines for _, lines, _ in ranked])
+    atomic_save(canvas.image, path, write=lambda image, f: image.save(f, format='PNG'))

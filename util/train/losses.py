@@ -1,34 +1,10 @@
-"""Training losses: FPL temporal pooling and the batch-hard soft-margin triplet loss.
+"""Training losses: the batch-hard soft-margin triplet loss.
 
-The identity losses are plain F.cross_entropy (util/engine.py compute_losses): on the pooled clip logits
+The identity losses are plain F.cross_entropy (util/train/trainer.py compute_losses): on the pooled clip logits
 (track level) and/or on every frame's logits (frame level).
 """
 import torch
 import torch.nn.functional as F
-
-from util.errors import ModelConfigError
-
-TEMPORAL_MODES = ('mean', 'max', 'Done')
-
-
-def temporal_pool(t, S, mode):
-    """Pool per-frame rows into per-clip rows (frame-level pooling, FPL).
-
-    t: (B*S, D) with the S frames of each clip on consecutive rows -> (B, D).
-    mode 'mean' or 'max' pools over the S frames; 'Done' returns ``t`` unchanged (the clip models
-    already reduce time themselves).
-    """
-    if mode == 'Done':
-        return t
-    if mode not in TEMPORAL_MODES:
-        raise ModelConfigError(f"--temporal: expected one of {', '.join(TEMPORAL_MODES)}, got {mode!r}")
-    if S < 1 or t.shape[0] % S != 0:
-        raise ModelConfigError(f'temporal pooling: {t.shape[0]} frame rows do not split into clips of S={S}')
-    clips = t.reshape(t.shape[0] // S, S, *t.shape[1:])  # (B, S, D)
-    if mode == 'mean':
-        return clips.mean(dim=1)
-    # max over frames with the gradient to a single frame per element, as torch.max(dim) does
-    return clips.max(dim=1).values
 
 
 def pairwise_euclidean(x):
