@@ -189,17 +189,22 @@ def test_cuda_ranking_equals_cal(mode):
                                          attribute=attr, mode=mode), ref)
 
 
-def test_float32_row_search_equals_numpy_searchsorted():
-    # the flat-key search of float32 rows: ties, -0.0 against +0.0, infinities and negative values
+@pytest.mark.parametrize('m', [1, 2, 7, 40, 64])
+def test_row_search_equals_numpy_searchsorted(m):
+    # the rows' binary search: ties, -0.0 against +0.0, infinities, negative values, rows of any length
     from util.evaluation.metrics import _SortedRows
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(m)
     grid = np.array([-np.inf, -2.5, -1.0, -0.0, 0.0, 1e-30, 0.5, 3.0, np.inf], dtype=np.float32)
-    values, t = grid[rng.integers(0, len(grid), (6, 40))], grid[rng.integers(0, len(grid), (6, 9))]
-    lo, upto = _SortedRows(values).bounds(t)
+    values, t = grid[rng.integers(0, len(grid), (6, m))], grid[rng.integers(0, len(grid), (6, 9))]
+    valid = rng.random((6, 9)) < 0.8
+    t_in = valid & (rng.random((6, 9)) < 0.5)
+    t[t_in] = values[np.nonzero(t_in)[0], rng.integers(0, m, t_in.sum())]  # items that are entries of the row
+    lo, tied = _SortedRows(values).place(t, valid, t_in)
     srt = np.sort(values, axis=1)
     for r in range(len(values)):
-        np.testing.assert_array_equal(lo[r], np.searchsorted(srt[r], t[r], 'left'))
-        np.testing.assert_array_equal(upto[r], np.searchsorted(srt[r], t[r], 'right'))
+        left, right = np.searchsorted(srt[r], t[r], 'left'), np.searchsorted(srt[r], t[r], 'right')
+        np.testing.assert_array_equal(lo[r], np.where(valid[r], left, 0))
+        np.testing.assert_array_equal(tied[r], valid[r] & (right - left > t_in[r]))
 
 
 def test_protocols_sharing_one_sort_equal_separate_calls():

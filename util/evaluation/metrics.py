@@ -230,29 +230,28 @@ class _SortedRows:
     def __init__(self, values):
         self.srt = np.sort(values, axis=1)
 
-    def bounds(self, t, valid=None):
-        """(entries < t, entries <= t) of each row for t (R, K), where valid (R, K) is True (elsewhere 0).
+    def place(self, t, valid, t_in_rows):
+        """For t (R, K) where valid (R, K): (entries of its row < t, whether another entry equals t), both (R, K)
+        (0 / False elsewhere). t_in_rows (R, K) bool: t is itself one of its row's entries (not counted as a tie).
 
-        One vectorised binary search over the wanted items only, both bounds at once: items searched twice,
-        the second copy counting equal entries too."""
+        A vectorised binary search over the valid items only (the padding is never searched)."""
         rows, m = self.srt.shape
-        r, k = np.nonzero(np.ones(t.shape, bool) if valid is None else valid)
-        n = len(r)
-        x = np.tile(t[r, k], 2)
-        right = np.arange(2 * n) >= n
-        base = np.tile(r.astype(np.int64) * m, 2)
+        r, k = np.nonzero(valid)
+        x, base = t[r, k], r.astype(np.int64) * m - 1
         flat = self.srt.ravel()
-        lo, hi = np.zeros(2 * n, np.int64), np.full(2 * n, m, np.int64)
-        for _ in range(m.bit_length()):
-            mid = (lo + hi) >> 1
-            v = flat[base + np.minimum(mid, m - 1)]
-            below = (v < x) | (right & (v == x))
-            active = lo < hi
-            lo = np.where(active & below, mid + 1, lo)
-            hi = np.where(active & ~below, mid, hi)
-        out_lo, out_upto = np.zeros(t.shape, np.int64), np.zeros(t.shape, np.int64)
-        out_lo[r, k], out_upto[r, k] = lo[:n], lo[n:]
-        return out_lo, out_upto
+        pos = np.zeros(len(r), np.int64)  # entries < x found so far
+        step = 1 << (m.bit_length() - 1)
+        while step:
+            cand = pos + step
+            v = flat[base + np.minimum(cand, m)]
+            pos = np.where((cand <= m) & (v < x), cand, pos)
+            step >>= 1
+        # sorted rows: the entries equal to x start at pos; another one besides x itself lies at pos + t_in_rows
+        nxt = pos + t_in_rows[r, k]
+        tie = (nxt < m) & (flat[base + 1 + np.minimum(nxt, m - 1)] == x)
+        lo, tied = np.zeros(t.shape, np.int64), np.zeros(t.shape, bool)
+        lo[r, k], tied[r, k] = pos, tie
+        return lo, tied
 
 
 def _count_ahead(values, index, t, t_index, valid, t_in_values, ranked=None):
@@ -264,11 +263,9 @@ def _count_ahead(values, index, t, t_index, valid, t_in_values, ranked=None):
     when already built. -> (Qb, K) int64.
     """
     ranked = _SortedRows(values) if ranked is None else ranked
-    lo, upto = ranked.bounds(t, valid)  # entries with a smaller distance, with a smaller or equal one
-    equal = upto - lo
-    ahead = lo.copy()
+    ahead, tied = ranked.place(t, valid, t_in_values)  # entries with a smaller distance; any other equal one
     # entries at exactly the same distance, other than the item itself, go first if their index is smaller
-    r, k = np.nonzero(valid & (equal > t_in_values))
+    r, k = np.nonzero(tied)
     step = max(1, (1 << 22) // values.shape[1])  # bound the (pairs, M) temporaries
     for s in range(0, len(r), step):
         rr, kk = r[s:s + step], k[s:s + step]
