@@ -463,7 +463,8 @@ def score_many(dist, labels, cams, query_idx, ranks, protocols, block=256, worke
                 for (attribute, mode), g_attr in zip(protocols, g_attrs)]
 
     starts = range(0, len(query_idx), block)
-    workers = min(workers or os.cpu_count() or 1, len(starts))
+    # threads only pay off with at least two blocks each (pool start-up, the GIL between numpy calls)
+    workers = min(workers or os.cpu_count() or 1, max(1, len(starts) // 2))
     if workers > 1:
         with ThreadPoolExecutor(workers) as pool:
             parts = list(pool.map(score, starts))
