@@ -5,12 +5,15 @@
 
 Model, clip and loading flags have evaluate.py's names and meaning (`--help`). The file holds features, paths
 (the tracklet folders), labels and cams (from MARS / DukeV frame names, else -1) and query_idx (the tracklets
-with a known identity): search.py reads it, and evaluate.py --features scores it.
+with a known identity): search.py reads it, and evaluate.py --features scores it. Folders written by
+tracklets_from_video.py (<camera>_t<id>/f<frame>.jpg, or listed in a tracklets.csv beside them) also give
+cams (the camera number), camera_names, track_ids, first_frame and last_frame, which associate.py needs.
 """
 import sys
 
 from util.cli.options import parse_args, run_main
 from util.cli.tools import embedder_from_args
+from util.data.cameras import tracklet_meta
 from util.evaluation.embed import find_tracklets, tracklet_database, tracklet_features
 from util.io import check_writable
 
@@ -25,7 +28,9 @@ def main(argv=None):
           f'--test_sampling {args.test_sampling}, device {embedder.device}')
     features = embedder.embed_database(db, progress=True)
     labels, cams = db.info[:, 2], db.info[:, 3]
-    tracklet_features(features, tracklets, labels, cams, args.test_sampling).write(args.out)
+    camera_arrays = tracklet_meta(tracklets) or {}  # camera tracklets of tracklets_from_video.py
+    cams = camera_arrays.pop('cams', cams)
+    tracklet_features(features, tracklets, labels, cams, args.test_sampling, **camera_arrays).write(args.out)
     print(f'Saved {features.shape[0]} x {features.shape[1]} features to {args.out} '
           f'({int((labels != -1).sum())} tracklets with identities from their frame names)')
     return 0

@@ -7,7 +7,9 @@
 #        MODEL="--model_type resnet50_NL_stripe_hr --stripes 16 16 16 16".
 # Settings (environment): DATA_DIR (./iLIDS-VID), DB (./iLIDSVID_database), RUNS (./ckpt_iLIDSVID: one
 # directory per split), SPLITS ("0 1 2 3 4 5 6 7 8 9"), MODEL, INIT (weights to start each split from,
-# e.g. a MARS model: --load_ckpt). Interpreter: $PY if set, else the repository's .venv, else python3.
+# e.g. a MARS model: --load_ckpt), OVERWRITE (1: start every split afresh). Interpreter: $PY if set, else the
+# repository's .venv, else python3. Flags are checked before anything runs; run again after an interruption,
+# it continues (see run_splits.sh).
 set -e
 HERE=$(dirname "$0")
 if [ -z "$PY" ]; then
@@ -19,5 +21,7 @@ RUNS=${RUNS:-./ckpt_iLIDSVID}
 SPLITS=${SPLITS:-0 1 2 3 4 5 6 7 8 9}
 MODEL=${MODEL:---model_type resnet50_NL}
 
+# every flag, as train_NL.py and evaluate.py parse it, before the database is built or a split trains
+CHECK_ONLY=1 DB=$DB RUNS=$RUNS SPLITS=$SPLITS MODEL=$MODEL INIT=$INIT PY=$PY sh "$HERE/run_splits.sh" "$@"
 "$PY" "$HERE/create_iLIDSVID_database.py" --data_dir "$DATA_DIR" --output_dir "$DB"
 DB=$DB RUNS=$RUNS SPLITS=$SPLITS MODEL=$MODEL INIT=$INIT PY=$PY sh "$HERE/run_splits.sh" "$@"

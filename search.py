@@ -15,7 +15,7 @@ import numpy as np
 from util.cli.options import parse_args, run_main
 from util.data.sampling import test_frame_indices
 from util.errors import DataError
-from util.evaluation.features_file import FeaturesFile
+from util.evaluation.features_file import FeaturesFile, check_rankable
 from util.evaluation.search import check_dimensions, cosine_topk, reranked_topk
 from util.pictures.ranks import draw_search, match_kinds
 
@@ -46,12 +46,12 @@ def describe(side, i, short=False):
 
 
 def picture(out, args, query, q, gallery, rows, scores, score_name):
-    from util.evaluation.embed import list_frames
-    frames = list_frames(str(query.paths[q]))
+    from util.evaluation.embed import tracklet_frames
+    frames = tracklet_frames(str(query.paths[q]))
     shown = test_frame_indices(0, len(frames) - 1, args.S)                   # the query clip's frames
     labels = np.concatenate([query.labels[q:q + 1], gallery.labels[rows]])
     kinds = match_kinds(labels, np.concatenate([query.cams[q:q + 1], gallery.cams[rows]]), 0)[1:]
-    ranked = [(list_frames(str(gallery.paths[r]))[0],
+    ranked = [(tracklet_frames(str(gallery.paths[r]))[0],
                (f'#{k + 1} {s:.3f}', f'id {gallery.labels[r]} c{gallery.cams[r]}' if labels[0] != -1 else ''),
                kind if labels[0] != -1 else None)
               for k, (r, s, kind) in enumerate(zip(rows, scores, kinds))]
@@ -67,6 +67,8 @@ def main(argv=None):
     embedder = [None]
     query = load_tracklets(args.query, '--query', args, embedder)
     gallery = load_tracklets(args.gallery, '--gallery', args, embedder)
+    check_rankable(query.features, f'--query {args.query}', nothing='nothing ranked')
+    check_rankable(gallery.features, f'--gallery {args.gallery}', nothing='nothing ranked')
     check_dimensions(query.features, gallery.features, args.query, args.gallery)
     if args.visualize is not None and (query.paths is None or gallery.paths is None):
         raise DataError('--visualize needs the tracklet folders: use folders or files of extract_features.py '

@@ -472,10 +472,10 @@ def test_dukev_pid_differs_from_directory(dukev):
 def test_dukev_bad_inputs(dukev):
     data_dir, out = dukev
     t = _first_track(data_dir / 'train')
-    (t / 'Thumbs.db').write_bytes(b'')
+    (t / 'notes.txt').write_bytes(b'')
     expect_error(lambda: build_dukev_database(str(data_dir), str(out), progress=False),
-                 r'Thumbs\.db: not an image file', out)
-    os.remove(t / 'Thumbs.db')
+                 r'notes\.txt: not an image file', out)
+    os.remove(t / 'notes.txt')
     frame = sorted(os.listdir(t))[0]
     os.rename(t / frame, t / ('a' + frame))
     expect_error(lambda: build_dukev_database(str(data_dir), str(out), progress=False), r'not a DukeV frame name', out)

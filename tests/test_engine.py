@@ -499,6 +499,46 @@ def test_unwritable_outputs_are_refused_before_any_work(db, tmp_path, capsys, mo
     assert message == f'error: --ckpt {tmp_path / "e"}: cannot write there (Read-only file system)'
 
 
+def test_real_torch_save_filling_the_disk_in_last_pth_is_one_line(db, first_epoch, tmp_path, capsys, monkeypatch):
+    # the disk fills inside torch.save's own writes: torch raises RuntimeError('... unexpected pos ...') from
+    # the OSError, which was a 30-line traceback
+    import util.train.run as run
+    ckpt = tmp_path / 'ckpt'
+    shutil.copytree(first_epoch, ckpt)
+    before = (ckpt / 'last.pth').read_bytes()
+    real_fdopen = os.fdopen
+
+    class FullDisk:  # takes the first 4096 bytes, then fails every write
+        def __init__(self, file):
+            self.file, self.room = file, 4096
+
+        def write(self, data):
+            if len(data) > self.room:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.room -= len(data)
+            return self.file.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+    def fdopen(fd, mode):
+        name = os.path.basename(os.readlink(f'/proc/self/fd/{fd}'))
+        return FullDisk(real_fdopen(fd, mode)) if name.startswith('.last.pth.') else real_fdopen(fd, mode)
+
+    monkeypatch.setattr(run.os, 'fdopen', fdopen)
+    assert run_main(train_baseline.main, baseline_args(db, ckpt, '--n_epochs', '2', '--resume', str(ckpt))) == 2
+    err = capsys.readouterr().err.replace('\r', '\n')
+    assert 'Traceback' not in err and 'RuntimeError' not in err
+    assert err.strip().splitlines()[-1] == f'error: cannot write {ckpt / "last.pth"}: No space left on device'
+    assert (ckpt / 'last.pth').read_bytes() == before and temporaries(ckpt) == []  # still resumable
+
+
 def test_full_disk_while_saving_is_one_line_and_keeps_the_last_checkpoint(db, first_epoch, tmp_path, capsys,
                                                                          monkeypatch):
     ckpt = tmp_path / 'ckpt'
@@ -548,7 +588,9 @@ def test_a_directory_holding_a_run_is_refused_without_resume_or_overwrite(db, fi
         assert _fail(baseline_args(db, ckpt, '--n_epochs', '2', '--resume', str(other)), capsys) == expected
     assert {name: (ckpt / name).read_bytes() for name in os.listdir(ckpt)} == before
 
-    # --overwrite: once everything is built, the old run's files are gone and a new log and metrics begin
+    # --overwrite: once everything is built, the old run's files are gone (its scores too: a stale results.json
+    # would enter a split summary) and a new log and metrics begin
+    (ckpt / 'results.json').write_text('{}\n')
     args = parse_args('baseline', baseline_args(db, ckpt, '--n_epochs', '1', '--overwrite'))
     trainer = cli_train.build_trainer(args, init_distributed('cpu'))
     try:

@@ -299,3 +299,38 @@ def test_k2_above_the_probe_and_gallery_is_refused(tmp_path, capsys):
     code, out, err = run(['--features', tmp_path / 'f.npz', '--rerank', '--rerank_k2', n + 1], capsys)
     assert (code, out) == (2, '')
     assert err == f'error: --rerank_k2 {n + 1} must be at most the {n} probe + gallery tracklets\n'
+
+
+def test_inputs_that_change_the_numbers_are_refused(tmp_path, capsys):
+    feats, pid, cam, query, gallery = features_set()
+    path = tmp_path / 'f.npz'
+    save_features(path, feats, pid, cam, query)
+    # --gallery_info naming a row twice, or of more than one dimension
+    for rows, message in ((np.r_[gallery, gallery[3]], f'gallery row {gallery[3]} is listed twice (positions 3 and '
+                                                        f'{len(gallery)}); expected each row once'),
+                          (gallery[None, :], f'a 2-d array of shape (1, {len(gallery)}); expected the 1-d gallery '
+                                             f'row indices of {path}')):
+        np.save(tmp_path / 'g.npy', rows)
+        code, out, err = run(['--features', path, '--gallery_info', tmp_path / 'g.npy'], capsys)
+        assert (code, out, err) == (2, '', f'error: {tmp_path / "g.npy"}: {message}\n')
+    # a features file repeating a query row
+    np.savez(path, features=feats, labels=pid, cams=cam, query_idx=np.r_[query, query[:1]])
+    code, out, err = run(['--features', path], capsys)
+    assert (code, out, err) == (2, '', f'error: --features {path}: query_idx row 0 is listed twice (positions 0 and '
+                                       f'{len(query)}); expected each row once\n')
+    # an all-zero row has no direction: cosine undefined, refused like a NaN row
+    feats[[5, 11]] = 0
+    np.savez(path, features=feats, labels=pid, cams=cam, query_idx=query)
+    code, out, err = run(['--features', path], capsys)
+    assert (code, out, err) == (2, '', f'error: --features {path}: 2 of {len(pid)} feature rows are all zero (no '
+                                       f'direction, cosine undefined), rows 5, 11; nothing scored\n')
+
+
+@pytest.mark.parametrize('flag, value', [('--query_info', 'q.npy'), ('--test_sampling', 'chunks'),
+                                         ('--test_sampling', 'all_continuous')])
+def test_flags_saved_features_cannot_follow_are_refused_not_ignored(flag, value, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main(['--features', 'f.npz', flag, value])
+    assert exit_.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.split(': error: ', 1)[1].startswith(f'{flag} cannot change features scored with --features (')

@@ -146,3 +146,21 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     err = search_error(capsys, ['--query', str(tmp_path / 'q.npz'), '--gallery', str(tmp_path / 'g2.npz'), '--rerank',
                                 '--rerank_k1', '20'])
     assert err.startswith('error: --rerank: ') and 'k1' in err
+
+
+@pytest.mark.parametrize('bad', ['nan', 'inf', 'zero', 'empty'])
+def test_non_finite_zero_or_empty_features_are_refused(tmp_path, capsys, bad):
+    # as evaluate.py refuses them: a NaN row would rank as if valid, a zero row has no cosine
+    gallery = features(40) if bad != 'empty' else features(0)
+    if bad != 'empty':
+        gallery[[7, 30]] = {'nan': np.nan, 'inf': np.inf, 'zero': 0.0}[bad]
+    write_side(tmp_path / 'g.npz', gallery)
+    write_side(tmp_path / 'q.npz', features(2))
+    err = search_error(capsys, ['--query', str(tmp_path / 'q.npz'), '--gallery', str(tmp_path / 'g.npz'),
+                                '--chunk', '8'])
+    side = f'error: --gallery {tmp_path / "g.npz"}: '
+    if bad == 'empty':
+        assert err == side + 'no tracklets (expected at least one feature row)'
+    else:
+        what = 'are all zero (no direction, cosine undefined)' if bad == 'zero' else 'are not finite (NaN or Inf)'
+        assert err == side + f'2 of 40 feature rows {what}, rows 7, 30; nothing ranked'

@@ -68,3 +68,45 @@ def test_bad_results_files(tmp_path):
     assert r.returncode == 2 and r.stderr == f'error: {tmp_path / "nope"}: file not found (expected the JSON that ' \
                                              f'evaluate.py --results writes)\n'
     assert not (tmp_path / 's.csv').exists()
+
+
+def test_each_column_counts_its_own_splits(tmp_path, capsys):
+    # rank-5 exists in one split of three (the others' galleries are smaller): its mean is over that one
+    dirs = [write(tmp_path / f'split_{k}', rank1=0.5 + k / 8, rank5=0.75 if k == 0 else None,
+                  rank10=0.875 if k < 2 else None) for k in range(3)]
+    assert main([str(d) for d in dirs] + ['--csv', str(tmp_path / 's.csv')]) == 0
+    line = capsys.readouterr().out.splitlines()[-2]
+    assert line == ('over 3 splits (mean ± sample std, %): rank-1 62.50 ± 12.50, rank-5 75.00 (1 of 3 splits, no std)'
+                    ', rank-10 87.50 ± 0.00 (over 2 of 3 splits), rank-20 100.00 ± 0.00, mAP 25.00 ± 0.00')
+    assert 'nan' not in line
+
+
+def test_results_of_different_protocols_are_refused_unless_asked(tmp_path):
+    a = write(tmp_path / 'split_0')
+    for key, value, text in (('test_sampling', 'all_continuous', '"all_continuous", but'),
+                             ('rerank', {'k1': 20, 'k2': 6, 'lambda_value': 0.3}, 'rerank {"k1": 20'),
+                             ('gallery', 'gallery_idx', 'gallery "gallery_idx", but')):
+        b = write(tmp_path / f'other_{key}', **{key: value})
+        with pytest.raises(DataError) as e:
+            summarize([str(a), str(b)])
+        assert str(e.value).startswith(f'{b / "results.json"}: {key} ') and text in str(e.value)
+        assert str(e.value).endswith('results of different protocols do not average (pass --mixed_protocols to '
+                                     'summarise them anyway)')
+        assert len(summarize([str(a), str(b)], mixed_protocols=True)) == 4
+
+
+def test_a_file_named_twice_or_through_its_directory_counts_once(tmp_path, capsys):
+    a, b = write(tmp_path / 'split_0', rank1=0.5), write(tmp_path / 'split_1', rank1=1.0)
+    notes = []
+    table = summarize([str(a), str(a / 'results.json'), str(b), str(b)], log=notes.append)
+    assert list(table.index) == ['split_0', 'split_1', 'mean', 'std']
+    assert table.loc['mean', 'rank1'] == 0.75
+    assert notes == [f'note: {a / "results.json"} is {a} again; counted once', f'note: {b} is {b} again; counted once']
+
+
+def test_directories_named_like_the_statistics_rows_get_their_paths(tmp_path):
+    a, b, c = (write(tmp_path / name, rank1=r) for name, r in (('mean', 0.5), ('std', 1.0), ('x/split_0', 0.0)))
+    d = write(tmp_path / 'y' / 'split_0', rank1=0.25)
+    table = summarize([str(a), str(b), str(c), str(d)])
+    assert list(table.index) == [str(a), str(b), 'split_0', str(d), 'mean', 'std']
+    assert table.loc['mean', 'rank1'] == pytest.approx(0.4375)

@@ -40,17 +40,66 @@ def atomic_save(obj, path, write=None):
         fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=directory)
         with os.fdopen(fd, 'wb') as f:
             os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600
-            write(obj, f)
+            sink = _Sink(f)
+            write(obj, sink)
+            if sink.failed is not None:  # a writer that swallowed it
+                raise sink.failed
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
         tmp = None
-    except OSError as err:
-        raise OutputError(f'cannot write {path}: {err.strerror or err}') from None
+    except (OSError, RuntimeError) as err:
+        # torch.save reports a failed write as RuntimeError('... unexpected pos ...') chained from the OSError
+        cause = _os_error(err)
+        if cause is None:
+            raise
+        raise OutputError(f'cannot write {path}: {cause.strerror or cause}') from None
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
     _fsync_dir(directory)
+
+
+class _Sink:
+    """The temporary file as a writer sees it. After a write fails (a full disk) later writes, seeks and
+    flushes do nothing, so that a writer's own clean-up (np.savez's ZipFile closing again in __del__, after
+    the file is closed) prints no second traceback; the first error is raised, and kept in `failed`."""
+
+    def __init__(self, file):
+        self._file, self.failed = file, None
+
+    def write(self, data):
+        if self.failed is not None:
+            return len(data)
+        try:
+            return self._file.write(data)
+        except OSError as err:
+            self.failed = err
+            raise
+
+    def seek(self, *args):
+        return 0 if self.failed is not None else self._file.seek(*args)
+
+    def tell(self):
+        return 0 if self.failed is not None else self._file.tell()
+
+    def flush(self):
+        if self.failed is None:
+            self._file.flush()
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+
+def _os_error(err):
+    """`err` itself, or the OSError it was raised from, or None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def write_text(path, text, append=False):

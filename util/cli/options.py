@@ -365,7 +365,26 @@ def parse_args(script, argv=None):
     _check(parser, args)
     if script in ('baseline', 'NL') and args.weight_decay is None:
         args.weight_decay = default_weight_decay(script, args.optimizer)  # resolved once: last.pth records it
+    if script == 'evaluate' and args.features is not None:
+        _check_rescoring(parser, _given_flags(script, argv))
     return args
+
+
+def _given_flags(script, argv):
+    """The destinations of the flags given on the command line (defaults left out)."""
+    parser = build_parser(script)
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
+def _check_rescoring(parser, given):
+    """Saved features are fixed: flags that would change them cannot act, so they are refused, not ignored."""
+    for name, why in (('query_info', "the file's query_idx are the queries"),
+                      ('test_sampling', 'the features were extracted with the sampling mode recorded in the file')):
+        if name in given:
+            parser.error(f'--{name} cannot change features scored with --features ({why}); drop it, or extract '
+                         f'the features again with evaluate.py --load_ckpt ... --save_features')
 
 
 # File-system faults that are the machine's state, not a bug: reported in one line like a ReIDError.
@@ -373,9 +392,23 @@ _FILE_SYSTEM_FAULTS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, er
                        errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.EMFILE, errno.ENFILE}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, a job scheduler's stop), raised like Ctrl-C so that the same clean-up runs."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def run_main(main, argv=None):
     """Run a script's main(argv); a ReIDError (or a file-system fault such as a full disk) becomes one
-    `error: ...` line on stderr and exit status 2; Ctrl-C one `error: interrupted` line and status 130."""
+    `error: ...` line on stderr and exit status 2; Ctrl-C one `error: interrupted` line and status 130,
+    SIGTERM the same clean-up and `error: terminated`, status 143 (128 + 15, as a shell reports it)."""
+    import signal
+    import threading
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return main(argv) or 0
     except ReIDError as err:
@@ -387,6 +420,12 @@ def run_main(main, argv=None):
         where = f'{err.filename}: ' if err.filename else ''
         print(f'error: {where}{err.strerror or err}', file=sys.stderr)
         return 2
+    except Terminated:
+        print('error: terminated', file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print('error: interrupted', file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

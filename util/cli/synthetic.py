@@ -5,6 +5,7 @@ import time
 
 from util.cli.options import run_main
 from util.data.synthetic import make_ccvid, make_dukev, make_ilidsvid, make_lsvid, make_mars, make_mevid, make_prid2011
+from util.data.synthetic_scene import make_scene
 
 LAYOUTS = {
     'mars': 'MARS (bbox_train, bbox_test, MARS-evaluation/info)',
@@ -14,6 +15,7 @@ LAYOUTS = {
     'lsvid': 'LS-VID (list_sequence, tracklet_train, tracklet_test, test/data/info_test.mat)',
     'mevid': 'MEVID (bbox_train, bbox_test, name and track info files, query_IDX.txt, test_track_scale.txt)',
     'ccvid': 'CCVID (session1..3, train.txt, query.txt, gallery.txt)',
+    'scene': 'a multi-camera scene (c1.mp4 + c1.txt tracker output per camera, gt/c1.txt; util.data.synthetic_scene)',
 }
 
 
@@ -34,9 +36,10 @@ def build_parser():
     parser.add_argument('--num_cams', type=int, default=None,
                         help='cameras (default 6 for mars and mevid, 8 for dukev, 15 for lsvid, 4 for ccvid)')
     parser.add_argument('--height', type=int, default=None,
-                        help='frame height in pixels (default 64; 128 for ilidsvid and prid2011, like the real ones)')
+                        help='frame height in pixels (default 64; 128 for ilidsvid and prid2011, like the real ones; '
+                             '240 for scene)')
     parser.add_argument('--width', type=int, default=None,
-                        help='frame width in pixels (default 32; 64 for ilidsvid and prid2011)')
+                        help='frame width in pixels (default 32; 64 for ilidsvid and prid2011; 320 for scene)')
     parser.add_argument('--min_len', type=int, default=None,
                         help='shortest sequence in frames (default 2; prid2011 27, its short ones aside)')
     parser.add_argument('--max_len', type=int, default=None,
@@ -54,13 +57,16 @@ def build_parser():
                         help='mevid, ccvid: outfits per identity (default 3; ccvid at most 3, one per session)')
     parser.add_argument('--num_persons', type=int, default=None,
                         help='ilidsvid: persons (default 6; the real set has 300); prid2011: persons in both '
-                             'cameras, at most 200 (default 6)')
+                             'cameras, at most 200 (default 6); scene: people walking (default 6)')
     parser.add_argument('--num_short', type=int, default=2,
                         help='prid2011: persons of both cameras with a sequence under 27 frames (default 2)')
     parser.add_argument('--num_cam_a_only', type=int, default=2,
                         help='prid2011: persons seen by cam_a only, person_0201 on (default 2)')
     parser.add_argument('--num_cam_b_only', type=int, default=3,
                         help='prid2011: persons seen by cam_b only, person_0201 on (default 3)')
+    parser.add_argument('--cameras', type=int, default=3, help='scene: cameras (default 3)')
+    parser.add_argument('--num_frames', type=int, default=200, help='scene: frames per camera (default 200)')
+    parser.add_argument('--fps', type=int, default=10, help='scene: frame rate of the videos (default 10)')
     return parser
 
 
@@ -76,6 +82,9 @@ def _make(args):
                              num_distractors=args.num_distractors, **common)
         return make_dukev(args.out, num_cams=args.num_cams or 8, num_distractor_ids=args.num_distractor_ids,
                           old_names=args.old_names, **common)
+    if args.dataset == 'scene':
+        return make_scene(args.out, seed=args.seed, num_cameras=args.cameras, num_frames=args.num_frames,
+                          fps=args.fps, **given(num_persons=6, height=240, width=320))
     if args.dataset == 'ilidsvid':
         return make_ilidsvid(args.out, seed=args.seed, **given(num_persons=6, height=128, width=64, min_len=2,
                                                                max_len=8))

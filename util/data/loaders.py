@@ -89,11 +89,27 @@ def read_paths(txt_path):
     return paths
 
 
+def check_unique_rows(rows, source, what):
+    """Refuse an index that names a row twice: that tracklet would count twice in the ranking."""
+    values, counts = np.unique(rows, return_counts=True)
+    if (counts > 1).any():
+        row = int(values[np.argmax(counts > 1)])
+        where = [int(j) for j in np.flatnonzero(rows == row)[:2]]
+        raise DataError(f'{source}: {what} row {row} is listed twice (positions {where[0]} and {where[1]}); '
+                        f'expected each row once')
+
+
 def read_rows(path, what, n, info_path):
     """A 1-D index file of 0-based rows of the n-row info (query_IDX.npy, gallery_IDX.npy)."""
-    rows = _load_int_array(path, f'{what} row indices').reshape(-1)
+    rows = _load_int_array(path, f'{what} row indices')
+    if what == 'gallery' and rows.ndim != 1:  # query_IDX.npy of MARS is (1, Q) as loaded from the .mat
+        raise DataError(f'{path}: a {rows.ndim}-d array of shape {rows.shape}; expected the 1-d gallery row '
+                        f'indices of {info_path}')
+    rows = rows.reshape(-1)
     if len(rows) == 0:
         raise DataError(f'{path}: no {what} indices')
+    if what == 'gallery':
+        check_unique_rows(rows, path, what)
     bad = (rows < 0) | (rows >= n)
     if bad.any():
         j = int(np.flatnonzero(bad)[0])

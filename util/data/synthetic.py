@@ -322,7 +322,7 @@ def _write_mat(path, key, value):
 
 
 @contextmanager
-def _output(out_dir):
+def output_directory(out_dir):
     """Write into a new directory that replaces `out_dir` as a whole at the end (nothing half-written)."""
     if os.path.exists(out_dir):
         if not os.path.isdir(out_dir):
@@ -391,7 +391,7 @@ def make_mars(out_dir, seed=0, num_train_ids=40, num_test_ids=40, num_cams=6, he
                  + _extra_tracks(rng, num_distractors, 0, 'distractor', num_cams)),
     }
     summary = {}
-    with _output(out_dir) as root:
+    with output_directory(out_dir) as root:
         info_dir = os.path.join(root, 'MARS-evaluation', 'info')
         os.makedirs(info_dir)
         for tag, (split, tracks) in enumerate(splits.items()):
@@ -462,7 +462,7 @@ def make_dukev(out_dir, seed=0, num_train_ids=40, num_test_ids=40, num_distracto
     query_ids = {id(t) for t in query}
 
     summary = {}
-    with _output(out_dir) as root:
+    with output_directory(out_dir) as root:
         for tag, (split, tracks) in enumerate((('train', train), ('gallery', gallery))):
             frames_total = 0
             for t, frames in _render_all(seed, tag, tracks, cameras, height, width, min_len, max_len):
@@ -508,7 +508,7 @@ def make_ilidsvid(out_dir, seed=0, num_persons=6, height=128, width=64, min_len=
     tracks = [Track(p + 1, cam, 1, 0, 'person', person)
               for p, person in enumerate(random_person(rng) for _ in range(num_persons)) for cam in (1, 2)]
     summary = dict(persons=num_persons, frames=0)
-    with _output(out_dir) as root:
+    with output_directory(out_dir) as root:
         seq_root = os.path.join(root, 'i-LIDS-VID', 'sequences')
         for t, frames in _render_all(seed, 0, tracks, cameras, height, width, min_len, max_len):
             person = f'person{t.pid:03d}'
@@ -559,7 +559,7 @@ def make_prid2011(out_dir, seed=0, num_shared=6, num_short=2, num_cam_a_only=2, 
     tracks += [Track(201 + p, 2, 1, 0, 'person', random_person(rng)) for p in range(num_cam_b_only)]
     short = {(int(p) + 1, int(rng.integers(1, 3))) for p in rng.choice(num_shared, num_short, replace=False)}
     summary = dict(persons=num_shared, frames=0)
-    with _output(out_dir) as root:
+    with output_directory(out_dir) as root:
         cam_root = os.path.join(root, 'prid_2011', 'multi_shot')
         for t, frames in _render_all(seed, 0, tracks, cameras, height, width, min_len, max_len):
             if (t.pid, t.cam) in short:
@@ -615,7 +615,7 @@ def make_lsvid(out_dir, seed=0, num_train_ids=4, num_test_ids=4, num_cams=15, he
     splits = {'train': _identity_tracks(rng, train_pids, num_cams, cams_per_id, (1, 1), False),
               'test': _identity_tracks(rng, test_pids, num_cams, cams_per_id, (1, 1), False)}
     summary, number = {}, 0
-    with _output(out_dir) as root:
+    with output_directory(out_dir) as root:
         os.makedirs(os.path.join(root, 'list_sequence'))
         for tag, (split, tracks) in enumerate(splits.items()):
             lines, frames_total = [], 0
@@ -715,7 +715,7 @@ def make_mevid(out_dir, seed=0, num_train_ids=6, num_test_ids=6, num_outfits=3, 
         [MEVID_CAMERAS[i] for i in sorted(rng.choice(np.arange(5, len(MEVID_CAMERAS)), num_cams - 2, replace=False))]
     train_pids, test_pids = _draw_pids(rng, [num_train_ids, num_test_ids])
     summary = {}
-    with _output(out_dir) as root:
+    with output_directory(out_dir) as root:
         for tag, (split, pids) in enumerate((('train', train_pids), ('test', test_pids))):
             tracks = _mevid_tracks(rng, pids, num_cams, num_outfits)
             outfits = [o for _, o in tracks]
@@ -790,7 +790,7 @@ def make_ccvid(out_dir, seed=0, num_train_ids=6, num_test_ids=6, num_outfits=3, 
     train_pids, test_pids = _draw_pids(rng, [num_train_ids, num_test_ids])
     lists = {'train': [], 'query': [], 'gallery': []}
     summary = {}
-    with _output(out_dir) as root:
+    with output_directory(out_dir) as root:
         for tag, (split, pids) in enumerate((('train', train_pids), ('test', test_pids))):
             tracks, lines = [], []
             for pid in pids:

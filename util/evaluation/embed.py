@@ -38,8 +38,10 @@ def frame_sort_key(name):
     return tuple(int(p) if i % 2 else p for i, p in enumerate(parts))
 
 
-def list_frames(folder):
-    """Image files of one tracklet folder, ordered by frame_sort_key: a non-empty list of paths."""
+def tracklet_frames(folder):
+    """Image files of one tracklet folder, ordered by frame_sort_key: a non-empty list of paths. Other files
+    are passed over, as a tracker's output folder may hold them (the dataset builders' lister,
+    util.data.datasets.common.list_frames, refuses them instead: a benchmark's folders hold frames only)."""
     if not os.path.isdir(folder):
         raise DataError(f'{folder}: ' + ('not a directory' if os.path.exists(folder) else 'no such directory')
                         + ' (expected a tracklet folder of frame images)')
@@ -61,14 +63,14 @@ def find_tracklets(dirs):
     for top in dirs:
         top = os.fspath(top)
         if not os.path.isdir(top):
-            list_frames(top)  # the missing-directory message
+            tracklet_frames(top)  # the missing-directory message
         tracklets = []
         for root, subdirs, files in os.walk(top):
             subdirs.sort(key=frame_sort_key)
             if any(map(is_image_file, files)):
                 tracklets.append(root)
         if not tracklets:
-            list_frames(top)  # empty folder / no images: its message
+            tracklet_frames(top)  # empty folder / no images: its message
             raise DataError(f'{top}: no folder below it holds images (expected a tracklet folder of frames, or '
                             f'a root whose folders are tracklets)')
         found.extend(tracklets)
@@ -102,7 +104,7 @@ def tracklet_database(tracklets):
         tracklets = [tracklets]
     if not len(tracklets):
         raise DataError('no tracklets to embed')
-    frames = [list_frames(t) if isinstance(t, (str, os.PathLike)) else [os.fspath(p) for p in t]
+    frames = [tracklet_frames(t) if isinstance(t, (str, os.PathLike)) else [os.fspath(p) for p in t]
               for t in tracklets]
     for k, t in enumerate(frames):
         if not t:
@@ -114,15 +116,16 @@ def tracklet_database(tracklets):
     return Database([p for t in frames for p in t], info)
 
 
-def tracklet_features(features, tracklets, labels, cams, test_sampling='chunks'):
+def tracklet_features(features, tracklets, labels, cams, test_sampling='chunks', **extra):
     """The features file of embedded tracklets (extract_features.py): evaluate.py --features scores it.
 
     query_idx: every tracklet with a real identity (pid > 0; -1 is unknown or junk, 0 MARS's distractors),
     each ranked against all tracklets (itself included, which the junk rule skips), as the MARS protocol
-    ranks a query against the whole test split. ``paths`` holds the tracklet folders."""
+    ranks a query against the whole test split. ``paths`` holds the tracklet folders; ``extra``: more (N,)
+    arrays stored as given (the camera tracklets' track_ids, first_frame, last_frame, camera_names)."""
     labels = np.asarray(labels, dtype=np.int64)
     return FeaturesFile(features, labels, cams, np.flatnonzero(labels > 0), test_sampling=test_sampling,
-                        extra=dict(paths=np.asarray([os.fspath(p) for p in tracklets], dtype=str)))
+                        extra=dict(paths=np.asarray([os.fspath(p) for p in tracklets], dtype=str), **extra))
 
 
 class TrackletEmbedder:

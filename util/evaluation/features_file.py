@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from util.data.loaders import check_unique_rows
 from util.errors import BROKEN_DEPENDENCY, DataError
 from util.io import atomic_save
 
@@ -83,7 +84,7 @@ class FeaturesFile:
             raise DataError(f'{what} {path}: not a readable .npz file ({type(err).__name__}: {err})') from None
         saved = cls._checked(features, arrays, f'{what} {path}')
         if scoring:
-            check_finite(saved.features, f'{what} {path}')
+            check_rankable(saved.features, f'{what} {path}')
         return saved
 
     @classmethod
@@ -111,18 +112,25 @@ def _rows(rows, key, n, source):
     if rows.size and (not np.issubdtype(rows.dtype, np.integer) or rows.min() < 0 or rows.max() >= n):
         raise DataError(f'{source}: {key} must be 0-based integer rows below {n}, '
                         f'found {rows.min()}..{rows.max()} ({rows.dtype})')
-    return rows.astype(np.int64)
+    rows = rows.astype(np.int64)
+    check_unique_rows(rows, source, key)
+    return rows
 
 
-def check_finite(features, source):
-    """Refuse features with NaN or Inf rows before scoring: they would be ranked as if valid. `source` names
-    where the features come from (a file, a checkpoint)."""
-    finite = np.isfinite(np.asarray(features)).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        first = ', '.join(str(int(r)) for r in bad[:5]) + (', ...' if len(bad) > 5 else '')
-        raise DataError(f'{source}: {len(bad)} of {len(finite)} feature rows are not finite (NaN or Inf), '
-                        f'rows {first}; nothing scored')
+def check_rankable(features, source, nothing='nothing scored', chunk=4096):
+    """Refuse an empty set, and rows with NaN or Inf values or all zero (no direction: cosine undefined), before
+    ranking: they would be ranked as if valid. `source` names where the features come from (a file, a
+    checkpoint); read `chunk` rows at a time, so a memory-mapped file stays unread."""
+    if len(features) == 0:
+        raise DataError(f'{source}: no tracklets (expected at least one feature row)')
+    for what, bad_rows in (('are not finite (NaN or Inf)', lambda x: ~np.isfinite(x).all(1)),
+                           ('are all zero (no direction, cosine undefined)', lambda x: ~x.any(1))):
+        bad = np.concatenate([np.flatnonzero(bad_rows(np.asarray(features[lo:lo + chunk]))) + lo
+                              for lo in range(0, len(features), chunk)])
+        if bad.size:
+            first = ', '.join(str(int(r)) for r in bad[:5]) + (', ...' if len(bad) > 5 else '')
+            raise DataError(f'{source}: {len(bad)} of {len(features)} feature rows {what}, rows {first}; '
+                            f'{nothing}')
 
 
 def _member_memmap(path, name):

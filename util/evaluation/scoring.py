@@ -5,7 +5,7 @@ import json
 import numpy as np
 import torch
 
-from util.evaluation.features_file import check_finite
+from util.evaluation.features_file import check_rankable
 from util.evaluation.metrics import (
     cosine_distance,
     cosine_distance_torch,
@@ -23,7 +23,7 @@ def score(features, labels, cams, query_idx, rank_size, gallery_idx=None, source
     """evaluate_mars on numpy / torch inputs, refusing non-finite features; rank_size 0 ranks the whole
     gallery; gallery_idx None: every row is the gallery; a CUDA device: distances and ranking run there."""
     features = np.asarray(features, dtype=np.float32)
-    check_finite(features, source)
+    check_rankable(features, source)
     size = rank_size if rank_size > 0 else (len(features) if gallery_idx is None else len(gallery_idx))
     return evaluate_mars(features, np.asarray(labels, dtype=np.int64), np.asarray(cams, dtype=np.int64),
                          np.asarray(query_idx, dtype=np.int64).reshape(-1), rank_size=size, gallery_idx=gallery_idx,
@@ -37,7 +37,7 @@ def score_all(features, labels, cams, query_idx, rank_size, gallery_idx=None, so
     if not attributes:
         return {'overall': score(features, labels, cams, query_idx, rank_size, gallery_idx, source, device, ap_rule)}
     features = np.asarray(features, dtype=np.float32)
-    check_finite(features, source)
+    check_rankable(features, source)
     query_idx = np.asarray(query_idx, dtype=np.int64).reshape(-1)
     size = rank_size if rank_size > 0 else (len(features) if gallery_idx is None else len(gallery_idx))
     if device is not None and torch.device(device).type != 'cpu':

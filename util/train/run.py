@@ -20,9 +20,10 @@ from util.io import atomic_save, load_torch_file, write_text
 
 RESUME_FORMAT = 'ste-nvan-resume-v1'
 LOCK_NAME = '.lock'
-# The files that make a --ckpt directory hold a run, and the other files a run writes there.
+# The files that make a --ckpt directory hold a run, and the other files a run writes there (results.json:
+# where the run scripts have evaluate.py --results score it; --overwrite removes it with the run it scores).
 RUN_FILES = ('last.pth', 'ckpt_best.pth')
-RUN_OUTPUTS = RUN_FILES + ('ckpt_best.json', 'metrics.csv', 'training_curves.png')
+RUN_OUTPUTS = RUN_FILES + ('ckpt_best.json', 'metrics.csv', 'training_curves.png', 'results.json')
 
 
 # -- the run's ownership of its --ckpt directory ---------------------------------------------------------------
@@ -169,6 +170,10 @@ def resolve_resume_path(path):
     if os.path.isdir(path):
         path = os.path.join(path, 'last.pth')
     if not os.path.isfile(path):
+        if os.path.isfile(os.path.join(os.path.dirname(path), 'ckpt_best.pth')):
+            raise CheckpointError(f'--resume {path}: no such file: the run in {os.path.dirname(path)} stopped '
+                                  'before it saved its first last.pth, so it cannot be continued; start it again '
+                                  'there with --overwrite (or from its weights: --load_ckpt ckpt_best.pth)')
         raise CheckpointError(f'--resume {path}: no such file (expected the last.pth a training run writes)')
     return path
 

@@ -38,8 +38,7 @@ class RunDir:
         remove_stale_temporaries(os.path.dirname(os.path.abspath(self.log_file)), (os.path.basename(self.log_file),))
         found = existing_run_files(self.path)
         if found and not self.resuming_here() and not self.overwrite:
-            raise OutputError(f'--ckpt {self.path} already holds a training run ({", ".join(found)}): pass '
-                              f'--resume {self.path} to continue it, another --ckpt, or --overwrite to replace it')
+            raise OutputError(_occupied_message(self.path, found))
         return self
 
     def release(self):
@@ -77,3 +76,12 @@ class RunDir:
 
 def file_size(path):
     return os.path.getsize(path) if os.path.exists(path) else 0
+
+
+def _occupied_message(ckpt, found):
+    """Why --ckpt is refused, with advice that works: --resume only where a last.pth is there to resume."""
+    if 'last.pth' in found:
+        return (f'--ckpt {ckpt} already holds a training run ({", ".join(found)}): pass --resume {ckpt} to '
+                f'continue it, another --ckpt, or --overwrite to replace it')
+    return (f'--ckpt {ckpt} already holds a training run that stopped before it saved its first last.pth '
+            f'({", ".join(found)}), so it cannot be resumed: pass --overwrite to start it again, or another --ckpt')

@@ -5,11 +5,14 @@ Every error is one ``DataError`` line naming the path and what was expected. Bui
 ``replacing_directory``: the new database is written beside the old one, which it replaces only when complete.
 """
 
+import errno
+import glob
 import json
 import os
 import re
 import secrets
 import shutil
+import sys
 from contextlib import contextmanager
 from itertools import repeat
 
@@ -28,9 +31,14 @@ def is_image_file(name):
     return name.endswith(IMAGE_EXTENSIONS)
 
 
+# Files an operating system's file browser leaves in a folder of pictures.
+SYSTEM_FILES = frozenset({'Thumbs.db', 'ehthumbs.db', 'desktop.ini', 'Desktop.ini'})
+
+
 def is_hidden(name):
-    """.DS_Store, AppleDouble ._0001.png and the like, which archives made on a Mac carry."""
-    return name.startswith('.')
+    """.DS_Store, AppleDouble ._0001.png and the like, which archives made on a Mac carry, and Windows'
+    Thumbs.db / desktop.ini: skipped by every builder, never counted as frames."""
+    return name.startswith('.') or name in SYSTEM_FILES
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -52,9 +60,13 @@ def scandir(path, what, skip_hidden=False):
         entries = [e for e in entries if not is_hidden(e.name)]
     if not entries:
         raise DataError(f'{path}: empty directory (expected {what})')
-    # d_type from the directory listing: no stat per frame.
-    files = [e.name for e in entries if not e.is_dir()]
-    dirs = [e.name for e in entries if e.is_dir()] if len(files) < len(entries) else []
+    # d_type from the directory listing: no stat per frame (a symbolic link is followed, a loop is an error).
+    try:
+        files = [e.name for e in entries if not e.is_dir()]
+        dirs = [e.name for e in entries if e.is_dir()] if len(files) < len(entries) else []
+    except OSError as e:
+        raise DataError(f'{e.filename or path}: cannot read it ({e.strerror or e}; expected {what} in '
+                        f'{path})') from None
     return sorted(files), sorted(dirs)
 
 
@@ -228,6 +240,18 @@ def frame_order(numbers, counts):
     return np.lexsort((numbers, np.repeat(np.arange(len(counts)), counts)))
 
 
+def check_unique_frames(numbers, counts, path):
+    """Refuse two frames with one frame number in a sequence (``_00311`` and ``_311``, ``F0001`` twice): the
+    order between them, and so the clips, would be arbitrary. numbers: (N,) in frame order, groups of
+    `counts`; path(i): the path of frame i, for the message."""
+    same = np.diff(numbers) == 0
+    same[np.cumsum(counts)[:-1] - 1] = False  # across two sequences
+    if same.any():
+        i = int(np.argmax(same))
+        raise DataError(f'{path(i)} and {path(i + 1)}: two frames with frame number {numbers[i]} in one sequence '
+                        f'(expected one file per frame)')
+
+
 def info_rows(counts, pids, cams):
     """int64 (T, 4) rows [start, end, pid, cam], 0-based inclusive, of consecutive sequences."""
     counts = np.asarray(counts, np.int64)
@@ -260,7 +284,9 @@ def read_sequence(seq_dir, frame_field, example):
         bad = names[int(np.argmin(ok))]
         raise DataError(f'{os.path.join(seq_dir, bad)}: frame name does not parse (expected a frame number '
                         f'in it, e.g. {example})')
-    return [names[i] for i in np.argsort(numbers, kind='stable')]
+    order = np.argsort(numbers, kind='stable')
+    check_unique_frames(numbers[order], [len(names)], lambda i: os.path.join(seq_dir, names[order[i]]))
+    return [names[i] for i in order]
 
 
 def check_split_names(splits, known, split_file):
@@ -278,6 +304,11 @@ def check_split_names(splits, known, split_file):
             if known[name] is not None:
                 raise DataError(f'{known[name]}: directory not found, but {split_file} (split {k}) needs '
                                 f'person {name} in both cameras')
+        for part, names in (('train', train), ('test', test)):
+            if len(set(names)) != len(names):
+                twice = next(n for k2, n in enumerate(names) if n in names[:k2])
+                raise DataError(f'{split_file}: split {k} names person {twice!r} twice in its {part} list '
+                                f'(expected each person once)')
         both = set(train) & set(test)
         if both:
             raise DataError(f'{split_file}: split {k} has person {sorted(both)[0]!r} in both train and test '
@@ -358,6 +389,8 @@ def load_mat(path, key, what):
         mat = scipy.io.loadmat(path)
     except BROKEN_DEPENDENCY:
         raise
+    except PermissionError:
+        raise DataError(f'{path}: permission denied (expected {what} with variable {key!r})') from None
     except Exception as e:  # scipy raises several types for a damaged file (one line); v7.3 files are HDF5
         mat = _load_hdf5_mat(path, e)
     if key not in mat:
@@ -379,9 +412,14 @@ def _load_hdf5_mat(path, scipy_error):
         raise DataError(f'{path}: cannot read it as a MATLAB .mat file ({scipy_error})') from None
     try:
         with h5py.File(path, 'r') as f:
-            # h5py sees MATLAB's column-major arrays transposed.
-            return {k: np.asarray(f[k]).T for k in f if isinstance(f[k], h5py.Dataset)}
+            # h5py sees MATLAB's column-major arrays transposed; an empty dataset has no array: a 0-size one.
+            return {k: (np.zeros(0) if f[k].shape is None else np.asarray(f[k]).T)
+                    for k in f if isinstance(f[k], h5py.Dataset)}
+    except PermissionError:
+        raise DataError(f'{path}: permission denied (expected a readable MATLAB .mat file)') from None
     except OSError as e:
+        if os.path.isfile(path) and not os.access(path, os.R_OK):
+            raise DataError(f'{path}: permission denied (expected a readable MATLAB .mat file)') from None
         raise DataError(f'{path}: cannot read it as a MATLAB .mat file ({e})') from None
 
 
@@ -409,40 +447,197 @@ def load_ls_set(path, num_persons, names_what):
 # ----------------------------------------------------------------------------------------------------
 
 @contextmanager
-def replacing_directory(target, what='the database', keep_others=True):
+def replacing_directory(target, what='the database', keep_others=True, inputs=()):
     """Yield a new empty directory beside `target` to write into; on success it replaces `target` whole.
 
     Until the final swap `target` is untouched, so a failure at any point leaves the old directory complete
     (the new one is removed). The swap is two renames on one file system, the second undone if it fails.
     With keep_others, entries of the old directory that the new one does not have (a user's own files) are
-    moved over afterwards. OSError becomes one DataError line.
+    moved over afterwards; every step is checked to be permitted before the first rename. A `target` that
+    is a symbolic link is written through: the directory it points to is replaced, the link stays.
+
+    Refused before any work: a `target` that is the current directory or one of its ancestors, or that
+    holds or lies inside one of `inputs` (the directories read). A swap that a killed process left half
+    done is finished or undone first, and its temporary directories removed. OSError becomes one DataError.
     """
-    target = os.path.abspath(target)
+    given = os.fspath(target)
+    target = os.path.realpath(given)  # through a symbolic link, to the directory it names
     if os.path.exists(target) and not os.path.isdir(target):
-        raise DataError(f'{target}: exists and is not a directory (expected an output directory)')
+        raise DataError(f'{given}: exists and is not a directory (expected an output directory)')
+    _refuse_overlap(given, target, inputs)
     parent, base = os.path.split(target)
-    token = secrets.token_hex(4)
-    new = os.path.join(parent, f'.{base}.partial-{token}')
     try:
+        recover_swap(target, keep_others)
+        _check_swap_permitted(target, keep_others)
         os.makedirs(parent, exist_ok=True)
+        # the pid in the name: a later build leaves alone what a running one has there
+        new = os.path.join(parent, f'.{base}.partial-{os.getpid()}-{secrets.token_hex(4)}')
         os.mkdir(new)  # honours the umask, as mkdir -p does
     except OSError as e:
-        raise DataError(f'{target}: cannot write {what} ({e.strerror or e})') from None
+        raise DataError(f'{given}: cannot write {what} ({e.strerror or e})') from None
     try:
         yield new
-        _swap(new, target, os.path.join(parent, f'.{base}.old-{token}'), keep_others)
+        _check_swap_permitted(target, keep_others, new)
+        with _signals_held():  # Ctrl-C or SIGTERM waits for the swap to finish; kill -9: recover_swap
+            _swap(new, target, keep_others)
     except OSError as e:
         shutil.rmtree(new, ignore_errors=True)
-        raise DataError(f'{target}: cannot write {what} ({e.strerror or e})') from None
+        where = os.path.realpath(os.fspath(e.filename)) if e.filename else None
+        if where is not None and not _inside(where, target) and not _inside(where, new) \
+                and os.path.dirname(where) != parent:  # an input's fault, not the output's
+            raise DataError(f'{e.filename}: cannot read it ({e.strerror or e})') from None
+        raise DataError(f'{given}: cannot write {what} ({e.strerror or e})') from None
     except BaseException:
         shutil.rmtree(new, ignore_errors=True)
         raise
 
 
-def _swap(new, target, old, keep_others):
-    if not os.path.exists(target):
+def _inside(path, directory):
+    """Whether `path` is `directory` or lies below it (both real, absolute)."""
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def _refuse_overlap(given, target, inputs):
+    """The swap renames `target` away: never the shell's current directory, an input, or a folder of one."""
+    cwd = os.path.realpath(os.getcwd())
+    if _inside(cwd, target):
+        raise DataError(f'{given}: is the current directory or one of its parents, which the database would '
+                        f'replace as a whole (expected a directory of its own, e.g. ./database)')
+    for path in inputs:
+        real = os.path.realpath(os.fspath(path))
+        if _inside(real, target) or _inside(target, real):
+            raise DataError(f'{given}: holds or lies inside the input directory {os.fspath(path)}, which the '
+                            f'database would replace or mix with (expected a directory outside it)')
+
+
+def _swap_leftovers(target, kind):
+    """The `kind` directories ('partial', 'old', 'trash') of swaps of `target` whose process is gone."""
+    parent, base = os.path.split(target)
+    if not os.path.isdir(parent):
+        return []
+    found = sorted(glob.glob(os.path.join(glob.escape(parent), f'.{glob.escape(base)}.{kind}-*')))
+    return [path for path in found if not _running(path.rsplit(f'.{kind}-', 1)[1].split('-')[0])]
+
+
+def _running(pid_text):
+    """Whether another live process has this pid (names without one are an older version's: not running)."""
+    if not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, under another user
+        return True
+    return True
+
+
+def recover_swap(target, keep_others=True, log=None):
+    """Finish or undo a swap of `target` that a killed process left half done, and remove its temporary
+    directories; returns what was done, one sentence each (also given to `log`, stderr by default).
+
+    Killed between the two renames, `target` is missing and ``.<base>.old-*`` holds the old directory
+    whole: it is put back. Killed after them, the new directory is in place and the user's files not yet
+    moved are in ``.<base>.old-*``: they are moved now (with keep_others). ``.<base>.partial-*`` (an
+    unfinished new directory) and ``.<base>.trash-*`` (a finished swap's old files) are removed.
+    """
+    log = log or (lambda line: print(line, file=sys.stderr))
+    done = []
+    for old in _swap_leftovers(target, 'old'):
+        if not os.path.lexists(target):
+            os.rename(old, target)
+            done.append(f'note: {target}: an interrupted rebuild had moved it to {old}; restored it')
+        else:
+            moved = _move_missing(old, target) if keep_others else 0
+            _discard(old)
+            done.append(f'note: {target}: finished an interrupted rebuild, moving {moved} file(s) of yours '
+                        f'back from {old}')
+    for kind in ('partial', 'trash'):
+        for path in _swap_leftovers(target, kind):
+            try:
+                shutil.rmtree(path)
+            except OSError as e:  # nothing of yours is in there: only space is lost
+                done.append(f'note: could not remove {path}, left by an interrupted run ({e.strerror or e})')
+                continue
+            if kind == 'partial':
+                done.append(f'note: removed {path}, left by an interrupted run')
+    for line in done:
+        log(line)
+    return done
+
+
+def _user_entries(old, new):
+    """Names in `old` that `new` does not have (a user's own files); `new` None: every name."""
+    names = sorted(os.listdir(old))
+    return names if new is None else [n for n in names if not os.path.lexists(os.path.join(new, n))]
+
+
+def _check_swap_permitted(target, keep_others, new=None):
+    """Raise PermissionError before the first rename when a later step of the swap would be refused: the
+    renames need the parent writable; moving the user's files needs the old directory writable (and each
+    moved sub-directory, whose '..' changes)."""
+    parent = os.path.dirname(target)
+    while not os.path.isdir(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)  # the directory where the missing ones will be made
+    blocked = None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        blocked = parent
+    elif os.path.isdir(target) and keep_others:
+        names = _user_entries(target, new)
+        if names and not os.access(target, os.W_OK | os.X_OK):
+            blocked = target
+        else:
+            blocked = next((os.path.join(target, n) for n in names
+                            if os.path.isdir(os.path.join(target, n)) and not os.path.islink(os.path.join(target, n))
+                            and not os.access(os.path.join(target, n), os.W_OK | os.X_OK)), None)
+    if blocked is not None:
+        raise PermissionError(errno.EACCES, f'{blocked} is not writable, so the files there could not be moved '
+                                            f'or removed when the new database replaces it; nothing was changed')
+
+
+def _move_missing(old, target):
+    """Move the entries of `old` that `target` lacks into `target`; returns how many."""
+    names = _user_entries(old, target)
+    for name in names:
+        os.rename(os.path.join(old, name), os.path.join(target, name))
+    return len(names)
+
+
+def _discard(old):
+    """Remove what is left of an old directory: renamed to .trash-* first, so a kill during the removal
+    leaves nothing that looks like an unfinished swap."""
+    parent, base = os.path.split(old)
+    trash = os.path.join(parent, base.replace('.old-', '.trash-', 1))
+    os.rename(old, trash)
+    try:
+        shutil.rmtree(trash)
+    except OSError as e:  # the new directory is in place with every file of yours: only space is lost
+        print(f'note: could not remove {trash} ({e.strerror or e}), the replaced files; delete it when you can',
+              file=sys.stderr)
+
+
+@contextmanager
+def _signals_held():
+    """Hold SIGINT and SIGTERM (delivered on exit) where the platform allows it."""
+    import signal
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, ValueError, OSError):
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _swap(new, target, keep_others):
+    if not os.path.lexists(target):
         os.rename(new, target)
         return
+    parent, base = os.path.split(target)
+    old = os.path.join(parent, f'.{base}.old-{os.path.basename(new).split(".partial-", 1)[1]}')
     os.rename(target, old)
     try:
         os.rename(new, target)
@@ -450,10 +645,8 @@ def _swap(new, target, old, keep_others):
         os.rename(old, target)
         raise
     if keep_others:
-        for name in os.listdir(old):
-            if not os.path.lexists(os.path.join(target, name)):
-                os.rename(os.path.join(old, name), os.path.join(target, name))
-    shutil.rmtree(old)
+        _move_missing(old, target)
+    _discard(old)
 
 
 def write_files(root, files):

@@ -19,6 +19,7 @@ import numpy as np
 
 from util.data.datasets.common import (
     FrameList,
+    check_unique_frames,
     codes,
     frame_order,
     has,
@@ -70,14 +71,14 @@ def scan_dukev_split(split_dir, progress=True):
     listed = FrameList()
     keys, pids = [], []
     root = os.path.abspath(split_dir)
-    for pid_name in progress_bar(list_subdirs(split_dir, 'one directory per identity, e.g. 0001'),
+    for pid_name in progress_bar(list_subdirs(split_dir, 'one directory per identity, e.g. 0001', skip_hidden=True),
                                  f'scanning {os.path.basename(root)}', progress):
         id_dir = os.path.join(root, pid_name)
         if not pid_name.isdigit():
             raise DataError(f'{id_dir}: identity directory name is not a number (expected e.g. 0001)')
-        for track in list_subdirs(id_dir, 'one directory per tracklet, e.g. 0001'):
+        for track in list_subdirs(id_dir, 'one directory per tracklet, e.g. 0001', skip_hidden=True):
             d = os.path.join(id_dir, track)
-            listed.add(d, list_frames(d))
+            listed.add(d, list_frames(d, skip_hidden=True))
             keys.append((pid_name, track))
             pids.append(int(pid_name))
 
@@ -90,12 +91,14 @@ def scan_dukev_split(split_dir, progress=True):
         raise DataError(f'{listed.path(i)}: not a DukeV frame name (expected <pid:4>_C<cam>_F<frame:4>_X<n> '
                         f'or <pid:4>C<cam>F<frame:4>X<n>, e.g. 0001_C6_F0099_X30823.jpg)')
     frames = listed
-    order = frame_order(dukev_frame_numbers(listed.names), counts)
+    numbers = dukev_frame_numbers(listed.names)
+    order = frame_order(numbers, counts)
     if order is not None:  # mixed name styles: old ones sort first as text
         frames, names = FrameList(), np.asarray(listed.names, dtype=object)[order]
         for d, s, e in zip(listed.dirs, start, end):
             frames.add(d, list(names[s:e + 1]))
-        pid, cam = pid[order], cam[order]
+        pid, cam, numbers = pid[order], cam[order], numbers[order]
+    check_unique_frames(numbers, counts, frames.path)
     bad = pid != np.repeat(np.asarray(pids, np.int64), counts)
     if bad.any():
         i = int(np.argmax(bad))
@@ -115,8 +118,9 @@ def scan_dukev_split(split_dir, progress=True):
 
 def _query_keys(query_dir):
     keys = []
-    for pid_name in list_subdirs(query_dir, 'one directory per identity, e.g. 0001'):
-        tracks = list_subdirs(os.path.join(query_dir, pid_name), 'one directory per tracklet, e.g. 0001')
+    for pid_name in list_subdirs(query_dir, 'one directory per identity, e.g. 0001', skip_hidden=True):
+        tracks = list_subdirs(os.path.join(query_dir, pid_name), 'one directory per tracklet, e.g. 0001',
+                              skip_hidden=True)
         keys.extend((pid_name, t) for t in tracks)
     return keys
 
@@ -131,7 +135,8 @@ def build_dukev_database(data_dir, output_dir, progress=True):
         if not os.path.isdir(d):
             raise DataError(f'{d}: directory not found (expected the DukeV {s} split, '
                             f'<id>/<tracklet>/<frames>)')
-    with replacing_directory(output_dir) as root:  # created now: an unwritable place fails before the scan
+    # created now: an unwritable place fails before the scan
+    with replacing_directory(output_dir, inputs=(data_dir,)) as root:
         query_keys = _query_keys(split_dirs['query'])
         out = {}
         frames, _, info = scan_dukev_split(split_dirs['train'], progress)

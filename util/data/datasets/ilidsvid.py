@@ -55,7 +55,7 @@ def build_ilidsvid_database(data_dir, output_dir, progress=True):
                         f'{cam_dirs[1]} needs a sequence in both cameras)')
     ls_set = load_ls_set(split_file, len(persons), f'the {len(persons)} sorted person directories of {cam_dirs[0]}')
 
-    with replacing_directory(output_dir) as root:
+    with replacing_directory(output_dir, inputs=(data_dir,)) as root:
         sequences = {name: tuple((os.path.join(d, name), read_sequence(os.path.join(d, name), -1, FRAME_EXAMPLE))
                                  for d in cam_dirs)
                      for name in progress_bar(persons, 'scanning iLIDS-VID', progress)}

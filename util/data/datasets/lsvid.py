@@ -23,6 +23,7 @@ from util.data.datasets.common import (
     IMAGE_EXTENSIONS,
     IMAGE_HINT,
     FrameList,
+    check_unique_frames,
     field_numbers,
     frame_order,
     info_rows,
@@ -45,16 +46,25 @@ def read_list(path):
     if not os.path.isfile(path):
         raise DataError(f'{path}: file not found (expected lines "<sequence path prefix> <pid>")')
     prefixes, pids, lines = [], [], []
-    with open(path, encoding='utf-8') as f:
-        for k, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 2 or not fields[1].lstrip('-').isdigit():
-                raise DataError(f'{path} line {k}: {line.strip()!r} (expected "<sequence path prefix> <pid>")')
-            prefixes.append(fields[0])
-            pids.append(int(fields[1]))
-            lines.append(k)
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except OSError as e:
+        raise DataError(f'{path}: cannot read it ({e.strerror or e})') from None
+    for k, raw in enumerate(data.splitlines(), 1):  # \n, \r\n or \r, as text mode reads them
+        try:
+            line = raw.decode('utf-8')
+        except UnicodeDecodeError as e:
+            raise DataError(f'{path} line {k}: byte 0x{raw[e.start]:02x} at column {e.start + 1} is not UTF-8 '
+                            f'(expected lines "<sequence path prefix> <pid>" in UTF-8)') from None
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2 or not fields[1].lstrip('-').isdigit():
+            raise DataError(f'{path} line {k}: {line.strip()!r} (expected "<sequence path prefix> <pid>")')
+        prefixes.append(fields[0])
+        pids.append(int(fields[1]))
+        lines.append(k)
     if not prefixes:
         raise DataError(f'{path}: no sequences (expected lines "<sequence path prefix> <pid>")')
     return prefixes, pids, lines
@@ -111,7 +121,8 @@ def scan_list(data_dir, list_file, progress=True):
         ordered, names = FrameList(), np.asarray(frames.names, dtype=object)[order]
         for d, s, n in zip(frames.dirs, start, counts):
             ordered.add(d, list(names[s:s + n]))
-        frames, cam = ordered, cam[order]
+        frames, cam, number = ordered, cam[order], number[order]
+    check_unique_frames(number, counts, frames.path)
     first = np.repeat(cam[np.cumsum(counts) - counts], counts)
     if (cam != first).any():
         i = int(np.argmax(cam != first))
@@ -123,7 +134,7 @@ def scan_list(data_dir, list_file, progress=True):
 def load_query(path, num_rows, list_file):
     what = f"a 'query' vector of 1-based rows of {list_file} (1..{num_rows})"
     query = load_mat(path, 'query', what)
-    if query.ndim > 2 or min(query.shape) != 1:
+    if query.ndim == 0 or query.ndim > 2 or min(query.shape) != 1:
         raise DataError(f"{path}: variable 'query' has shape {query.shape}; expected {what}")
     query = query.reshape(-1).astype(np.int64)
     bad = np.flatnonzero((query < 1) | (query > num_rows))
@@ -142,7 +153,11 @@ def build_lsvid_database(data_dir, output_dir, progress=True):
     lists = {s: os.path.join(data_dir, f) for s, f in LIST_FILES.items()}
     num_rows = {s: len(read_list(path)[0]) for s, path in lists.items()}  # cheap checks before the scan
     query = load_query(os.path.join(data_dir, QUERY_FILE), num_rows['test'], lists['test'])
-    with replacing_directory(output_dir) as root:  # created now: an unwritable place fails before the scan
+    if len(query) == num_rows['test']:
+        raise DataError(f"{os.path.join(data_dir, QUERY_FILE)}: 'query' lists all {num_rows['test']} rows of "
+                        f"{lists['test']}, which leaves the gallery (the other test rows) empty")
+    # created now: an unwritable place fails before the scan
+    with replacing_directory(output_dir, inputs=(data_dir,)) as root:
         out = {}
         for split, path in lists.items():
             frames, info = scan_list(data_dir, path, progress)

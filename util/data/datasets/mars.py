@@ -155,12 +155,12 @@ def check_query_idx(query_idx, num_rows, query_file, info_file):
 
 def scan_mars_split(split_dir, progress=True):
     """List the frames of bbox_train or bbox_test: identity directories, then image files, both sorted."""
-    ids = list_subdirs(split_dir, 'one directory per identity, e.g. 0001, 00-1')
+    ids = list_subdirs(split_dir, 'one directory per identity, e.g. 0001, 00-1', skip_hidden=True)
     frames = FrameList()
     root = os.path.abspath(split_dir)
     for name in progress_bar(ids, f'scanning {os.path.basename(root)}', progress):
         d = os.path.join(root, name)
-        frames.add(d, list_frames(d))
+        frames.add(d, list_frames(d, skip_hidden=True))
     return frames
 
 
@@ -180,7 +180,8 @@ def build_mars_database(data_dir, info_dir, output_dir, progress=True):
         if not os.path.isdir(d):
             raise DataError(f'{d}: directory not found (expected the MARS {s} frames, one directory '
                             f'per identity)')
-    with replacing_directory(output_dir) as root:  # created now: an unwritable place fails before the scan
+    # created now: an unwritable place fails before the scan
+    with replacing_directory(output_dir, inputs=(data_dir, info_dir)) as root:
         train_info = _load_info(info_files['train'], 'track_train_info')
         test_info = _load_info(info_files['test'], 'track_test_info')
         query_idx = load_mat(info_files['query'], 'query_IDX', 'a (1, Q) array of 1-based test info rows')

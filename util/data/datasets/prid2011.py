@@ -53,6 +53,16 @@ def standard_persons(lengths):
     return sorted(name for name, (a, b) in lengths.items() if min(a, b) >= MIN_FRAMES)
 
 
+def check_shared_persons(splits, splits_file, where):
+    """Only person_0001 .. person_0200 are one person in both cameras: above that cam_a and cam_b hold
+    different people under one number, and a query would have no true match."""
+    for k, split in enumerate(splits):
+        for name in split['train'] + split['test']:
+            if person_number(name, where) > SHARED_PERSONS:
+                raise DataError(f'{splits_file}: split {k} names person {name!r}, but only person_0001 .. '
+                                f'person_{SHARED_PERSONS:04d} are the same person in cam_a and cam_b')
+
+
 def build_prid2011_database(data_dir, output_dir, splits_file=None, progress=True):
     """Write O/split_0 .. O/split_9 and O/splits.json for the PRID2011 directory `data_dir`."""
     shot_dir = os.path.join(data_dir, 'prid_2011', 'multi_shot')
@@ -82,8 +92,9 @@ def build_prid2011_database(data_dir, output_dir, splits_file=None, progress=Tru
                                 f'are in both cameras, and the .mat splits need both sequences)')
     else:
         check_split_names(splits, known, splits_file)
+        check_shared_persons(splits, splits_file, shot_dir)
 
-    with replacing_directory(output_dir) as root:
+    with replacing_directory(output_dir, inputs=(data_dir,)) as root:
         sequences = {name: tuple((os.path.join(d, name), read_sequence(os.path.join(d, name), -1, FRAME_EXAMPLE))
                                  for d in cam_dirs)
                      for name in progress_bar(needed, 'scanning PRID2011', progress)}
