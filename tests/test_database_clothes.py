@@ -280,9 +280,14 @@ def test_run_scripts_build_train_and_score_with_the_published_protocol(tmp_path,
     from util.cli.options import parse_args
     (tmp_path / 'D').mkdir()
     (tmp_path / 'D' / 'test_track_scale.txt').write_text('')
-    commands = script_commands(tmp_path, name, {'DATA_DIR': str(tmp_path / 'D'), 'DB': 'db'})
+    issued = script_commands(tmp_path, name, {'DATA_DIR': str(tmp_path / 'D'), 'DB': 'db'})
+    # first every flag is checked (util.cli.run_state check), then the database is built and each model trained
+    checks = [c[2:] for c in issued if c[:2] == ['-m', 'util.cli.run_state']]
+    assert [c[:2] for c in checks] == [['check', 'NL'], ['check', 'evaluate']] * 2
+    commands = [c for c in issued if c[0].endswith('.py')]
     assert [os.path.basename(c[0]) for c in commands] == [f'create_{name[4:9]}_database.py', 'train_NL.py',
                                                           'evaluate.py', 'train_NL.py', 'evaluate.py']
+    assert [c[2:] for c in checks] == [c[1:] for c in commands[1:]]  # the checked flags are the ones run
     if name == 'run_MEVID.sh':
         assert commands[0][1:] == ['--data_dir', str(tmp_path / 'D'), '--scale_file',
                                    str(tmp_path / 'D' / 'test_track_scale.txt'), '--output_dir', 'db']
