@@ -4,11 +4,33 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from helpers import MARS_HEIGHT, MARS_WIDTH, random_checkpoint, random_image
 
 from util.data.datasets.mars import build_mars_database
 from util.data.loaders import read_database
 from util.data.synthetic import make_mars
+
+
+def pytest_configure(config):
+    # pytest-xdist runs one worker per core: each worker's torch on one intra-op thread (and the scripts the
+    # tests start, through OMP_NUM_THREADS), or the threads of two workers oversubscribe the cores and stall
+    # several-fold. An OMP_NUM_THREADS the user exported is kept.
+    if hasattr(config, 'workerinput') and 'OMP_NUM_THREADS' not in os.environ:
+        os.environ['OMP_NUM_THREADS'] = '1'
+        torch.set_num_threads(1)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    # Tests marked `serial` start several processes or use ports: one xdist group, so that they run one after
+    # another on one worker (and a module-scoped fixture they share is built once); before pytest-xdist reads
+    # the groups.
+    if not config.pluginmanager.hasplugin('xdist'):
+        return
+    for item in items:
+        if item.get_closest_marker('serial'):
+            item.add_marker(pytest.mark.xdist_group('serial'))
 
 
 @pytest.fixture(scope='session')

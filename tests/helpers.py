@@ -4,6 +4,9 @@
 transform, written out again here so that the project's fast decoding paths are checked against a second
 statement of SPEC rather than against themselves.
 """
+import runpy
+import sys
+
 import numpy as np
 import torch
 from PIL import Image
@@ -60,3 +63,25 @@ def random_checkpoint(path, model_type='resnet50_s1', num_class=3, seed=0, heigh
 def save_features(path, features, labels, cams, query_idx, gallery_idx=None, test_sampling='chunks'):
     """Write a features file (util.evaluation.features_file) from its arrays."""
     FeaturesFile(features, labels, cams, query_idx, gallery_idx, test_sampling=test_sampling).write(path)
+
+
+def run_as_main(target, *argv, capsys, module=False):
+    """`python target argv...` (or `python -m target` with module=True) in this process: the file runs as
+    __main__ (runpy) with sys.argv set, so its `if __name__ == '__main__'` line turns the outcome into the exit
+    status the process would have; no second interpreter importing torch. Returns (exit status, stdout,
+    stderr)."""
+    saved = sys.argv
+    sys.argv = [target, *map(str, argv)]
+    capsys.readouterr()
+    try:
+        if module:
+            runpy.run_module(target, run_name='__main__')
+        else:
+            runpy.run_path(target, run_name='__main__')
+        code = 0
+    except SystemExit as stop:
+        code = 0 if stop.code is None else stop.code
+    finally:
+        sys.argv = saved
+    out, err = capsys.readouterr()
+    return code, out, err

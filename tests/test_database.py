@@ -4,12 +4,11 @@ import io
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import scipy.io
+from helpers import run_as_main
 
 from util.data.datasets.common import field_numbers
 from util.data.datasets.dukev import build_dukev_database, dukev_frame_numbers, parse_dukev_names
@@ -505,27 +504,25 @@ def test_dukev_counts_image_files_only(tmp_path):
 # Command lines
 # ----------------------------------------------------------------------------------------------------
 
-def run(*args):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
-
-
-def test_cli_errors_exit_2(tmp_path):
-    r = run('create_MARS_database.py', '--data_dir', str(tmp_path / 'missing'), '--info_dir', str(tmp_path),
-            '--output_dir', str(tmp_path / 'out'))
-    assert r.returncode == 2 and r.stdout == ''
-    assert r.stderr == f'error: {tmp_path / "missing"}: directory not found (expected the MARS directory holding ' \
-                       f'bbox_train and bbox_test)\n'
-    r = run('create_DukeV_database.py', '--data_dir', str(tmp_path), '--output_dir', str(tmp_path / 'out'))
-    assert r.returncode == 2 and r.stderr.startswith(f'error: {tmp_path / "train"}: directory not found')
-    assert r.stderr.count('\n') == 1
+def test_cli_errors_exit_2(tmp_path, capsys):
+    # the scripts run as __main__ in this process (helpers.run_as_main): the exit status the process would have
+    code, out, err = run_as_main(os.path.join(ROOT, 'create_MARS_database.py'), '--data_dir', tmp_path / 'missing',
+                                 '--info_dir', tmp_path, '--output_dir', tmp_path / 'out', capsys=capsys)
+    assert code == 2 and out == ''
+    assert err == f'error: {tmp_path / "missing"}: directory not found (expected the MARS directory holding ' \
+                  f'bbox_train and bbox_test)\n'
+    code, out, err = run_as_main(os.path.join(ROOT, 'create_DukeV_database.py'), '--data_dir', tmp_path,
+                                 '--output_dir', tmp_path / 'out', capsys=capsys)
+    assert code == 2 and err.startswith(f'error: {tmp_path / "train"}: directory not found')
+    assert err.count('\n') == 1
     assert not (tmp_path / 'out').exists()
 
 
-def test_cli_builds(mars):
+def test_cli_builds(mars, capsys):
     data_dir, info_dir, out = mars
-    r = run('create_MARS_database.py', '--data_dir', str(data_dir), '--info_dir', str(info_dir),
-            '--output_dir', str(out), '--no_progress')
-    assert r.returncode == 0, r.stderr
+    code, _, err = run_as_main(os.path.join(ROOT, 'create_MARS_database.py'), '--data_dir', data_dir,
+                               '--info_dir', info_dir, '--output_dir', out, '--no_progress', capsys=capsys)
+    assert code == 0, err
     assert read_dir(out) == expected_mars(data_dir, info_dir)
 
 

@@ -10,12 +10,11 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import scipy.io
+from helpers import run_as_main
 
 from util.data.datasets.ilidsvid import build_ilidsvid_database
 from util.data.datasets.prid2011 import build_prid2011_database
@@ -254,19 +253,20 @@ def test_prid2011_json_errors(prid, tmp_path):
                  r'train_test_splits_prid\.mat', out)
 
 
-def test_cli_builds_and_errors_exit_2(prid, ilids, tmp_path):
+def test_cli_builds_and_errors_exit_2(prid, ilids, tmp_path, capsys):
     data_dir, out = prid
-    r = subprocess.run([sys.executable, 'create_PRID2011_database.py', '--data_dir', str(data_dir), '--output_dir',
-                        str(out), '--no_progress', '--splits', str(data_dir / 'train_test_splits_prid.mat')],
-                       cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    # the scripts run as __main__ in this process (helpers.run_as_main): the exit status the process would have
+    code, _, err = run_as_main(os.path.join(ROOT, 'create_PRID2011_database.py'), '--data_dir', data_dir,
+                               '--output_dir', out, '--no_progress', '--splits',
+                               data_dir / 'train_test_splits_prid.mat', capsys=capsys)
+    assert code == 0, err
     assert sorted(os.listdir(out / 'split_9')) == DB_FILES
     ilids_dir, ilids_out = ilids
     os.remove(ilids_split_file(ilids_dir))
-    r = subprocess.run([sys.executable, 'create_iLIDSVID_database.py', '--data_dir', str(ilids_dir), '--output_dir',
-                        str(ilids_out)], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 2 and r.stdout == ''
-    assert r.stderr == f"error: {ilids_split_file(ilids_dir)}: file not found (expected a (10, 6) array of 1-based " \
-                       f"indices into the 6 sorted person directories of {ilids_cams(ilids_dir)[0]} with variable " \
-                       f"'ls_set')\n"
+    code, stdout, err = run_as_main(os.path.join(ROOT, 'create_iLIDSVID_database.py'), '--data_dir', ilids_dir,
+                                    '--output_dir', ilids_out, capsys=capsys)
+    assert code == 2 and stdout == ''
+    assert err == f"error: {ilids_split_file(ilids_dir)}: file not found (expected a (10, 6) array of 1-based " \
+                  f"indices into the 6 sorted person directories of {ilids_cams(ilids_dir)[0]} with variable " \
+                  f"'ls_set')\n"
     assert not ilids_out.exists()

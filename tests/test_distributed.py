@@ -1,7 +1,8 @@
 """util.distributed: 2 gloo processes on CPU against 1 process on the whole batch.
 
 One spawn runs every multi-process check and saves its results; the tests compare them with single-process
-references computed here.
+references computed here. The tests that read the spawn's results are marked `serial`: one xdist group, so the
+spawn (two processes on a free port) runs once, on one worker.
 """
 
 import copy
@@ -152,11 +153,13 @@ def ranks(tmp_path_factory):
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
+@pytest.mark.serial
 def test_init_distributed_from_torchrun_env(ranks):
     for r, res in enumerate(ranks):
         assert res["ctx"] == (r, WORLD, r, "cpu", r == 0, True)
 
 
+@pytest.mark.serial
 def test_all_gather_with_grad_matches_single_process(ranks):
     g = torch.Generator().manual_seed(2)
     feats, weights = torch.randn(P * K, 7, generator=g), torch.randn(P * K, 7, generator=g)
@@ -174,6 +177,7 @@ def test_all_gather_with_grad_matches_single_process(ranks):
         torch.testing.assert_close(res["weighted_grad"], 3 * weights[local_rows(r)], rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.serial
 def test_gather_tensors_unequal_shards(ranks):
     expected_float = torch.cat([torch.arange(3.0)[:, None] * 1, torch.arange(5.0)[:, None] * 2]).expand(-1, 4)
     for res in ranks:
@@ -181,6 +185,7 @@ def test_gather_tensors_unequal_shards(ranks):
         assert torch.equal(res["gather_int"], torch.tensor([10, 11]))
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("opt_name, dtype, tol", CONFIGS)
 def test_one_step_equals_single_process(ranks, opt_name, dtype, tol):
     clips, labels = global_batch()

@@ -33,6 +33,14 @@ def small_model(model_type):
     return model.eval()
 
 
+def cpu_session(model):
+    """An onnxruntime CPU session of an exported model (bytes or a path) on one intra-op thread: the test
+    processes share the cores (onnxruntime's default pool, one spinning thread per core, oversubscribes them)."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    return onnxruntime.InferenceSession(model, options, providers=['CPUExecutionProvider'])
+
+
 def eval_features(model, clips):
     """evaluate.py's features of uint8 clips: normalisation, the network, resnet50_s1's frame pooling."""
     with torch.no_grad():
@@ -46,7 +54,7 @@ def test_onnxruntime_equals_pytorch(model_type):
     model = small_model(model_type)
     f = io.BytesIO()
     export(model, f, S, H, W)
-    session = onnxruntime.InferenceSession(f.getvalue(), providers=['CPUExecutionProvider'])
+    session = cpu_session(f.getvalue())
     assert [(i.name, i.type, i.shape[1:]) for i in session.get_inputs()] == [('clips', 'tensor(uint8)', [S, 3, H, W])]
     assert isinstance(session.get_inputs()[0].shape[0], str)  # the dynamic batch axis
     gen = torch.Generator().manual_seed(1)
@@ -63,7 +71,7 @@ def test_max_pooling_baseline_exports_its_temporal_mode():
     model = build_model('resnet50_s1', 5, temporal='max', pretrained='none', height=H).eval()
     f = io.BytesIO()
     export(model, f, S, H, W)
-    session = onnxruntime.InferenceSession(f.getvalue(), providers=['CPUExecutionProvider'])
+    session = cpu_session(f.getvalue())
     clips = torch.randint(0, 256, (2, S, 3, H, W), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
     assert relative_difference(onnx_features(session, clips.numpy()), eval_features(model, clips)) < 1e-4
 
@@ -78,7 +86,7 @@ def test_export_onnx_script(tmp_path, capsys):
     assert 'max relative difference' in out and float(out.split('difference ')[1].split()[0]) < 1e-4
     model = build_model('resnet50_NL_stripe_hr', 3, pretrained='none', height=H, S=S, **NL)
     load_checkpoint(model, ckpt)
-    session = onnxruntime.InferenceSession(str(tmp_path / 'm.onnx'), providers=['CPUExecutionProvider'])
+    session = cpu_session(str(tmp_path / 'm.onnx'))
     clips = torch.randint(0, 256, (2, S, 3, H, W), dtype=torch.uint8)
     assert relative_difference(onnx_features(session, clips.numpy()), eval_features(model.eval(), clips)) < 1e-4
 

@@ -3,12 +3,11 @@
 import json
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import scipy.io
+from helpers import run_as_main
 from PIL import Image
 
 from util.cli.options import run_main
@@ -167,11 +166,13 @@ def test_regenerating_replaces_an_earlier_set_only(tmp_path, capsys):
     assert os.listdir(other) == ['precious.txt']
 
 
-def test_cli_rejects_bad_sizes():
-    r = subprocess.run([sys.executable, '-m', 'util.synthetic', 'mars', '--out', 'unused', '--max_len', '1000'],
-                       cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 2
-    assert r.stderr == 'error: --min_len 2 --max_len 1000: expected 1 <= min_len <= max_len < 1000\n'
+def test_cli_rejects_bad_sizes(capsys, monkeypatch):
+    # `python -m util.synthetic` run as __main__ in this process (helpers.run_as_main), from the checkout
+    monkeypatch.chdir(ROOT)
+    code, _, err = run_as_main('util.synthetic', 'mars', '--out', 'unused', '--max_len', '1000', module=True,
+                               capsys=capsys)
+    assert code == 2
+    assert err == 'error: --min_len 2 --max_len 1000: expected 1 <= min_len <= max_len < 1000\n'
     assert not os.path.exists(os.path.join(ROOT, 'unused'))
 
 
@@ -244,9 +245,10 @@ def test_lsvid_layout_hdf5_query_and_determinism(tmp_path):
         assert os.path.dirname(prefix).endswith(f'{int(pid):04d}')
 
 
-def test_new_layouts_from_the_command_line(tmp_path):
+def test_new_layouts_from_the_command_line(tmp_path, capsys, monkeypatch):
     for dataset in ('ilidsvid', 'prid2011', 'lsvid'):
         assert main([dataset, '--out', str(tmp_path / dataset), '--height', '16', '--width', '8']) == 0
-    r = subprocess.run([sys.executable, '-m', 'util.synthetic', 'prid2011', '--out', str(tmp_path / 'p'),
-                        '--num_persons', '201'], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 2 and r.stderr == 'error: --num_shared 201: expected 2..200\n'
+    monkeypatch.chdir(ROOT)
+    code, _, err = run_as_main('util.synthetic', 'prid2011', '--out', tmp_path / 'p', '--num_persons', '201',
+                               module=True, capsys=capsys)
+    assert code == 2 and err == 'error: --num_shared 201: expected 2..200\n'
