@@ -3,6 +3,9 @@ tests and benchmarks compare the library's fast paths with. Not part of the libr
 
 * ``evaluate_mars_reference``: the MARS-evaluation metric (compute_AP.m of the official MATLAB code), one query
   at a time.
+* ``cal_evaluate_reference``: CAL's ``tools/eval_metrics.py`` (Gu et al., CVPR 2022: ``evaluate``,
+  ``evaluate_with_clothes`` and ``compute_ap_cmc``), whose loops MEVID's ``evaluate_with_locations`` /
+  ``_scales`` repeat with another attribute; plus the INP of Ye et al. (TPAMI 2021) as their code computes it.
 * ``rerank_reference``: k-reciprocal re-ranking (Zhong et al., CVPR 2017) as the authors' released float32
   numpy loops.
 """
@@ -57,6 +60,63 @@ def evaluate_mars_reference(features, labels, cams, query_idx, rank_size=10000, 
     return MarsResult(cmc=cmc_sum / scored.sum(), mAP=float(np.mean(ap[scored])), num_queries=len(ap),
                       num_skipped=int((~scored).sum()), ap=ap)
 
+
+def _cal_compute_ap_cmc(index, good_index, junk_index):
+    """CAL's compute_ap_cmc, plus the query's INP (n / (r_n + 1) on the junk-free list)."""
+    ap = 0
+    cmc = np.zeros(len(index))
+    mask = np.isin(index, junk_index, invert=True)  # remove junk_index
+    index = index[mask]
+    ngood = len(good_index)
+    mask = np.isin(index, good_index)
+    rows_good = np.argwhere(mask == True).flatten()  # noqa: E712 (as written there)
+    cmc[rows_good[0]:] = 1.0
+    for i in range(ngood):
+        d_recall = 1.0 / ngood
+        precision = (i + 1) * 1.0 / (rows_good[i] + 1)
+        ap = ap + d_recall * precision
+    return ap, cmc, ngood / (rows_good[-1] + 1.0)
+
+
+def cal_evaluate_reference(distmat, q_pids, g_pids, q_camids, g_camids, q_attr=None, g_attr=None, mode=None,
+                           sort_kind=None):
+    """CAL's evaluate (mode None) and evaluate_with_clothes (mode 'same' = its 'SC', 'different' = 'CC'; MEVID's
+    location and scale protocols are the same loop over another attribute), one query at a time.
+
+    sort_kind None is np.argsort's default, as released; 'stable' puts ties in gallery order. Returns a dict:
+    cmc (G,), mAP (the sum of APs divided by the number scored, as CAL), mINP (np.mean, as AGW / torchreid),
+    ap and inp (Q,) (NaN for skipped queries), num_no_gt. With no scorable query the means are 0."""
+    num_q, num_g = distmat.shape
+    index = np.argsort(distmat, axis=1, kind=sort_kind)
+    num_no_gt = 0
+    CMC = np.zeros(len(g_pids))
+    AP = 0
+    ap_all, inp_all = np.full(num_q, np.nan), np.full(num_q, np.nan)
+    for i in range(num_q):
+        query_index = np.argwhere(g_pids == q_pids[i])
+        camera_index = np.argwhere(g_camids == q_camids[i])
+        good_index = np.setdiff1d(query_index, camera_index, assume_unique=True)
+        junk_index = np.intersect1d(query_index, camera_index)
+        if mode is not None:
+            attr_index = np.argwhere(g_attr == q_attr[i])
+            if mode == 'different':
+                good_index = np.setdiff1d(good_index, attr_index, assume_unique=True)
+                junk_index = np.union1d(junk_index, np.intersect1d(query_index, attr_index))
+            else:
+                good_index = np.intersect1d(good_index, attr_index)
+                junk_index = np.union1d(junk_index, np.setdiff1d(query_index, attr_index))
+        if good_index.size == 0:
+            num_no_gt += 1
+            continue
+        ap_tmp, CMC_tmp, inp = _cal_compute_ap_cmc(index[i], good_index, junk_index)
+        CMC = CMC + CMC_tmp
+        AP += ap_tmp
+        ap_all[i], inp_all[i] = ap_tmp, inp
+    scored = num_q - num_no_gt
+    if scored == 0:
+        return dict(cmc=CMC, mAP=0.0, mINP=0.0, ap=ap_all, inp=inp_all, num_no_gt=num_no_gt)
+    return dict(cmc=CMC / scored, mAP=AP / scored, mINP=float(np.mean(inp_all[~np.isnan(inp_all)])), ap=ap_all,
+                inp=inp_all, num_no_gt=num_no_gt)
 
 
 def rerank_reference(dist, num_query, k1=20, k2=6, lambda_value=0.3, sort_kind='stable'):

@@ -21,7 +21,8 @@ ORIGINAL_DEFAULTS = {
 ADDED_DEFAULTS = {
     'device': 'auto', 'seed': 0, 'height': 256, 'width': 128, 'pretrained': 'imagenet', 'rank_size': 10000,
     'amp': 'none', 'channels_last': False, 'compile': False, 'decode_on_device': False,
-    'resize_on_device': False, 'gallery_info': None, 'test_sampling': 'chunks',
+    'resize_on_device': False, 'gallery_info': None, 'test_sampling': 'chunks', 'test_stride': 4,
+    'ap_rule': 'trapezoid', 'clothes_info': None, 'location_info': None, 'scale_info': None,
 }
 TRAIN_DEFAULTS = {'eval_every': 10, 'resume': None, 'overwrite': False, 'weight_decay': None, 'tensorboard': None}
 EVAL_DEFAULTS = {'save_features': None, 'features': None, 'visualize_ranks': None, 'num_queries': 10, 'topk': 10,

@@ -60,7 +60,7 @@ def run_script(script, env, *flags, cwd):
 
 
 @pytest.mark.parametrize('script', ['run_splits.sh', 'run_iLIDSVID.sh', 'run_PRID2011.sh', 'run_LSVID.sh',
-                                    'run_DukeV.sh'])
+                                    'run_DukeV.sh', 'run_MEVID.sh', 'run_CCVID.sh'])
 def test_a_flag_evaluate_py_refuses_fails_before_any_training(tmp_path, script):
     # --overwrite is train_NL.py's only: before, split 0 was retrained and then evaluate.py refused it
     db, runs = tmp_path / 'my db', tmp_path / 'my runs'

@@ -189,12 +189,59 @@ def test_test_clip_indices_hand_computed(mode, expected):
     assert sampling.test_clip_indices(100, 109, 4, mode).tolist() == expected
 
 
-@pytest.mark.parametrize('mode', sampling.TEST_SAMPLING_MODES)
+@pytest.mark.parametrize('mode', [m for m in sampling.TEST_SAMPLING_MODES if m != 'strided'])
 def test_test_clip_indices_short_tracklet_repeats_last_frame(mode):
-    # 3 frames, S=5: one clip, the last frame repeated, in every mode
+    # 3 frames, S=5: one clip, the last frame repeated, in every mode but CAL's 'strided' (it loops the frames)
     assert sampling.test_clip_indices(7, 9, 5, mode).tolist() == [[7, 8, 9, 9, 9]]
 
 
 def test_test_clip_indices_unknown_mode():
     with pytest.raises(ValueError, match='mode must be one of'):
         sampling.test_clip_indices(0, 9, 4, 'every')
+
+
+def cal_test_clips(img_paths, seq_len=16, stride=4):
+    """CAL's VideoDataset test recombination (``_recombination_for_testset`` of its dataset classes) for one
+    tracklet, restated as its plain list loops: the clips, each a list of seq_len items of img_paths."""
+    clips = []
+    for i in range(len(img_paths) // (seq_len * stride)):
+        for j in range(stride):
+            begin_idx = i * (seq_len * stride) + j
+            end_idx = (i + 1) * (seq_len * stride)
+            clips.append(img_paths[begin_idx:end_idx:stride])
+    if len(img_paths) % (seq_len * stride) != 0:
+        new_stride = (len(img_paths) % (seq_len * stride)) // seq_len
+        for i in range(new_stride):
+            begin_idx = len(img_paths) // (seq_len * stride) * (seq_len * stride) + i
+            end_idx = len(img_paths) // (seq_len * stride) * (seq_len * stride) + seq_len * new_stride
+            clips.append(img_paths[begin_idx:end_idx:new_stride])
+        if len(img_paths) % seq_len != 0:
+            clip_paths = img_paths[len(img_paths) // seq_len * seq_len:]
+            while len(clip_paths) < seq_len:  # loop padding: the list grows while it is iterated
+                for index in clip_paths:
+                    if len(clip_paths) >= seq_len:
+                        break
+                    clip_paths.append(index)
+            clips.append(clip_paths)
+    assert len(clips) == math.ceil(len(img_paths) / seq_len)
+    return clips
+
+
+@pytest.mark.parametrize('S, stride', [(16, 4), (4, 4), (3, 2), (1, 1), (5, 1), (2, 7), (8, 3)])
+def test_strided_clips_equal_cals_loops(S, stride):
+    for F in range(1, 3 * S * stride + S + 3):
+        expected = np.array(cal_test_clips(list(range(F)), S, stride))
+        np.testing.assert_array_equal(sampling.strided_clip_offsets(F, S, stride), expected)
+        np.testing.assert_array_equal(sampling.test_clip_indices(100, 100 + F - 1, S, 'strided', stride),
+                                      100 + expected)
+
+
+def test_strided_clips_hand_computed():
+    # F = 11, S = 2, stride = 4: one block of 8 (clips 0 4 / 1 5 / 2 6 / 3 7), the remaining 3 frames give
+    # 3 // 2 = 1 clip of stride 1 (8 9), then the frames from 10 on, repeated: 10 10
+    np.testing.assert_array_equal(sampling.strided_clip_offsets(11, 2, 4),
+                                  [[0, 4], [1, 5], [2, 6], [3, 7], [8, 9], [10, 10]])
+    # F = 5, S = 4: no whole block; 5 // 4 = 1 clip of stride 1, then 4 padded a, a, a, a
+    np.testing.assert_array_equal(sampling.strided_clip_offsets(5, 4, 4), [[0, 1, 2, 3], [4, 4, 4, 4]])
+    # F = 3, S = 5: the tail alone, repeated in order: a b c a b
+    np.testing.assert_array_equal(sampling.strided_clip_offsets(3, 5, 4), [[0, 1, 2, 0, 1]])

@@ -6,17 +6,34 @@ from models import load_model, to_channels_last
 from util.data.loaders import ClipConfig, decoder_for, read_database, read_rows
 from util.distributed import cleanup, init_distributed
 from util.errors import DataError, ReIDError
+from util.evaluation.attributes import ATTRIBUTES, load_attributes, saved_attributes
 from util.evaluation.extract import extract_features, gather_features, make_eval_loader
 from util.evaluation.features_file import FeaturesFile
-from util.evaluation.metrics import format_result
-from util.evaluation.scoring import chance_level, rerank_score, score, write_results
+from util.evaluation.metrics import format_protocols, format_result
+from util.evaluation.scoring import chance_level, rerank_score, score_all, write_results
 from util.io import check_writable
 
 
 def clip_config(args):
     """The test clips the flags ask for (--S, --height, --width, --test_sampling and the decoder flags)."""
     return ClipConfig(args.S, args.height, args.width, args.test_sampling,
-                      decoder_for(args.decode_on_device, args.resize_on_device))
+                      decoder_for(args.decode_on_device, args.resize_on_device), args.test_stride)
+
+
+def attribute_paths(args):
+    """{'clothes': --clothes_info, 'location': --location_info, 'scale': --scale_info} (None where not given)."""
+    return {name: getattr(args, f'{name}_info', None) for name in ATTRIBUTES}
+
+
+def feature_attributes(args, saved):
+    """The attributes a features file was saved with, replaced by those given on the command line; an attribute
+    file needs the file's gallery index (the clothes-changing benchmarks never rank the query against itself)."""
+    given = load_attributes(attribute_paths(args), len(saved.labels), args.features)
+    if given and saved.gallery_idx is None:
+        flags = ', '.join(f'--{k}_info' for k in given)
+        raise DataError(f'--features {args.features}: has no gallery_idx, which {flags} needs (save the features '
+                        f'from a database with gallery_IDX.npy, or give --gallery_info)')
+    return dict(saved_attributes(saved.extra, len(saved.labels), f'--features {args.features}'), **given)
 
 
 def check_outputs(args):
@@ -59,12 +76,13 @@ def evaluate(args):
             if len(db.info) != len(saved.labels):
                 raise DataError(f'--features {args.features}: {len(saved.labels)} tracklets, but '
                                 f'{args.test_info} has {len(db.info)} rows')
+        attributes = feature_attributes(args, saved)
         print(f'Scoring {len(saved.features)} saved features from {args.features}')
         settings = dict(test_sampling=saved.test_sampling, features=args.features, checkpoint=None)
         # saved features are scored on the CPU unless --device cuda asks for the GPU
         device = init_distributed('cuda').device if args.device == 'cuda' else None
         report(args, saved.features, saved.labels, saved.cams, saved.query_idx, saved.gallery_idx,
-               db, settings, source=f'--features {args.features}', device=device)
+               db, settings, source=f'--features {args.features}', device=device, attributes=attributes)
         return 0
 
     ctx = init_distributed(args.device)
@@ -79,6 +97,7 @@ def _evaluate_checkpoint(args, ctx):
 
     db = read_database(args.test_txt, args.test_info, args.query_info, args.gallery_info)
     check_rerank(args, len(db.info) if db.gallery_idx is None else len(db.gallery_idx), len(db.query_idx))
+    attributes = load_attributes(attribute_paths(args), len(db.info), args.test_info)
     loader = make_eval_loader(db, clip_config(args), args.batch_size, args.num_workers, ctx)
     model, notes = load_model(args.load_ckpt, args.model_type, non_layers=args.non_layers, stripes=args.stripes,
                               temporal=args.temporal, stride=args.stride, height=args.height, S=args.S,
@@ -107,28 +126,34 @@ def _evaluate_checkpoint(args, ctx):
         f'({clips / seconds:.1f} clips/s, {clips * args.S / seconds:.0f} frames/s)')
     if args.save_features is not None:
         FeaturesFile(feats.numpy(), labels.numpy(), cams.numpy(), db.query_idx, db.gallery_idx,
-                     test_sampling=args.test_sampling).write(args.save_features)
+                     test_sampling=args.test_sampling, extra=attributes).write(args.save_features)
         log(f'Saved features to {args.save_features}')
     settings = dict(test_sampling=args.test_sampling, features=None, checkpoint=args.load_ckpt)
     report(args, feats.numpy(), labels.numpy(), cams.numpy(), db.query_idx, db.gallery_idx, db, settings,
-           source=f'features of {args.load_ckpt}', device=ctx.device)
+           source=f'features of {args.load_ckpt}', device=ctx.device, attributes=attributes)
     return 0
 
 
-def report(args, features, labels, cams, query_idx, gallery_idx, db, settings, source, device=None):
-    """Score, print, and write what was asked: re-ranked scores, chance level, --results, --cmc_plot, ranked
-    pictures."""
-    result = score(features, labels, cams, query_idx, args.rank_size, gallery_idx, source=source, device=device)
+def report(args, features, labels, cams, query_idx, gallery_idx, db, settings, source, device=None, attributes=None):
+    """Score, print, and write what was asked: attribute protocols, re-ranked scores, chance level, --results,
+    --cmc_plot, ranked pictures."""
+    protocols = score_all(features, labels, cams, query_idx, args.rank_size, gallery_idx, source=source,
+                          device=device, ap_rule=args.ap_rule, attributes=attributes)
+    result = protocols['overall']
+    settings = dict(settings, ap_rule=args.ap_rule, test_stride=args.test_stride,
+                    protocols=[k for k in protocols if k != 'overall'])
     reranked = None
     if args.rerank:
         reranked = rerank_score(features, labels, cams, query_idx, gallery_idx, args.rerank_k1, args.rerank_k2,
-                                args.rerank_lambda, args.rank_size, device)
+                                args.rerank_lambda, args.rank_size, device, ap_rule=args.ap_rule)
         print(format_result(result))
         print(f'With k-reciprocal re-ranking (k1 {args.rerank_k1}, k2 {args.rerank_k2}, '
               f'lambda {args.rerank_lambda}):')
         print(format_result(reranked))
     else:
         print(format_result(result))
+    if len(protocols) > 1:
+        print(format_protocols(protocols))
     if args.chance_level:
         expected, rank1, mAP = chance_level(labels, cams, query_idx, args.rank_size, gallery_idx=gallery_idx)
         print(f'Chance level: rank-1 {expected:.4f} (expected for a random ranking); random features rank-1 '
@@ -141,7 +166,7 @@ def report(args, features, labels, cams, query_idx, gallery_idx, db, settings, s
                         gallery_info=args.gallery_info, rank_size=args.rank_size,
                         rerank=dict(k1=args.rerank_k1, k2=args.rerank_k2, lambda_value=args.rerank_lambda)
                         if args.rerank else None)
-        write_results(args.results, result, settings, reranked)
+        write_results(args.results, result, settings, reranked, protocols)
         print(f'Results written to {args.results}')
     if args.cmc_plot is not None:
         from util.pictures.curves import plot_cmc  # matplotlib is only needed here

@@ -15,6 +15,7 @@ import sys
 from models.network import MIN_HEIGHT, MIN_WIDTH, MODEL_TYPES, check_config
 from util.data.sampling import TEST_SAMPLING_MODES
 from util.errors import ModelConfigError, ReIDError
+from util.evaluation.metrics import AP_RULES
 
 SCRIPTS = ('baseline', 'NL', 'evaluate', 'extract', 'search', 'export')
 TOOLS = ('extract', 'search', 'export')  # a trained model outside the benchmark: no database files
@@ -120,8 +121,14 @@ def _add_common_flags(parser):
     run.add_argument('--test_sampling', default='chunks', metavar='{' + ','.join(TEST_SAMPLING_MODES) + '}',
                      help="test clips of a tracklet: 'chunks' the first frame of each of the S chunks (the "
                           "paper's); 'first' the first S frames; 'all_sampled' every j-th frame of the chunks, "
-                          "one clip per j; 'all_continuous' every run of S consecutive frames. The all_* "
+                          "one clip per j; 'all_continuous' every run of S consecutive frames; 'strided' CAL's "
+                          'test clips of S frames --test_stride apart (MEVID, CCVID). The all_* and strided '
                           'modes average the clip features of a tracklet')
+    run.add_argument('--test_stride', type=int, default=4,
+                     help="frames between a clip's frames under --test_sampling strided (CAL's stride)")
+    run.add_argument('--ap_rule', default='trapezoid', metavar='{' + ','.join(AP_RULES) + '}',
+                     help="average precision: 'trapezoid' the MARS-evaluation rule (the paper's), 'plain' the "
+                          'non-interpolated AP of CAL / MEVID / torchreid (the clothes-changing benchmarks)')
     run.add_argument('--rank_size', type=int, default=10000,
                      help='gallery items ranked per query, as the original; 0 ranks the whole gallery')
     run.add_argument('--amp', default='none', choices=('none', 'bf16', 'fp16'),
@@ -150,6 +157,7 @@ def default_weight_decay(script, optimizer):
 
 
 def _add_train_flags(parser, script):
+    _add_attribute_flags(parser)  # validation prints the attribute protocols too
     train = parser.add_argument_group('training (added)')
     # '%(default).0s' prints nothing: it stops the help formatter from appending '(default: None)'
     train.add_argument('--weight_decay', type=float, default=None, metavar='WD',
@@ -187,8 +195,20 @@ def _add_evaluate_flags(parser):
     ev.add_argument('--chance_level', action='store_true',
                     help='also print what random rankings score on this test split (expected rank-1, and '
                          'rank-1 / mAP of random features)')
+    _add_attribute_flags(parser)
     _add_rerank_flags(parser, 'also score with k-reciprocal re-ranking (probe = queries, gallery = the evaluation '
                               'gallery) and print both tables')
+
+
+def _add_attribute_flags(parser):
+    attr = parser.add_argument_group('attribute protocols (added; MEVID, CCVID)')
+    attr.add_argument('--clothes_info', default=None, metavar='test_clothes.npy',
+                      help='clothes id per test row: also the same-clothes (SC) and clothes-changing (CC) results')
+    attr.add_argument('--location_info', default=None, metavar='test_location.npy',
+                      help='location id per test row (MEVID): also the same- (SL) and different-location (DL) '
+                           'results')
+    attr.add_argument('--scale_info', default=None, metavar='test_scale.npy',
+                      help='scale id per test row (MEVID): also the same- (SS) and different-scale (DS) results')
 
 
 def _add_rerank_flags(parser, what):
@@ -287,6 +307,10 @@ def _check(parser, args):
     if args.test_sampling not in TEST_SAMPLING_MODES:
         parser.error(f'--test_sampling {args.test_sampling!r} is not a sampling mode; choose one of '
                      + ', '.join(TEST_SAMPLING_MODES))
+    if args.test_stride < 1:
+        parser.error(f'--test_stride must be at least 1, got {args.test_stride}')
+    if args.ap_rule not in AP_RULES:
+        parser.error(f'--ap_rule {args.ap_rule!r} is not an AP rule; choose one of ' + ', '.join(AP_RULES))
     if args.script in ('evaluate', 'search'):
         if args.rerank_k1 < 1 or args.rerank_k2 < 1:
             parser.error(f'--rerank_k1 and --rerank_k2 must be at least 1, got {args.rerank_k1} and {args.rerank_k2}')

@@ -4,7 +4,7 @@ import sys
 import time
 
 from util.cli.options import run_main
-from util.data.synthetic import make_dukev, make_ilidsvid, make_lsvid, make_mars, make_prid2011
+from util.data.synthetic import make_ccvid, make_dukev, make_ilidsvid, make_lsvid, make_mars, make_mevid, make_prid2011
 from util.data.synthetic_scene import make_scene
 
 LAYOUTS = {
@@ -13,6 +13,8 @@ LAYOUTS = {
     'ilidsvid': 'iLIDS-VID (i-LIDS-VID/sequences/cam1, cam2, train-test people splits)',
     'prid2011': 'PRID2011 (prid_2011/multi_shot/cam_a, cam_b, both split files)',
     'lsvid': 'LS-VID (list_sequence, tracklet_train, tracklet_test, test/data/info_test.mat)',
+    'mevid': 'MEVID (bbox_train, bbox_test, name and track info files, query_IDX.txt, test_track_scale.txt)',
+    'ccvid': 'CCVID (session1..3, train.txt, query.txt, gallery.txt)',
     'scene': 'a multi-camera scene (c1.mp4 + c1.txt tracker output per camera, gt/c1.txt; util.data.synthetic_scene)',
 }
 
@@ -28,11 +30,11 @@ def build_parser():
                                                      'which is replaced)')
     parser.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
     parser.add_argument('--num_train_ids', type=int, default=None,
-                        help='mars, dukev, lsvid: training identities (default 40; lsvid 4)')
+                        help='training identities (default 40; lsvid 4; mevid, ccvid 6)')
     parser.add_argument('--num_test_ids', type=int, default=None,
-                        help='mars, dukev, lsvid: test identities with queries (default 40; lsvid 4)')
+                        help='test identities with queries (default 40; lsvid 4; mevid, ccvid 6)')
     parser.add_argument('--num_cams', type=int, default=None,
-                        help='mars, dukev, lsvid: cameras (default 6 for mars, 8 for dukev, 15 for lsvid)')
+                        help='cameras (default 6 for mars and mevid, 8 for dukev, 15 for lsvid, 4 for ccvid)')
     parser.add_argument('--height', type=int, default=None,
                         help='frame height in pixels (default 64; 128 for ilidsvid and prid2011, like the real ones; '
                              '240 for scene)')
@@ -51,6 +53,8 @@ def build_parser():
                         help='dukev: gallery-only identities (default 10)')
     parser.add_argument('--old_names', action='store_true',
                         help='dukev: old frame names 0001C6F0001X30823.jpg instead of 0001_C6_F0001_X30823.jpg')
+    parser.add_argument('--num_outfits', type=int, default=3,
+                        help='mevid, ccvid: outfits per identity (default 3; ccvid at most 3, one per session)')
     parser.add_argument('--num_persons', type=int, default=None,
                         help='ilidsvid: persons (default 6; the real set has 300); prid2011: persons in both '
                              'cameras, at most 200 (default 6); scene: people walking (default 6)')
@@ -88,6 +92,11 @@ def _make(args):
         return make_prid2011(args.out, seed=args.seed, num_shared=args.num_persons or 6, num_short=args.num_short,
                              num_cam_a_only=args.num_cam_a_only, num_cam_b_only=args.num_cam_b_only,
                              **given(height=128, width=64, min_len=27, max_len=30))
+    if args.dataset in ('mevid', 'ccvid'):
+        make = make_mevid if args.dataset == 'mevid' else make_ccvid
+        return make(args.out, seed=args.seed, num_outfits=args.num_outfits,
+                    **given(num_train_ids=6, num_test_ids=6, num_cams=6 if args.dataset == 'mevid' else 4, height=64,
+                            width=32, min_len=4, max_len=40))
     return make_lsvid(args.out, seed=args.seed, **given(num_train_ids=4, num_test_ids=4, num_cams=15, height=64,
                                                         width=32, min_len=2, max_len=12))
 

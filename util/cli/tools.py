@@ -10,4 +10,4 @@ def embedder_from_args(args):
                             test_sampling=args.test_sampling, batch_size=args.batch_size,
                             num_workers=args.num_workers, device=args.device, amp=args.amp, stride=args.stride,
                             channels_last=args.channels_last, resize_on_device=args.resize_on_device,
-                            decode_on_device=args.decode_on_device)
+                            decode_on_device=args.decode_on_device, test_stride=args.test_stride)

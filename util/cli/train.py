@@ -13,6 +13,7 @@ from util.cli.evaluate import clip_config
 from util.data.loaders import decoder_for, make_train_loader, read_database
 from util.distributed import broadcast_object, cleanup, init_distributed, wrap_model
 from util.errors import CheckpointError, ReIDError
+from util.evaluation.attributes import ATTRIBUTES, load_attributes
 from util.evaluation.extract import make_eval_loader
 from util.evaluation.validation import Validator
 from util.io import check_writable
@@ -116,6 +117,8 @@ def build_trainer(args, ctx):
         decoder = decoder_for(args.decode_on_device, args.resize_on_device)
         train_db = read_database(args.train_txt, args.train_info)
         test_db = read_database(args.test_txt, args.test_info, args.query_info, args.gallery_info)
+        attributes = load_attributes({name: getattr(args, f'{name}_info') for name in ATTRIBUTES}, len(test_db.info),
+                                     args.test_info)  # --clothes_info ...: validation prints their protocols
         train_loader = make_train_loader(train_db, args.S, args.class_per_batch, args.track_per_class, args.seed,
                                          args.num_workers, height=args.height, width=args.width, rank=ctx.rank,
                                          world_size=ctx.world_size, pin_memory=device.type == 'cuda',
@@ -176,7 +179,8 @@ def build_trainer(args, ctx):
         raise
 
     validator = Validator(test_loader, test_db, args.S, args.temporal, args.amp, args.channels_last,
-                          args.rank_size, ctx, description=f'validation features ({args.test_sampling} sampling)')
+                          args.rank_size, ctx, description=f'validation features ({args.test_sampling} sampling)',
+                          ap_rule=args.ap_rule, attributes=attributes)
     return Trainer(trained, net, optimizer, scheduler, scaler, train_loader, validator, outputs, run_dir, ctx,
                    n_epochs=args.n_epochs, eval_every=args.eval_every, losses=loss_config(args), amp=args.amp,
                    channels_last=args.channels_last, start=start, validate_first=args.resume_validation)

@@ -222,13 +222,14 @@ class TestClipDataset(_TrackletDataset):
     'chunks' (the first frame of each chunk) and 'first' give one clip per tracklet: ``dataset[i]`` ->
     (uint8 (S, 3, H, W) clip, pid, cam) of tracklet row i. The 'all_*' modes give I clips per tracklet and
     the dataset indexes (tracklet, clip) pairs, tracklet by tracklet: ``dataset[c]`` -> (clip, pid, cam,
-    tracklet row ``clip_track[c]``), so that clips of many tracklets share a batch whatever their length.
-    ``frames`` (C, S): the global frame indices of every clip (C = N for one clip per tracklet).
+    tracklet row ``clip_track[c]``), so that clips of many tracklets share a batch whatever their length;
+    'strided' (CAL's test clips, ``stride`` frames apart) likewise. ``frames`` (C, S): the global frame
+    indices of every clip (C = N for one clip per tracklet).
     """
 
     __test__ = False  # not a pytest test class, despite its name
 
-    def __init__(self, db, S, height=256, width=128, decoder='auto', sampling='chunks'):
+    def __init__(self, db, S, height=256, width=128, decoder='auto', sampling='chunks', stride=4):
         super().__init__(db, S, height, width, decoder)
         if sampling not in TEST_SAMPLING_MODES:
             raise DataError(f'test sampling {sampling!r} is not one of {", ".join(TEST_SAMPLING_MODES)}')
@@ -238,7 +239,7 @@ class TestClipDataset(_TrackletDataset):
         if sampling == 'chunks':
             self.frames = test_frame_indices(self.starts, self.ends, self.S)      # (N, S)
         else:
-            clips = [test_clip_indices(a, b, self.S, sampling) for a, b in zip(self.starts, self.ends)]
+            clips = [test_clip_indices(a, b, self.S, sampling, stride) for a, b in zip(self.starts, self.ends)]
             self.frames = np.concatenate(clips)                                   # (C, S)
             if sampling != 'first':
                 self.clip_track = np.repeat(np.arange(self.num_tracks), [len(c) for c in clips])  # (C,)
@@ -344,6 +345,7 @@ class ClipConfig:
     width: int = 128
     test_sampling: str = 'chunks'  # util.data.sampling.TEST_SAMPLING_MODES
     decoder: str = 'auto'          # 'auto', 'resize_on_device' or 'device' (see decoder_for)
+    test_stride: int = 4           # frames between a clip's frames under 'strided' (CAL's test clips)
 
 
 def decoder_for(decode_on_device=False, resize_on_device=False):
@@ -355,9 +357,9 @@ def decoder_for(decode_on_device=False, resize_on_device=False):
 
 
 def make_test_loader(db, S, batch_size, num_workers, height=256, width=128, rank=0, world_size=1,
-                     pin_memory=None, decoder='auto', sampling='chunks'):
+                     pin_memory=None, decoder='auto', sampling='chunks', stride=4):
     """Evaluation batches in database order: (uint8 (B, S, 3, H, W), int64 pids (B,), int64 cams (B,)), plus
-    int64 tracklet rows (B,) in the 'all_*' sampling modes, whose batches hold B clips of any tracklets.
+    int64 tracklet rows (B,) in the 'all_*' and 'strided' sampling modes, whose batches hold B clips of any tracklets.
 
     With ``world_size`` > 1, rank r loads the contiguous tracklet rows ``loader.shard = (lo, hi)`` from
     :func:`util.data.sampling.shard_bounds` (all the clips of a tracklet on one rank); concatenating the ranks'
@@ -366,7 +368,7 @@ def make_test_loader(db, S, batch_size, num_workers, height=256, width=128, rank
     """
     if not 0 <= rank < world_size:
         raise DataError(f'rank {rank} is not in 0..world_size-1 (world_size {world_size})')
-    dataset = TestClipDataset(db, S, height, width, decoder, sampling)
+    dataset = TestClipDataset(db, S, height, width, decoder, sampling, stride)
     bounds = shard_bounds(dataset.num_tracks, int(world_size))
     lo, hi = bounds[rank], bounds[rank + 1]
     items = range(lo, hi)

@@ -64,18 +64,48 @@ def test_frame_indices(start, end, S):
 
 test_frame_indices.__test__ = False  # not a pytest test, despite its name
 
-TEST_SAMPLING_MODES = ('chunks', 'first', 'all_sampled', 'all_continuous')
+TEST_SAMPLING_MODES = ('chunks', 'first', 'all_sampled', 'all_continuous', 'strided')
+MULTI_CLIP_MODES = ('all_sampled', 'all_continuous', 'strided')  # a tracklet's feature = mean of its clips'
 
 
-def test_clip_indices(start, end, S, mode='chunks'):
+def strided_clip_offsets(F, S, stride=4):
+    """CAL's test clips of a tracklet of F frames (Gu et al., CVPR 2022, ``_recombination_for_testset``): an
+    (ceil(F / S), S) int64 array of offsets 0..F-1.
+
+    Whole blocks of S*stride frames give ``stride`` clips each (offsets j, j + stride, ...); the remainder R
+    gives R // S clips with the reduced stride R // S, and, when S does not divide F, one last clip of the
+    frames from (F // S) * S on, repeated from their start (a, b, c, a, b, c, ...) up to S frames.
+    """
+    F, S, stride = int(F), int(S), int(stride)
+    if F < 1 or S < 1 or stride < 1:
+        raise ValueError(f'strided_clip_offsets: need F, S, stride >= 1, got {F}, {S}, {stride}')
+    span = S * stride
+    blocks = F // span
+    step = np.arange(S, dtype=np.int64)
+    # (blocks * stride, S): block b, phase j -> b*S*stride + j + stride * step
+    full = (np.arange(blocks)[:, None, None] * span + np.arange(stride)[None, :, None]
+            + stride * step[None, None, :]).reshape(-1, S)
+    base, rest = blocks * span, F % span
+    reduced = rest // S
+    parts = [full, base + np.arange(reduced)[:, None] + reduced * step[None, :]]
+    if rest and F % S:
+        tail = np.arange(F // S * S, F, dtype=np.int64)
+        parts.append(tail[np.arange(S) % len(tail)][None, :])
+    return np.concatenate(parts).astype(np.int64)
+
+
+def test_clip_indices(start, end, S, mode='chunks', stride=4):
     """Global frame indices of the test clips of one tracklet under --test_sampling (SPEC section 9):
     an (n_clips, S) int64 array, n_clips = 1 for 'chunks' and 'first', I (frames per chunk) for the
     'all_*' modes, whose tracklet feature is the mean of its clips' features.
 
     With the S-chunk strip ``min(start + k, end)``, k = 0..S*I-1: 'chunks' takes the first frame of each
     chunk, 'first' the first S frames of the tracklet (padded with its last), 'all_sampled' clip j = the
-    j-th frame of every chunk, 'all_continuous' clip j = strip[j*S:(j+1)*S].
+    j-th frame of every chunk, 'all_continuous' clip j = strip[j*S:(j+1)*S]; 'strided' CAL's clips of S
+    frames every ``stride`` frames (``strided_clip_offsets``), ceil(F / S) of them.
     """
+    if mode == 'strided':
+        return int(start) + strided_clip_offsets(int(end) - int(start) + 1, S, stride)
     if mode == 'chunks':
         return test_frame_indices(start, end, S)[None, :]
     if mode == 'first':

@@ -137,11 +137,11 @@ class TrackletEmbedder:
 
     def __init__(self, load_ckpt, model_type, non_layers=None, stripes=None, temporal=None, S=8, height=256,
                  width=128, test_sampling='chunks', batch_size=32, num_workers=0, device='auto', amp='none',
-                 stride=1, channels_last=False, resize_on_device=False, decode_on_device=False):
+                 stride=1, channels_last=False, resize_on_device=False, decode_on_device=False, test_stride=4):
         if temporal is None:
             temporal = 'mean' if model_type == 'resnet50_s1' else 'Done'
         self.clips = ClipConfig(int(S), int(height), int(width), test_sampling,
-                                decoder_for(decode_on_device, resize_on_device))
+                                decoder_for(decode_on_device, resize_on_device), int(test_stride))
         self.temporal, self.amp, self.channels_last = temporal, amp, channels_last
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.ctx = DistContext(rank=0, world_size=1, local_rank=0, device=select_device(device, 0), is_main=True)

@@ -120,7 +120,7 @@ def make_eval_loader(db, clips, batch_size, num_workers, ctx=None):
     pin = ctx is not None and ctx.device.type == 'cuda'
     return make_test_loader(db, clips.S, batch_size, num_workers, height=clips.height, width=clips.width,
                             rank=rank, world_size=world, pin_memory=pin, decoder=clips.decoder,
-                            sampling=clips.test_sampling)
+                            sampling=clips.test_sampling, stride=clips.test_stride)
 
 
 def gather_features(feats, labels, cams, ctx):

@@ -19,6 +19,14 @@ original release's port of it:
 * AP is the trapezoid rule of compute_AP.m: ap += (recall - old_recall) * (old_precision + precision) / 2
   at every non-junk rank, old_precision starting at 1, recall = hits / n_good.
 
+Beyond the original: ``ap_rule='plain'`` gives the non-interpolated AP of CAL's ``tools/eval_metrics.py`` (Gu et
+al., CVPR 2022), which MEVID and CCVID report: with the good items at 0-based non-junk ranks r_1 < ... < r_n,
+AP = (1/n) sum_i i / (r_i + 1). mINP (Ye et al., TPAMI 2021) is reported for every rule: a query's INP is
+n / (r_n + 1), 0 when the last good item lies beyond ``rank_size``. An optional per-row attribute (clothes,
+location or scale id) with ``mode='same'`` or ``'different'`` gives the attribute protocols of CAL's
+``evaluate_with_clothes`` and MEVID's ``evaluate_with_locations`` / ``_scales``: good items keep only those whose
+attribute equals (same) or differs from (different) the query's, and the other same-pid items become junk.
+
 Beyond the original: a query with no good item at all (the original raises ZeroDivisionError, MATLAB
 returns NaN) is left out of both means and counted in ``num_skipped``. Two corner cases keep the official
 behaviour: pid 0 (distractors) is an ordinary identity, and for a pid -1 query the other-camera -1 items
@@ -46,13 +54,16 @@ class MarsResult:
 
     cmc: (R,) float64, fraction of scored queries with a hit within the first k ranks at index k-1;
     mAP: mean AP over scored queries; num_queries: queries given; num_skipped: queries with no good
-    item, left out of both means; ap: (Q,) per-query AP (NaN for skipped queries).
+    item, left out of both means; ap: (Q,) per-query AP (NaN for skipped queries); mINP, inp: the mean and
+    per-query inverse negative penalty (NaN for skipped queries).
     """
     cmc: np.ndarray
     mAP: float
     num_queries: int
     num_skipped: int
     ap: np.ndarray = None
+    mINP: float = None
+    inp: np.ndarray = None
 
     def rank(self, k):
         """CMC at rank k (1-based)."""
@@ -212,34 +223,49 @@ def _gather(dist, idx):
     return np.where(idx < n, picked, np.inf).astype(dist.dtype)
 
 
-def _searchsorted_rows(srt, t, right=False):
-    """np.searchsorted row by row, as one vectorised binary search: srt (R, M) sorted rows, t (R, K)."""
-    rows = np.arange(len(srt))[:, None]
-    lo = np.zeros(t.shape, dtype=np.int64)
-    hi = np.full(t.shape, srt.shape[1], dtype=np.int64)
-    for _ in range(srt.shape[1].bit_length()):
-        mid = (lo + hi) // 2
-        v = srt[rows, np.minimum(mid, srt.shape[1] - 1)]
-        below = (v <= t) if right else (v < t)
-        active = lo < hi
-        lo = np.where(active & below, mid + 1, lo)
-        hi = np.where(active & ~below, mid, hi)
-    return lo
+class _SortedRows:
+    """The rows of a (R, M) distance block sorted by value, for row-wise searches. Built once per block and shared
+    by the protocols scored on the same distances."""
+
+    def __init__(self, values):
+        self.srt = np.sort(values, axis=1)
+
+    def place(self, t, valid, t_in_rows):
+        """For t (R, K) where valid (R, K): (entries of its row < t, whether another entry equals t), both (R, K)
+        (0 / False elsewhere). t_in_rows (R, K) bool: t is itself one of its row's entries (not counted as a tie).
+
+        A vectorised binary search over the valid items only (the padding is never searched)."""
+        rows, m = self.srt.shape
+        r, k = np.nonzero(valid)
+        x, base = t[r, k], r.astype(np.int64) * m - 1
+        flat = self.srt.ravel()
+        pos = np.zeros(len(r), np.int64)  # entries < x found so far
+        step = 1 << (m.bit_length() - 1)
+        while step:
+            cand = pos + step
+            v = flat[base + np.minimum(cand, m)]
+            pos = np.where((cand <= m) & (v < x), cand, pos)
+            step >>= 1
+        # sorted rows: the entries equal to x start at pos; another one besides x itself lies at pos + t_in_rows
+        nxt = pos + t_in_rows[r, k]
+        tie = (nxt < m) & (flat[base + 1 + np.minimum(nxt, m - 1)] == x)
+        lo, tied = np.zeros(t.shape, np.int64), np.zeros(t.shape, bool)
+        lo[r, k], tied[r, k] = pos, tie
+        return lo, tied
 
 
-def _count_ahead(values, index, t, t_index, valid, t_in_values):
+def _count_ahead(values, index, t, t_index, valid, t_in_values, ranked=None):
     """How many entries of each row precede (t, t_index) in (value, index) order.
 
     values: (Qb, M) distances, index: (Qb, M) their gallery indices or None for column order;
     t, t_index: (Qb, K) the items to place, only those where valid (Qb, K) is True (others: padding);
-    t_in_values: (Qb, K) bool, whether that item is itself one of the row's entries. -> (Qb, K) int64.
+    t_in_values: (Qb, K) bool, whether that item is itself one of the row's entries; ranked: values' _SortedRows
+    when already built. -> (Qb, K) int64.
     """
-    srt = np.sort(values, axis=1)
-    lo = _searchsorted_rows(srt, t)  # entries with a smaller distance
-    equal = _searchsorted_rows(srt, t, right=True) - lo
-    ahead = lo.copy()
+    ranked = _SortedRows(values) if ranked is None else ranked
+    ahead, tied = ranked.place(t, valid, t_in_values)  # entries with a smaller distance; any other equal one
     # entries at exactly the same distance, other than the item itself, go first if their index is smaller
-    r, k = np.nonzero(valid & (equal > t_in_values))
+    r, k = np.nonzero(tied)
     step = max(1, (1 << 22) // values.shape[1])  # bound the (pairs, M) temporaries
     for s in range(0, len(r), step):
         rr, kk = r[s:s + step], k[s:s + step]
@@ -249,17 +275,50 @@ def _count_ahead(values, index, t, t_index, valid, t_in_values):
     return ahead
 
 
-def _score_block(dist, q_labels, q_cams, labels, cams, groups, unknown, ranks):
-    """Per-query AP (float64, NaN where no good item) and first-hit rank (0-based, `ranks` = no hit).
+def _split_same_pid(rows_p, cols_p, own_cam, q_attr, g_attr, mode):
+    """Same-pid pairs -> (good, extra junk) bool masks over them: the base rule (other camera good, own camera
+    junk), narrowed by an attribute protocol: 'same' keeps goods with the query's attribute and makes the other
+    same-pid items junk, 'different' the reverse (CAL's evaluate_with_clothes)."""
+    if mode is None:
+        return ~own_cam, own_cam
+    same_attr = g_attr[cols_p] == q_attr[rows_p]
+    off = ~same_attr if mode == 'same' else same_attr  # same-pid items the protocol leaves out
+    return ~own_cam & ~off, own_cam | off
 
-    dist: (Qb, N) rows of the queries; unknown: gallery indices with pid -1 (junk for every query).
+
+def _ap_terms(hit, n_hits, rank, n_good, ap_rule):
+    """(Qb, K) AP terms of the goods in rank order, 0 where not a hit; n_hits, rank float64 (1-based)."""
+    precision = n_hits / rank
+    if ap_rule == 'plain':  # CAL's compute_ap_cmc: ap += (1 / ngood) * ((i + 1) / (rows_good[i] + 1))
+        return np.where(hit, (1.0 / n_good) * precision, 0.0)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        old_precision = np.where(rank > 1, (n_hits - 1) / (rank - 1), 1.0)
+    d_recall = n_hits / n_good - (n_hits - 1) / n_good
+    return np.where(hit, d_recall * (old_precision + precision) / 2, 0.0)
+
+
+def _inp(hit, rank, count):
+    """Per-query INP = n / (r_n + 1) from the hits' 1-based ranks; 0 when not every good item was found."""
+    n_hits = hit.sum(axis=1)
+    last = np.where(hit, rank, 0.0).max(axis=1, initial=0.0)  # 1-based rank of the hardest good
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return np.where((n_hits == count) & (count > 0), count / last, 0.0)
+
+
+def _score_block(dist, q_labels, q_cams, labels, cams, groups, unknown, ranks, ap_rule='trapezoid', q_attr=None,
+                 g_attr=None, mode=None, ranked=None):
+    """Per-query AP (float64, NaN where no good item), first-hit rank (0-based, `ranks` = no hit) and INP.
+
+    dist: (Qb, N) rows of the queries; unknown: gallery indices with pid -1 (junk for every query);
+    q_attr (Qb,), g_attr (N,), mode: the attribute protocol (None: the base rule); ranked: dist's _SortedRows.
     """
     qb, n = dist.shape
     rows_p, cols_p = groups.members(q_labels)
     own_cam = cams[cols_p] == q_cams[rows_p]
-    good_idx, count = _pad_rows(rows_p[~own_cam], cols_p[~own_cam], qb, n)  # (Qb, G), padded with n
+    is_good, is_junk = _split_same_pid(rows_p, cols_p, own_cam, q_attr, g_attr, mode)
+    good_idx, count = _pad_rows(rows_p[is_good], cols_p[is_good], qb, n)  # (Qb, G), padded with n
     # pid -1 rows are covered by `unknown`; others add their own-camera same-pid items (the query too)
-    extra = own_cam & (q_labels[rows_p] != -1)
+    extra = is_junk & (q_labels[rows_p] != -1)
     junk_idx, _ = _pad_rows(rows_p[extra], cols_p[extra], qb, n)
     junk_idx = np.concatenate([np.broadcast_to(unknown, (qb, len(unknown))), junk_idx], axis=1)
 
@@ -269,7 +328,7 @@ def _score_block(dist, q_labels, q_cams, labels, cams, groups, unknown, ranks):
     valid = np.arange(good_idx.shape[1])[None, :] < count[:, None]  # real goods, not padding
     good_is_junk = valid & (q_labels == -1)[:, None]  # only pid -1 queries have junk goods
 
-    position = _count_ahead(dist, None, good_d, good_idx, valid, valid)  # items ahead, junk included
+    position = _count_ahead(dist, None, good_d, good_idx, valid, valid, ranked)  # items ahead, junk included
     junk_ahead = _count_ahead(_gather(dist, junk_idx), junk_idx, good_d, good_idx, valid, good_is_junk)
     kept_ahead = position - junk_ahead  # non-junk items ahead
 
@@ -278,33 +337,39 @@ def _score_block(dist, q_labels, q_cams, labels, cams, groups, unknown, ranks):
     n_hits = np.cumsum(hit, axis=1).astype(np.float64)  # intersect size at each hit
     rank = kept_ahead + 1.0  # 1-based non-junk rank of each good
     n_good = np.maximum(count, 1).astype(np.float64)[:, None]
-    precision = n_hits / rank
-    with np.errstate(invalid='ignore', divide='ignore'):
-        old_precision = np.where(rank > 1, (n_hits - 1) / (rank - 1), 1.0)
-    d_recall = n_hits / n_good - (n_hits - 1) / n_good
-    term = np.where(hit, d_recall * (old_precision + precision) / 2, 0.0)
+    term = _ap_terms(hit, n_hits, rank, n_good, ap_rule)
     ap = np.cumsum(term, axis=1)[:, -1]  # summed in rank order, like the loop
     ap[count == 0] = np.nan
+    inp = _inp(hit, rank, count)
+    inp[count == 0] = np.nan
 
     # the first good in ranked order sets the CMC, even a junk one (pid -1 queries), as compute_AP.m does
     first = np.where(found[:, 0], kept_ahead[:, 0], ranks)
-    return ap, first
+    return ap, first, inp
 
 
-def _summarise(ap, first, ranks):
+def _summarise(ap, first, ranks, inp=None, allow_empty=False, ap_rule='trapezoid'):
+    """MarsResult of per-query AP / first-hit rank / INP. allow_empty (attribute protocols): no scorable query
+    gives zero scores instead of an error. Under the plain rule mAP is CAL's running sum over the queries
+    divided by their number (the same float64 additions), else np.mean as before."""
     scored = ~np.isnan(ap)
-    if not scored.any():
+    n = int(scored.sum())
+    if n == 0 and not allow_empty:
         raise DataError(f'none of the {len(ap)} queries has a correct match in the gallery '
                         '(same pid, other camera): nothing to score')
     hits = np.bincount(first[scored], minlength=ranks + 1)[:ranks]
-    cmc = np.cumsum(hits) / scored.sum()
-    return MarsResult(cmc=cmc, mAP=float(np.mean(ap[scored])), num_queries=len(ap),
-                      num_skipped=int((~scored).sum()), ap=ap)
+    cmc = np.cumsum(hits) / max(n, 1)
+    def mean(v):
+        return float(np.mean(v[scored])) if n else 0.0
+
+    mAP = float(np.cumsum(ap[scored])[-1] / n) if n and ap_rule == 'plain' else mean(ap)
+    return MarsResult(cmc=cmc, mAP=mAP, num_queries=len(ap), num_skipped=len(ap) - n, ap=ap,
+                      mINP=None if inp is None else mean(inp), inp=inp)
 
 
 def evaluate_mars(features, labels, cams, query_idx, rank_size=10000, block=256, workers=None, gallery_idx=None,
-                  device=None):
-    """MARS CMC and mAP, vectorised over queries (module docstring for the protocol).
+                  device=None, ap_rule='trapezoid', attribute=None, mode=None):
+    """MARS CMC and mAP (and mINP), vectorised over queries (module docstring for the protocol).
 
     features (N, D), labels (N,) pids, cams (N,), query_idx (Q,) 0-based rows of the queries;
     gallery_idx (G,): the rows ranked for every query (gallery_IDX.npy), None = all N rows;
@@ -312,21 +377,48 @@ def evaluate_mars(features, labels, cams, query_idx, rank_size=10000, block=256,
     of ``block`` (bounding memory to a few (block, G) arrays besides the (Q, G) distances), spread over
     ``workers`` threads (default: one per CPU; numpy releases the GIL in its sorts and array loops).
     device: a CUDA device computes the distances and the ranking there (cosine_distance_torch,
-    score_distances_torch); None or the CPU: numpy.
+    score_distances_torch); None or the CPU: numpy. ap_rule: 'trapezoid' (MARS-evaluation) or 'plain' (CAL);
+    attribute (N,) integer ids with mode 'same' / 'different': an attribute protocol (clothes, location, scale).
     """
     if device is not None and torch.device(device).type != 'cpu':
         feats = features if isinstance(features, torch.Tensor) else torch.from_numpy(np.asarray(features))
         labels, cams, query_idx, gallery_idx, ranks = _check_rows(len(feats), labels, cams, query_idx, rank_size,
                                                                   gallery_idx)
+        attribute = check_protocol(ap_rule, attribute, mode, len(feats))
         dist = cosine_distance_torch(feats.to(device), query_idx, gallery_idx)  # (Q, G) on the device
-        return score_distances_torch(dist, labels, cams, query_idx, ranks, gallery_idx)
+        return score_distances_torch(dist, labels, cams, query_idx, ranks, gallery_idx, ap_rule=ap_rule,
+                                     attribute=attribute, mode=mode)
     features, labels, cams, query_idx, gallery_idx, ranks = check_inputs(features, labels, cams, query_idx,
                                                                           rank_size, gallery_idx)
+    attribute = check_protocol(ap_rule, attribute, mode, len(features))
     dist = cosine_distance(features, query_idx, gallery_idx)  # (Q, G)
-    return score_distances(dist, labels, cams, query_idx, ranks, block, workers, gallery_idx)
+    return score_distances(dist, labels, cams, query_idx, ranks, block, workers, gallery_idx, ap_rule=ap_rule,
+                           attribute=attribute, mode=mode)
 
 
-def evaluate_distances(dist, labels, cams, query_idx, rank_size=10000, gallery_idx=None, block=256, workers=None):
+AP_RULES = ('trapezoid', 'plain')
+ATTRIBUTE_MODES = ('same', 'different')
+
+
+def check_protocol(ap_rule, attribute, mode, n):
+    """Validate the AP rule and an attribute protocol for n test rows; returns the attribute as int64 (or None)."""
+    if ap_rule not in AP_RULES:
+        raise DataError(f'ap_rule: expected one of {", ".join(AP_RULES)}, got {ap_rule!r}')
+    if (attribute is None) != (mode is None):
+        raise DataError('an attribute protocol needs both the per-row attribute and a mode (same / different)')
+    if attribute is None:
+        return None
+    if mode not in ATTRIBUTE_MODES:
+        raise DataError(f'attribute mode: expected one of {", ".join(ATTRIBUTE_MODES)}, got {mode!r}')
+    attribute = _as_numpy(attribute)
+    if attribute.shape != (n,) or not np.issubdtype(attribute.dtype, np.integer):
+        raise DataError(f'attribute: expected ({n},) integers, one per test row, got shape {attribute.shape} '
+                        f'dtype {attribute.dtype}')
+    return attribute.astype(np.int64)
+
+
+def evaluate_distances(dist, labels, cams, query_idx, rank_size=10000, gallery_idx=None, block=256, workers=None,
+                       ap_rule='trapezoid', attribute=None, mode=None):
     """The metric on a precomputed (Q, G) distance matrix (smaller = closer), e.g. re-ranked distances:
     row q for query row query_idx[q], column g for gallery row gallery_idx[g] (every row when None).
     Same good / junk rules, ranking and AP as ``evaluate_mars``; a tensor on a GPU is ranked there."""
@@ -334,34 +426,55 @@ def evaluate_distances(dist, labels, cams, query_idx, rank_size=10000, gallery_i
     dist = dist if on_device else _as_numpy(dist)
     n = len(_as_numpy(labels))
     labels, cams, query_idx, gallery_idx, ranks = _check_rows(n, labels, cams, query_idx, rank_size, gallery_idx)
+    attribute = check_protocol(ap_rule, attribute, mode, n)
     g = n if gallery_idx is None else len(gallery_idx)
     if tuple(dist.shape) != (len(query_idx), g):
         raise DataError(f'distances: expected shape ({len(query_idx)}, {g}) (queries x gallery), '
                         f'got {tuple(dist.shape)}')
+    protocol = dict(ap_rule=ap_rule, attribute=attribute, mode=mode)
     if on_device:
-        return score_distances_torch(dist, labels, cams, query_idx, ranks, gallery_idx)
-    return score_distances(dist, labels, cams, query_idx, ranks, block, workers, gallery_idx)
+        return score_distances_torch(dist, labels, cams, query_idx, ranks, gallery_idx, **protocol)
+    return score_distances(dist, labels, cams, query_idx, ranks, block, workers, gallery_idx, **protocol)
 
 
-def score_distances(dist, labels, cams, query_idx, ranks, block=256, workers=None, gallery_idx=None):
+def score_distances(dist, labels, cams, query_idx, ranks, block=256, workers=None, gallery_idx=None,
+                    ap_rule='trapezoid', attribute=None, mode=None):
     """The ranking and scoring half of ``evaluate_mars``, on checked inputs and a (Q, G) distance matrix
-    from ``cosine_distance``; ranks: the number of ranked-list entries looked at (1..G)."""
-    g_labels = labels if gallery_idx is None else labels[gallery_idx]
-    g_cams = cams if gallery_idx is None else cams[gallery_idx]
+    from ``cosine_distance``; ranks: the number of ranked-list entries looked at (1..G); ap_rule, attribute
+    (N,) int64 and mode as ``check_protocol`` returns them."""
+    return score_many(dist, labels, cams, query_idx, ranks, [(attribute, mode)], block, workers, gallery_idx,
+                      ap_rule)[0]
+
+
+def score_many(dist, labels, cams, query_idx, ranks, protocols, block=256, workers=None, gallery_idx=None,
+               ap_rule='trapezoid'):
+    """``score_distances`` for several protocols [(attribute (N,) or None, mode), ...] on the same distances:
+    one list of MarsResult. Each query block is sorted once and scored for every protocol by one worker."""
+    g_rows = np.arange(len(labels)) if gallery_idx is None else gallery_idx
+    g_labels, g_cams = labels[g_rows], cams[g_rows]
+    g_attrs = [None if attribute is None else attribute[g_rows] for attribute, _ in protocols]
     groups, unknown = _Groups(g_labels), np.flatnonzero(g_labels == -1)
 
     def score(s):
-        q = query_idx[s:s + block]
-        return _score_block(dist[s:s + block], labels[q], cams[q], g_labels, g_cams, groups, unknown, ranks)
+        q, d = query_idx[s:s + block], dist[s:s + block]
+        ranked = _SortedRows(d)
+        return [_score_block(d, labels[q], cams[q], g_labels, g_cams, groups, unknown, ranks, ap_rule,
+                             None if attribute is None else attribute[q], g_attr, mode, ranked)
+                for (attribute, mode), g_attr in zip(protocols, g_attrs)]
 
     starts = range(0, len(query_idx), block)
-    workers = min(workers or os.cpu_count() or 1, len(starts))
+    # threads only pay off with at least two blocks each (pool start-up, the GIL between numpy calls)
+    workers = min(workers or os.cpu_count() or 1, max(1, len(starts) // 2))
     if workers > 1:
         with ThreadPoolExecutor(workers) as pool:
             parts = list(pool.map(score, starts))
     else:
         parts = [score(s) for s in starts]
-    return _summarise(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), ranks)
+    results = []
+    for i, (_, mode) in enumerate(protocols):
+        ap, first, inp = (np.concatenate([p[i][j] for p in parts]) for j in range(3))
+        results.append(_summarise(ap, first, ranks, inp, allow_empty=mode is not None, ap_rule=ap_rule))
+    return results
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -388,12 +501,18 @@ def cosine_distance_torch(features, query_idx, gallery_idx=None):
     return dist
 
 
-def _score_block_torch(dist, q_labels, q_cams, g_labels, g_cams, ranks):
-    """_score_block on a torch device: per-query AP terms of the hits in rank order and the first-hit rank."""
+def _score_block_torch(dist, q_labels, q_cams, g_labels, g_cams, ranks, ap_rule='trapezoid', q_attr=None,
+                       g_attr=None, mode=None):
+    """_score_block on a torch device: per-query AP terms of the hits in rank order, hit counts, good counts,
+    the first-hit rank and the INP."""
     same_id = q_labels[:, None] == g_labels[None, :]                          # (Qb, G)
     same_cam = q_cams[:, None] == g_cams[None, :]
     good = same_id & ~same_cam
     junk = (g_labels == -1)[None, :] | (same_id & same_cam)
+    if mode is not None:  # _split_same_pid's attribute protocol
+        same_attr = q_attr[:, None] == g_attr[None, :]
+        off = ~same_attr if mode == 'same' else same_attr
+        good, junk = good & ~off, junk | (same_id & off)
     n_good = good.sum(dim=1)
     order = torch.sort(dist, dim=1, stable=True).indices[:, :ranks]           # (Qb, R) ranked list
     good_r, kept = good.gather(1, order), ~junk.gather(1, order)
@@ -402,35 +521,51 @@ def _score_block_torch(dist, q_labels, q_cams, g_labels, g_cams, ranks):
     n_hits = hit.cumsum(dim=1).double()
     n_good_d = n_good.clamp(min=1).double()[:, None]
     precision = n_hits / rank
-    old_precision = torch.where(rank > 1, (n_hits - 1) / (rank - 1), torch.ones_like(rank))
-    d_recall = n_hits / n_good_d - (n_hits - 1) / n_good_d
-    terms = (d_recall * (old_precision + precision) / 2)[hit]                 # row-major: rank order per row
+    if ap_rule == 'plain':
+        terms = ((1.0 / n_good_d) * precision)[hit]
+    else:
+        old_precision = torch.where(rank > 1, (n_hits - 1) / (rank - 1), torch.ones_like(rank))
+        d_recall = n_hits / n_good_d - (n_hits - 1) / n_good_d
+        terms = (d_recall * (old_precision + precision) / 2)[hit]             # row-major: rank order per row
     has_good = good_r.any(dim=1)
     p = good_r.to(torch.uint8).argmax(dim=1, keepdim=True)                   # first good in ranked order
     kept_ahead = (rank.gather(1, p) - kept.gather(1, p).double())[:, 0]
     first = torch.where(has_good, kept_ahead, torch.full_like(kept_ahead, ranks)).long()
-    return terms.cpu().numpy(), hit.sum(dim=1).cpu().numpy(), n_good.cpu().numpy(), first.cpu().numpy()
+    total = hit.sum(dim=1)
+    last = torch.where(hit, rank, torch.zeros_like(rank)).max(dim=1).values   # rank of the hardest good
+    inp = torch.where((total == n_good) & (n_good > 0), n_good.double() / last.clamp(min=1), torch.zeros_like(last))
+    return (terms.cpu().numpy(), total.cpu().numpy(), n_good.cpu().numpy(), first.cpu().numpy(),
+            inp.cpu().numpy())
 
 
-def score_distances_torch(dist, labels, cams, query_idx, ranks, gallery_idx=None, block=512):
+def score_distances_torch(dist, labels, cams, query_idx, ranks, gallery_idx=None, block=512, ap_rule='trapezoid',
+                          attribute=None, mode=None):
     """``score_distances`` for a (Q, G) distance tensor on any torch device (checked inputs)."""
     device = dist.device
     labels_t, cams_t = torch.as_tensor(labels, device=device), torch.as_tensor(cams, device=device)
+    attr_t = None if attribute is None else torch.as_tensor(attribute, device=device)
     q = torch.as_tensor(query_idx, device=device)
-    g = None if gallery_idx is None else torch.as_tensor(gallery_idx, device=device)
-    g_labels, g_cams = (labels_t, cams_t) if g is None else (labels_t[g], cams_t[g])
-    aps, firsts = [], []
+    g = torch.arange(len(labels_t), device=device) if gallery_idx is None else torch.as_tensor(gallery_idx,
+                                                                                                device=device)
+    g_labels, g_cams = labels_t[g], cams_t[g]
+    g_attr = None if attr_t is None else attr_t[g]
+    aps, firsts, inps = [], [], []
     for s in range(0, len(q), block):
-        terms, n_hits, n_good, first = _score_block_torch(dist[s:s + block], labels_t[q[s:s + block]],
-                                                          cams_t[q[s:s + block]], g_labels, g_cams, ranks)
+        qs = q[s:s + block]
+        terms, n_hits, n_good, first, inp = _score_block_torch(
+            dist[s:s + block], labels_t[qs], cams_t[qs], g_labels, g_cams, ranks, ap_rule,
+            None if attr_t is None else attr_t[qs], g_attr, mode)
         padded, _ = _pad_rows(np.repeat(np.arange(len(n_hits)), n_hits), np.arange(len(terms)), len(n_hits),
                               len(terms))
         values = np.append(terms, 0.0)[padded]                                  # (Qb, K) terms, 0-padded
         ap = np.cumsum(values, axis=1)[:, -1]                                    # summed in rank order
         ap[n_good == 0] = np.nan
+        inp[n_good == 0] = np.nan
         aps.append(ap)
         firsts.append(first)
-    return _summarise(np.concatenate(aps), np.concatenate(firsts), ranks)
+        inps.append(inp)
+    return _summarise(np.concatenate(aps), np.concatenate(firsts), ranks, np.concatenate(inps),
+                      allow_empty=mode is not None, ap_rule=ap_rule)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -446,6 +581,9 @@ def format_result(result):
         cells.append(f'{100 * result.rank(k):.2f}' if k <= len(result.cmc) else '-')
     heads.append('mAP')
     cells.append(f'{100 * result.mAP:.2f}')
+    if result.mINP is not None:
+        heads.append('mINP')
+        cells.append(f'{100 * result.mINP:.2f}')
     widths = [max(len(h), len(c)) for h, c in zip(heads, cells)]
     lines.append('| ' + ' | '.join(h.rjust(w) for h, w in zip(heads, widths)) + ' |')
     lines.append('|' + '|'.join('-' * (w + 2) for w in widths) + '|')
@@ -455,3 +593,56 @@ def format_result(result):
         line += f', {result.num_skipped} skipped (no correct match in the gallery)'
     lines.append(line)
     return '\n'.join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# attribute protocols: one distance matrix, every protocol
+
+PROTOCOLS = {'clothes': (('same_clothes', 'same'), ('clothes_changing', 'different')),
+             'location': (('same_location', 'same'), ('different_location', 'different')),
+             'scale': (('same_scale', 'same'), ('different_scale', 'different'))}
+PROTOCOL_TITLES = {'overall': 'general', 'same_clothes': 'SC', 'clothes_changing': 'CC', 'same_location': 'SL',
+                   'different_location': 'DL', 'same_scale': 'SS', 'different_scale': 'DS'}
+
+
+def score_protocols(dist, labels, cams, query_idx, ranks, gallery_idx=None, ap_rule='trapezoid', attributes=None,
+                    block=256, workers=None):
+    """The base result ('overall') and, for each attribute given ({'clothes' | 'location' | 'scale': (N,) ids}),
+    its 'same' and 'different' protocols (PROTOCOLS names them), all from one (Q, G) distance matrix (a numpy
+    array, or a tensor on any device: ranked there). Inputs checked as ``evaluate_distances`` does."""
+    keys, protocols = ['overall'], [(None, None)]
+    for name, values in (attributes or {}).items():
+        for key, mode in PROTOCOLS[name]:
+            keys.append(key)
+            protocols.append((values, mode))
+    if isinstance(dist, torch.Tensor) and dist.device.type != 'cpu':
+        return {key: evaluate_distances(dist, labels, cams, query_idx, ranks, gallery_idx, ap_rule=ap_rule,
+                                        attribute=attribute, mode=mode) for key, (attribute, mode) in
+                zip(keys, protocols)}
+    dist = _as_numpy(dist)
+    n = len(_as_numpy(labels))
+    labels, cams, query_idx, gallery_idx, ranks = _check_rows(n, labels, cams, query_idx, ranks, gallery_idx)
+    protocols = [(check_protocol(ap_rule, attribute, mode, n), mode) for attribute, mode in protocols]
+    g = n if gallery_idx is None else len(gallery_idx)
+    if dist.shape != (len(query_idx), g):
+        raise DataError(f'distances: expected shape ({len(query_idx)}, {g}) (queries x gallery), got {dist.shape}')
+    return dict(zip(keys, score_many(dist, labels, cams, query_idx, ranks, protocols, block, workers, gallery_idx,
+                                     ap_rule)))
+
+
+def format_protocols(results):
+    """One row per protocol (percent): general, SC, CC, SL, DL, SS, DS as given."""
+    heads = ['protocol', 'rank-1', 'rank-5', 'rank-10', 'rank-20', 'mAP', 'mINP', 'queries']
+    rows = []
+    for key, r in results.items():
+        ranks = [f'{100 * r.cmc[k - 1]:.2f}' if k <= len(r.cmc) else '-' for k in (1, 5, 10, 20)]
+        minp = '-' if r.mINP is None else f'{100 * r.mINP:.2f}'
+        rows.append([PROTOCOL_TITLES.get(key, key), *ranks, f'{100 * r.mAP:.2f}', minp,
+                     f'{r.num_scored}/{r.num_queries}'])
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(heads)]
+
+    def line(cells):
+        return '| ' + ' | '.join(c.ljust(w) if i == 0 else c.rjust(w)
+                                 for i, (c, w) in enumerate(zip(cells, widths))) + ' |'
+
+    return '\n'.join([line(heads), '|' + '|'.join('-' * (w + 2) for w in widths) + '|', *map(line, rows)])

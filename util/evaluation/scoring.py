@@ -6,12 +6,20 @@ import numpy as np
 import torch
 
 from util.evaluation.features_file import check_rankable
-from util.evaluation.metrics import evaluate_distances, evaluate_mars, match_masks
+from util.evaluation.metrics import (
+    cosine_distance,
+    cosine_distance_torch,
+    evaluate_distances,
+    evaluate_mars,
+    match_masks,
+    score_protocols,
+)
 from util.evaluation.rerank import k_reciprocal_distance
 from util.io import atomic_save
 
 
-def score(features, labels, cams, query_idx, rank_size, gallery_idx=None, source='features', device=None):
+def score(features, labels, cams, query_idx, rank_size, gallery_idx=None, source='features', device=None,
+          ap_rule='trapezoid'):
     """evaluate_mars on numpy / torch inputs, refusing non-finite features; rank_size 0 ranks the whole
     gallery; gallery_idx None: every row is the gallery; a CUDA device: distances and ranking run there."""
     features = np.asarray(features, dtype=np.float32)
@@ -19,7 +27,25 @@ def score(features, labels, cams, query_idx, rank_size, gallery_idx=None, source
     size = rank_size if rank_size > 0 else (len(features) if gallery_idx is None else len(gallery_idx))
     return evaluate_mars(features, np.asarray(labels, dtype=np.int64), np.asarray(cams, dtype=np.int64),
                          np.asarray(query_idx, dtype=np.int64).reshape(-1), rank_size=size, gallery_idx=gallery_idx,
-                         device=device)
+                         device=device, ap_rule=ap_rule)
+
+
+def score_all(features, labels, cams, query_idx, rank_size, gallery_idx=None, source='features', device=None,
+              ap_rule='trapezoid', attributes=None):
+    """{'overall': MarsResult} plus the attribute protocols of ``attributes`` ({'clothes' | 'location' | 'scale':
+    (N,) ids}, util.evaluation.metrics.PROTOCOLS), all from one distance matrix; without attributes, ``score``."""
+    if not attributes:
+        return {'overall': score(features, labels, cams, query_idx, rank_size, gallery_idx, source, device, ap_rule)}
+    features = np.asarray(features, dtype=np.float32)
+    check_rankable(features, source)
+    query_idx = np.asarray(query_idx, dtype=np.int64).reshape(-1)
+    size = rank_size if rank_size > 0 else (len(features) if gallery_idx is None else len(gallery_idx))
+    if device is not None and torch.device(device).type != 'cpu':
+        dist = cosine_distance_torch(torch.from_numpy(features).to(device), query_idx, gallery_idx)
+    else:
+        dist = cosine_distance(features, query_idx, gallery_idx)
+    return score_protocols(dist, np.asarray(labels, dtype=np.int64), np.asarray(cams, dtype=np.int64), query_idx,
+                           size, gallery_idx, ap_rule, attributes)
 
 
 def chance_level(labels, cams, query_idx, rank_size=10000, draws=100, seed=0, gallery_idx=None):
@@ -50,21 +76,27 @@ CMC_RANKS = 50  # length of the curve kept in --results
 def result_numbers(result):
     """The numbers of one MarsResult for --results: fractions, as the `CMC : ... , mAP : ...` line."""
     numbers = {f'rank{k}': (result.rank(k) if k <= len(result.cmc) else None) for k in (1, 5, 10, 20)}
-    numbers.update(mAP=float(result.mAP), cmc=[float(v) for v in result.cmc[:CMC_RANKS]],
+    numbers.update(mAP=float(result.mAP), mINP=None if result.mINP is None else float(result.mINP),
+                   cmc=[float(v) for v in result.cmc[:CMC_RANKS]],
                    num_scored=int(result.num_scored), num_skipped=int(result.num_skipped))
     return numbers
 
 
-def write_results(path, result, settings, reranked=None):
-    """--results F.json, atomically: the scores, the run's settings, and the re-ranked scores when given."""
+def write_results(path, result, settings, reranked=None, protocols=None):
+    """--results F.json, atomically: the scores, the run's settings, the re-ranked scores when given, and one
+    block per attribute protocol (same_clothes, clothes_changing, ...) of ``protocols``."""
     record = dict(result_numbers(result), **settings)
+    for key, value in (protocols or {}).items():
+        if key != 'overall':
+            record[key] = result_numbers(value)
     if reranked is not None:
         record['reranked'] = result_numbers(reranked)
     text = json.dumps(record, indent=2) + '\n'
     atomic_save(text, path, write=lambda obj, f: f.write(obj.encode()))
 
 
-def rerank_score(features, labels, cams, query_idx, gallery_idx, k1, k2, lambda_value, rank_size, device=None):
+def rerank_score(features, labels, cams, query_idx, gallery_idx, k1, k2, lambda_value, rank_size, device=None,
+                 ap_rule='trapezoid'):
     """The metric on k-reciprocal re-ranked distances (SPEC 10): probe = the query rows, gallery = the
     evaluation gallery; computed on `device` (the CPU when None)."""
     feats = torch.as_tensor(np.asarray(features, dtype=np.float32), device=device or 'cpu')
@@ -75,4 +107,4 @@ def rerank_score(features, labels, cams, query_idx, gallery_idx, k1, k2, lambda_
     # ranked where it was computed (a GPU tensor stays there)
     return evaluate_distances(dist if dist.device.type != 'cpu' else dist.numpy(), np.asarray(labels, dtype=np.int64),
                               np.asarray(cams, dtype=np.int64), query_idx, rank_size=rank_size,
-                              gallery_idx=gallery_idx)
+                              gallery_idx=gallery_idx, ap_rule=ap_rule)
