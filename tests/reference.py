@@ -122,12 +122,11 @@ def cal_evaluate_reference(distmat, q_pids, g_pids, q_camids, g_camids, q_attr=N
 def rerank_reference(dist, num_query, k1=20, k2=6, lambda_value=0.3, sort_kind='stable'):
     """The released algorithm as plain float32 numpy loops, step by step, for tests and benchmarks.
 
-    dist: (N, N) original distance (before normalisation), probe rows first; returns the (Q, N - Q)
-    re-ranked distance. The released float32 version squares the Euclidean distances it is given; this
-    takes the squared distance (SPEC 10's 2 - 2 cos) itself. sort_kind: the kind of the one full argsort of
-    the distance rows; 'stable' puts equal distances in index order (the fast path's order), None is
-    numpy's default, as released.
-    """
+    dist: (N, N) original distance (before normalisation), probe rows first; returns the (Q, N - Q) re-ranked
+    distance. The released float32 version squares the Euclidean distances it is given; this takes the squared
+    distance (2 - 2 cos of L2-normalised features) itself. sort_kind: the kind of the one full argsort of the
+    distance rows; 'stable' puts equal distances in index order (the fast path's order), None is numpy's
+    default, as released."""
     original = np.asarray(dist, dtype=np.float32)
     original = (original / np.max(original, axis=0)).T  # columns divided by their maximum, transposed
     n = len(original)

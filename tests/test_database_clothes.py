@@ -230,9 +230,8 @@ def test_evaluate_bad_input_one_line_exit_2(mevid, tmp_path, capsys, flags, mess
     fill = dict(db=db, features=features, n=len(np.load(db / 'test_info.npy')), short=tmp_path / 'short.npy')
     code = run_evaluate(['--features', str(features)] + [f.format(**fill) for f in flags])
     assert code == 2
-    # a bad flag value: argparse's usage line, then the error line
-    last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert ('error: ' + message.format(**fill)) in last
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and ('error: ' + message.format(**fill)) in lines[0]
 
 
 def run_evaluate(argv):

@@ -1,6 +1,6 @@
-"""Clip sampling (SPEC section 2) and the identity-balanced batch sampler.
+"""Clip sampling (the original release's chunks; docs/training.md) and the identity-balanced batch sampler.
 
-``reference_chunks`` is an independent oracle on purpose: SPEC section 2 restated as a plain loop, sharing
+``reference_chunks`` is an independent oracle on purpose: the chunk rule restated as a plain loop, sharing
 no code with util.data.sampling."""
 import math
 
@@ -13,7 +13,7 @@ from util.errors import DataError
 
 
 def reference_chunks(start, end, S):
-    """SPEC section 2 written as a plain loop over chunks."""
+    """The chunk rule written as a plain loop over chunks."""
     F = end - start + 1
     if F < S:
         return [[min(start + s, end)] for s in range(S)]
@@ -176,7 +176,7 @@ def test_shard_bounds_cover_range_in_order():
     assert shard_bounds(2, 4) == [0, 0, 1, 1, 2]
 
 
-# -- test-time sampling modes (SPEC section 9) ----------------------------------------------------------------
+# -- test-time sampling modes (docs/evaluation.md) -------------------------------------------------------------
 
 @pytest.mark.parametrize('mode, expected', [
     # 10 frames 100..109, S=4: I = 3, strip 100..109 padded with 109 to 12 positions

@@ -253,12 +253,20 @@ def _add_export_flags(parser):
                       help='skip the check that onnxruntime on the CPU gives PyTorch\'s features')
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with a refused flag reported in one line, as every other error of the scripts (the usage text,
+    about 40 lines for these scripts, stays in --help)."""
+
+    def error(self, message):
+        self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
+
+
 def build_parser(script):
     """The argument parser of one script: 'baseline', 'NL', 'evaluate', 'extract', 'search' or 'export'."""
     if script not in SCRIPTS:
         raise ValueError(f'script must be one of {SCRIPTS}, got {script!r}')
-    parser = argparse.ArgumentParser(description=_DESCRIPTIONS[script], allow_abbrev=True,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = OneLineParser(description=_DESCRIPTIONS[script], allow_abbrev=True,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.set_defaults(script=script)
     _add_original_flags(parser)
     _add_common_flags(parser)

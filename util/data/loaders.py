@@ -217,7 +217,7 @@ class TrainClipDataset(_TrackletDataset):
 
 
 class TestClipDataset(_TrackletDataset):
-    """Evaluation clips of every tracklet, junk and distractors included, under --test_sampling (SPEC 9).
+    """Evaluation clips of every tracklet, junk and distractors included, under --test_sampling (docs/evaluation.md).
 
     'chunks' (the first frame of each chunk) and 'first' give one clip per tracklet: ``dataset[i]`` ->
     (uint8 (S, 3, H, W) clip, pid, cam) of tracklet row i. The 'all_*' modes give I clips per tracklet and

@@ -1,7 +1,7 @@
 """Clip sampling (which frames of a tracklet form a clip) and identity-balanced training batches.
 
 A tracklet covers the global frame indices ``start..end`` (inclusive, rows of the database info array).
-It is cut into S chunks (SPEC section 2):
+It is cut into S chunks, as the original release's data loader does (docs/training.md):
 
 * F = end - start + 1 < S: chunk s is the single frame ``min(start + s, end)``, so a short tracklet
   repeats its last frame;
@@ -95,7 +95,7 @@ def strided_clip_offsets(F, S, stride=4):
 
 
 def test_clip_indices(start, end, S, mode='chunks', stride=4):
-    """Global frame indices of the test clips of one tracklet under --test_sampling (SPEC section 9):
+    """Global frame indices of the test clips of one tracklet under --test_sampling (docs/evaluation.md):
     an (n_clips, S) int64 array, n_clips = 1 for 'chunks' and 'first', I (frames per chunk) for the
     'all_*' modes, whose tracklet feature is the mean of its clips' features.
 

@@ -1,10 +1,10 @@
-"""Test-set feature extraction, the saved-features file, and evaluate.py's command.
+"""Test-set feature extraction.
 
-Features follow the original protocol by default: every test tracklet (junk and distractors included) gives one
-clip of S frames, the first frame of each chunk; resnet50_s1 scores frames independently and its S BN-neck
-features are pooled with --temporal, the non-local types return one feature per clip. --test_sampling picks the
-other test protocols of SPEC section 9; the 'all_*' modes average a tracklet's clip features.
-"""
+Features follow the original protocol by default: every test tracklet (junk and distractors included) gives one clip
+of S frames, the first frame of each chunk; resnet50_s1 scores frames independently and its S BN-neck features are
+pooled with --temporal, the non-local types return one feature per clip. --test_sampling picks the other test
+protocols of the authors' follow-up code (CF-AAN; docs/evaluation.md); the 'all_*' modes average a tracklet's clip
+features."""
 import contextlib
 
 import numpy as np
@@ -82,7 +82,7 @@ def extract_features(model, loader, S, device, temporal, frame_level=None, amp='
     """Features, pids and cameras of every tracklet of the test loader's shard, in database order.
 
     One clip per tracklet ('chunks', 'first'): its eval feature. Several ('all_*' modes, batches of clips of
-    any tracklets): the mean of its clips' eval features (SPEC 9), summed as the batches come.
+    any tracklets): the mean of its clips' eval features (docs/evaluation.md), summed as the batches come.
     Returns (features (N,D) float32 tensor on the CPU, labels (N,) int64, cams (N,) int64).
     """
     net = unwrap_model(model)

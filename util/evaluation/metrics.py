@@ -3,8 +3,8 @@
 The numbers follow the official MARS-evaluation code (``evaluation_mars.m`` / ``compute_AP.m``) and the
 original release's port of it:
 
-* gallery = every test tracklet, the query itself included, unless a gallery index (gallery_IDX.npy, SPEC
-  section 8) names the rows that are ranked; distance = negative cosine similarity of the features,
+* gallery = every test tracklet, the query itself included, unless a gallery index (gallery_IDX.npy,
+  docs/datasets.md) names the rows that are ranked; distance = negative cosine similarity of the features,
   computed in their own precision (float32 features: float32 distances, as the original), or any
   precomputed (Q, G) distance (``evaluate_distances``: re-ranking);
 * for a query: good = same pid, other camera; junk = pid -1, or same pid and same camera (so the query

@@ -97,7 +97,7 @@ def write_results(path, result, settings, reranked=None, protocols=None):
 
 def rerank_score(features, labels, cams, query_idx, gallery_idx, k1, k2, lambda_value, rank_size, device=None,
                  ap_rule='trapezoid'):
-    """The metric on k-reciprocal re-ranked distances (SPEC 10): probe = the query rows, gallery = the
+    """The metric on k-reciprocal re-ranked distances (Zhong et al., CVPR 2017): probe = the query rows, gallery = the
     evaluation gallery; computed on `device` (the CPU when None)."""
     feats = torch.as_tensor(np.asarray(features, dtype=np.float32), device=device or 'cpu')
     rows = torch.arange(len(feats), device=feats.device) if gallery_idx is None else \
