@@ -258,7 +258,7 @@ class OneLineParser(argparse.ArgumentParser):
     about 40 lines for these scripts, stays in --help)."""
 
     def error(self, message):
-        self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
+        self.exit(2, f'{self.prog}: error: {message}\n')
 
 
 def build_parser(script):
