@@ -4,6 +4,8 @@
 transform, written out again here so that the project's fast decoding paths are checked against a second
 statement of the original's transform rather than against themselves.
 """
+import errno
+import os
 import runpy
 import sys
 
@@ -85,3 +87,25 @@ def run_as_main(target, *argv, capsys, module=False):
         sys.argv = saved
     out, err = capsys.readouterr()
     return code, out, err
+
+
+class FullDisk:
+    """A file that takes `room` bytes, then fails every write with ENOSPC, as a full disk does."""
+
+    def __init__(self, file, room):
+        self.file, self.room = file, room
+
+    def write(self, data):
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()

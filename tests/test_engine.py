@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import FullDisk
 
 import train_baseline
 import util.cli.train as cli_train
@@ -116,6 +117,7 @@ def stopping_save(obj, f, *args, **kwargs):
     return real_save(obj, f, *args, **kwargs)
 torch.save = stopping_save
 import train_baseline
+from helpers import FullDisk
 from util.cli.options import run_main
 sys.exit(run_main(train_baseline.main, sys.argv[1:]))
 """
@@ -508,28 +510,9 @@ def test_real_torch_save_filling_the_disk_in_last_pth_is_one_line(db, first_epoc
     before = (ckpt / 'last.pth').read_bytes()
     real_fdopen = os.fdopen
 
-    class FullDisk:  # takes the first 4096 bytes, then fails every write
-        def __init__(self, file):
-            self.file, self.room = file, 4096
-
-        def write(self, data):
-            if len(data) > self.room:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            self.room -= len(data)
-            return self.file.write(data)
-
-        def __getattr__(self, name):
-            return getattr(self.file, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.file.close()
-
     def fdopen(fd, mode):
         name = os.path.basename(os.readlink(f'/proc/self/fd/{fd}'))
-        return FullDisk(real_fdopen(fd, mode)) if name.startswith('.last.pth.') else real_fdopen(fd, mode)
+        return FullDisk(real_fdopen(fd, mode), 4096) if name.startswith('.last.pth.') else real_fdopen(fd, mode)
 
     monkeypatch.setattr(run.os, 'fdopen', fdopen)
     assert run_main(train_baseline.main, baseline_args(db, ckpt, '--n_epochs', '2', '--resume', str(ckpt))) == 2

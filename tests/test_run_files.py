@@ -1,6 +1,5 @@
 """Writes of a run that fail on a full disk are one line, and the advice for a run killed before its first
 last.pth works."""
-import errno
 import gc
 import os
 import sys
@@ -8,35 +7,13 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import save_features
+from helpers import FullDisk, save_features
 
 import util.io as io_module
 from util.errors import CheckpointError, OutputError
 from util.io import atomic_save
 from util.train.run import resolve_resume_path
 from util.train.rundir import _occupied_message
-
-
-class FullDisk:
-    """A file that takes `room` bytes, then fails every write with ENOSPC, as a full disk does."""
-
-    def __init__(self, file, room):
-        self.file, self.room = file, room
-
-    def write(self, data):
-        if len(data) > self.room:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        self.room -= len(data)
-        return self.file.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self.file, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.file.close()
 
 
 @pytest.fixture
