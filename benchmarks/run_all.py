@@ -28,15 +28,17 @@ from benchmarks.machine import machine_info, resolve_device, worker_env
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-NAMES = ('scan', 'metric', 'rerank', 'input', 'models', 'train', 'onnx')
+NAMES = ('scan', 'metric', 'clothes_metric', 'rerank', 'input', 'models', 'train', 'onnx', 'cameras')
 WHAT = {
     'scan': 'MARS and LS-VID database builders vs plain listings, trees of empty frame files',
     'metric': 'MARS metric, MARS-sized input: vectorised vs per-query loops',
+    'clothes_metric': 'every MEVID protocol and mINP, MEVID-sized input: vectorised vs CAL\'s loops',
     'rerank': 'k-reciprocal re-ranking, MARS-sized input: vectorised torch vs the released loops',
     'input': 'JPEG -> clip tensors per DataLoader worker vs original PIL pipeline',
     'models': 'params, GFLOPs, eval latency, train step sdpa vs explicit attention',
     'train': 'train / eval clips/s and peak memory per model type and precision',
     'onnx': 'exported ONNX models: onnxruntime CPU clips/s vs PyTorch CPU eval',
+    'cameras': 'tracklets_from_video.py vs decoding alone; associate.py clustering vs the full matrix',
 }
 QUICK_SCAN_FRAMES = 200_000
 
@@ -59,6 +61,10 @@ def benchmark_args(name, args, json_path):
         return ([] if args.full or gpu else ['--quick']) + ['--device', args.device, '--json', json_path]
     if name == 'onnx':
         return [] if args.full else ['--quick']
+    if name == 'clothes_metric':
+        return ['--device', args.device] + ([] if args.full else ['--repeat', '2'])
+    if name == 'cameras':
+        return [] if args.full else ['--frames', '100', '--repeat', '1', '--large', '5000']
     raise ValueError(name)
 
 
