@@ -55,5 +55,11 @@ for MODE in chunks all_continuous; do
 done
 step eval_rerank 120 "$PY" evaluate.py --features "$SPLIT/chunks.npz" --rerank --device cuda \
     --results "$OUT_DIR/eval_rerank.json"
+step clothes_tests 60 "$PY" -m pytest -q -s -p no:cacheprovider tests/test_clothes_metric.py -k cuda
+step clothes_metric 60 "$PY" benchmarks/bench_clothes_metric.py --device cuda --repeat 3
+step eval_strided 240 "$PY" evaluate.py --test_txt "$SPLIT/test_path.txt" --test_info "$SPLIT/test_info.npy" \
+    --query_info "$SPLIT/query_IDX.npy" --model_type resnet50_NL --non_layers 0 2 3 0 --temporal Done --S 8 \
+    --batch_size 64 --num_workers "$(( $(nproc) - 2 ))" --device cuda --amp bf16 --test_sampling strided \
+    --ap_rule plain --load_ckpt "$SPLIT/nvan_random.pth" --results "$OUT_DIR/eval_strided.json"
 cat "$OUT_DIR/summary.txt"
 exit $FAILED
