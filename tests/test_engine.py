@@ -117,7 +117,6 @@ def stopping_save(obj, f, *args, **kwargs):
     return real_save(obj, f, *args, **kwargs)
 torch.save = stopping_save
 import train_baseline
-from helpers import FullDisk
 from util.cli.options import run_main
 sys.exit(run_main(train_baseline.main, sys.argv[1:]))
 """
