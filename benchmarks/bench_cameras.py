@@ -34,8 +34,6 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def synthetic_features(n, dim, seed=0):
     rng = np.random.default_rng(seed)

@@ -24,7 +24,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from benchmarks.bench_train import training_configs  # benchmarks/ is the script's directory, on sys.path
+from benchmarks.bench_train import training_configs
 from benchmarks.machine import peak_memory, run_worker, serve_worker, sync
 from models import MODEL_TYPES, build_model
 from util.evaluation.extract import prepare_clips

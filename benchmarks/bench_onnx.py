@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from benchmarks.machine import cpu_name  # benchmarks/machine.py; the script directory is on sys.path
+from benchmarks.machine import cpu_name
 from models import MODEL_TYPES, build_model
 from models.export import ClipEmbedder, export_onnx, onnx_features, relative_difference
 

@@ -38,9 +38,7 @@ import time
 import numpy as np
 import scipy.io
 
-from benchmarks.machine import (
-    cpu_name,  # benchmarks/machine.py (the script's directory), which puts the root on sys.path
-)
+from benchmarks.machine import cpu_name
 from util.data.datasets.common import IMAGE_EXTENSIONS
 from util.data.datasets.lsvid import build_lsvid_database
 from util.data.datasets.mars import build_mars_database, scan_mars_split

@@ -2,6 +2,7 @@
 module imports another's private names, and the argparse Namespace stays in the command-line layer."""
 import ast
 import os
+import re
 
 import pytest
 
@@ -108,3 +109,15 @@ def test_the_namespace_stays_in_the_command_line_layer(module):
     params = [a.arg for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
               for a in node.args.args + node.args.kwonlyargs]
     assert 'args' not in params, f'{module}: a function takes args'
+
+
+def test_tests_and_benchmarks_import_without_touching_sys_path():
+    """The project is installed (pyproject.toml, setup_env.sh): nothing edits the module search path."""
+    offenders = []
+    for folder in ('tests', 'benchmarks'):
+        for name in sorted(os.listdir(os.path.join(ROOT, folder))):
+            if name.endswith('.py') and name != 'test_layout.py':
+                with open(os.path.join(ROOT, folder, name)) as f:
+                    if re.search(r'sys\.path\.(insert|append)\(', f.read()):
+                        offenders.append(f'{folder}/{name}')
+    assert offenders == []
