@@ -121,12 +121,12 @@ def run_extract(mars_tracks, tmp_path, capsys, tracklets, model=MODEL, ckpt=None
 def test_bad_input_is_one_line_and_exit_2(mars_tracks, tmp_path, capsys):
     empty = tmp_path / 'empty'
     empty.mkdir()
-    assert f'{empty}: empty folder' in run_extract(mars_tracks, tmp_path, capsys, [empty])
+    assert f'{empty}: empty directory' in run_extract(mars_tracks, tmp_path, capsys, [empty])
     no_images = tmp_path / 'no_images'
     no_images.mkdir()
     (no_images / 'readme.txt').write_text('x')
     assert f'{no_images}: no images' in run_extract(mars_tracks, tmp_path, capsys, [no_images])
-    assert 'no such directory' in run_extract(mars_tracks, tmp_path, capsys, [tmp_path / 'missing'])
+    assert 'directory not found' in run_extract(mars_tracks, tmp_path, capsys, [tmp_path / 'missing'])
     broken = tmp_path / 'broken'
     shutil.copytree(mars_tracks / 'tracks' / '000', broken, symlinks=False)
     bad = sorted(broken.iterdir())[-1]

@@ -25,10 +25,10 @@ import shutil
 
 import numpy as np
 
+from util.data.datasets.common import is_image_file, list_frames
 from util.errors import BROKEN_DEPENDENCY, DataError, OutputError
 
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.mov', '.m4v', '.webm', '.mpg', '.mpeg', '.ts', '.h264')
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm')
 MANIFEST = 'tracklets.csv'
 MANIFEST_FIELDS = ('camera', 'track_id', 'folder', 'first_frame', 'last_frame', 'num_crops', 'mean_height', 'fps')
 TRACKLET_DIR = re.compile(r'^(?P<camera>.+)_t(?P<track>\d+)$')
@@ -136,7 +136,7 @@ def find_video(folder, camera):
             return path
     for sub in (os.path.join(camera, 'img1'), camera):
         path = os.path.join(folder, sub)
-        if os.path.isdir(path) and any(n.lower().endswith(IMAGE_EXTENSIONS) for n in os.listdir(path)):
+        if os.path.isdir(path) and any(map(is_image_file, os.listdir(path))):
             return path
     return None
 
@@ -191,7 +191,7 @@ class VideoSource:
         self.fps = float('nan')
         self.num_frames = None
         if self.is_folder:
-            names = [n for n in os.listdir(self.path) if n.lower().endswith(IMAGE_EXTENSIONS)]
+            names = list_frames(self.path, skip_hidden=True, strict=False)
             numbered = []
             for n in names:
                 digits = re.findall(r'\d+', os.path.splitext(n)[0])
@@ -199,8 +199,6 @@ class VideoSource:
                     raise DataError(f'frames folder {self.path}: {n} has no frame number in its name '
                                     f'(expected 000001.jpg ...)')
                 numbered.append((int(digits[-1]), n))
-            if not numbered:
-                raise DataError(f'frames folder {self.path}: no images (expected 000001.jpg ...)')
             self.files = sorted(numbered)
             self.num_frames = len(self.files)
             self.fps = _seqinfo_rate(self.path)

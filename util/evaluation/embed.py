@@ -19,7 +19,7 @@ import re
 import numpy as np
 
 from models import load_model, to_channels_last
-from util.data.datasets.common import is_image_file
+from util.data.datasets.common import is_image_file, list_frames
 from util.data.datasets.dukev import parse_dukev_names
 from util.data.datasets.mars import parse_mars_names
 from util.data.loaders import ClipConfig, Database, decoder_for
@@ -40,20 +40,9 @@ def frame_sort_key(name):
 
 def tracklet_frames(folder):
     """Image files of one tracklet folder, ordered by frame_sort_key: a non-empty list of paths. Other files
-    are passed over, as a tracker's output folder may hold them (the dataset builders' lister,
-    util.data.datasets.common.list_frames, refuses them instead: a benchmark's folders hold frames only)."""
-    if not os.path.isdir(folder):
-        raise DataError(f'{folder}: ' + ('not a directory' if os.path.exists(folder) else 'no such directory')
-                        + ' (expected a tracklet folder of frame images)')
-    names = os.listdir(folder)
-    if not names:
-        raise DataError(f'{folder}: empty folder (expected frame images .jpg .jpeg .png .ppm .bmp)')
-    frames = sorted((n for n in names if is_image_file(n) and os.path.isfile(os.path.join(folder, n))),
-                    key=frame_sort_key)
-    if not frames:
-        raise DataError(f'{folder}: no images among its {len(names)} entries (expected frame images '
-                        f'.jpg .jpeg .png .ppm .bmp)')
-    return [os.path.join(folder, n) for n in frames]
+    are passed over, as a tracker's output folder may hold them (common.list_frames, lenient)."""
+    names = list_frames(os.fspath(folder), skip_hidden=True, strict=False)
+    return [os.path.join(folder, n) for n in sorted(names, key=frame_sort_key)]
 
 
 def find_tracklets(dirs):

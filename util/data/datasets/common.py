@@ -78,14 +78,23 @@ def list_subdirs(path, what, skip_hidden=False):
     return dirs
 
 
-def list_frames(path, skip_hidden=False):
-    """Sorted frame names of a frame directory, which must hold image files only and not be empty."""
+def list_frames(path, skip_hidden=False, strict=True):
+    """Sorted names of the frame images of a directory: the one frame lister of the project.
+
+    strict (a benchmark's frame directories): anything but image files is an error. Otherwise (the crop folder
+    of a tracker or of your own tool) other files and sub-directories are passed over. Either way the directory
+    must hold at least one image."""
     names, dirs = scandir(path, IMAGE_HINT, skip_hidden)
-    if dirs or not all(map(str.endswith, names, repeat(IMAGE_EXTENSIONS))):
-        bad = dirs[0] if dirs else next(n for n in names if not n.endswith(IMAGE_EXTENSIONS))
-        raise DataError(f'{os.path.join(path, bad)}: not an image file (expected only {IMAGE_HINT} '
-                        f'in {path})')
-    return names
+    if strict:
+        if dirs or not all(map(str.endswith, names, repeat(IMAGE_EXTENSIONS))):
+            bad = dirs[0] if dirs else next(n for n in names if not n.endswith(IMAGE_EXTENSIONS))
+            raise DataError(f'{os.path.join(path, bad)}: not an image file (expected only {IMAGE_HINT} '
+                            f'in {path})')
+        return names
+    images = [n for n in names if n.endswith(IMAGE_EXTENSIONS)]
+    if not images:
+        raise DataError(f'{path}: no images among its {len(names) + len(dirs)} entries (expected {IMAGE_HINT})')
+    return images
 
 
 class FrameList:
