@@ -302,3 +302,14 @@ def test_run_scripts_build_train_and_score_with_the_published_protocol(tmp_path,
                 ('db/test_location.npy', 'db/test_scale.npy')
         else:
             assert e.location_info is None and e.scale_info is None
+
+
+@pytest.mark.parametrize('dataset', ['mevid', 'ccvid'])
+def test_output_dir_inside_the_data_dir_is_refused(dataset, mevid, ccvid):
+    data = mevid / 'MEVID' if dataset == 'mevid' else ccvid / 'CCVID'
+    build = build_mevid_database if dataset == 'mevid' else build_ccvid_database
+    before = sorted(os.listdir(data))
+    with pytest.raises(DataError) as e:
+        build(data, data / 'db', progress=False)
+    assert str(e.value).startswith(f'{data / "db"}: ') and 'input directory' in str(e.value)
+    assert sorted(os.listdir(data)) == before

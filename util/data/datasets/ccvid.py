@@ -16,12 +16,10 @@ import os
 import numpy as np
 
 from util.data.datasets.common import (
-    IMAGE_EXTENSIONS,
-    IMAGE_HINT,
     FrameList,
     info_rows,
+    list_frames,
     replacing_directory,
-    scandir,
     write_files,
 )
 from util.data.datasets.common import progress as progress_bar
@@ -71,10 +69,7 @@ def scan(data_dir, lists, progress=True):
         for track, pid, line in zip(progress_bar(tracks, f'scanning {os.path.basename(path)}', progress),
                                     track_pids, lines):
             d = os.path.join(root, track.rstrip('/'))
-            files, _ = scandir(d, f'the frames of {path} line {line}', skip_hidden=True)
-            names = [n for n in files if n.endswith(IMAGE_EXTENSIONS)]
-            if not names:
-                raise DataError(f'{d}: no frame (expected {IMAGE_HINT} for {path} line {line})')
+            names = list_frames(d, skip_hidden=True, strict=False, what=f'the frames of {path} line {line}')
             frames.add(d, names)
             pids.append(pid)
             cams.append(camera(track, path, line))
@@ -106,6 +101,6 @@ def build_ccvid_database(data_dir, output_dir, progress=True):
                 'test_clothes.npy': clothes_ids(query[1][1] + gallery[1][1], query[1][2] + gallery[1][2]),
                 'query_IDX.npy': np.arange(num_query, dtype=np.int64),
                 'gallery_IDX.npy': np.arange(num_query, num_query + num_gallery, dtype=np.int64)})
-    with replacing_directory(output_dir) as root:
+    with replacing_directory(output_dir, inputs=(data_dir,)) as root:
         write_files(root, out)
     return out

@@ -78,13 +78,13 @@ def list_subdirs(path, what, skip_hidden=False):
     return dirs
 
 
-def list_frames(path, skip_hidden=False, strict=True):
+def list_frames(path, skip_hidden=False, strict=True, what=IMAGE_HINT):
     """Sorted names of the frame images of a directory: the one frame lister of the project.
 
     strict (a benchmark's frame directories): anything but image files is an error. Otherwise (the crop folder
     of a tracker or of your own tool) other files and sub-directories are passed over. Either way the directory
-    must hold at least one image."""
-    names, dirs = scandir(path, IMAGE_HINT, skip_hidden)
+    must hold at least one image. `what` says in an error what the directory should hold."""
+    names, dirs = scandir(path, what, skip_hidden)
     if strict:
         if dirs or not all(map(str.endswith, names, repeat(IMAGE_EXTENSIONS))):
             bad = dirs[0] if dirs else next(n for n in names if not n.endswith(IMAGE_EXTENSIONS))
@@ -93,7 +93,7 @@ def list_frames(path, skip_hidden=False, strict=True):
         return names
     images = [n for n in names if n.endswith(IMAGE_EXTENSIONS)]
     if not images:
-        raise DataError(f'{path}: no images among its {len(names) + len(dirs)} entries (expected {IMAGE_HINT})')
+        raise DataError(f'{path}: no images among its {len(names) + len(dirs)} entries (expected {what})')
     return images
 
 

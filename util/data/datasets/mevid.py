@@ -193,6 +193,6 @@ def build_mevid_database(data_dir, output_dir, scale_file=None, progress=True):
     out['test_location.npy'] = np.where(np.isin(test[:, 3], INDOOR_CAMERAS), 0, 1).astype(np.int64)
     if scale_file is not None:
         out['test_scale.npy'] = read_scales(scale_file, keys, test_info_file)
-    with replacing_directory(output_dir) as root:
+    with replacing_directory(output_dir, inputs=(data_dir,)) as root:
         write_files(root, out)
     return out
