@@ -234,7 +234,7 @@ def test_reranked_clustering_respects_cannot_link():
     rng = np.random.default_rng(3)
     x, cams, first, last = random_problem(rng, 40)
     data = dict(features=x, cams=cams, first_frame=first, last_frame=last)
-    ids, t, _ = associate.cluster(data, rerank=True, k1=6, k2=3)
+    ids, t, _ = A.cluster(data, rerank=True, k1=6, k2=3)
     idx = np.arange(len(x))
     same = ids[:, None] == ids[None, :]
     assert not (same & A.cannot_link(cams, first, last, idx, idx) & ~np.eye(len(x), dtype=bool)).any()

@@ -30,9 +30,14 @@ import io
 
 import numpy as np
 
+from util.data.cameras import camera_number, read_tracks
 from util.errors import DataError
-from util.evaluation.features_file import check_rankable
+from util.evaluation.features_file import FeaturesFile, check_rankable
 from util.evaluation.metrics import unit_rows
+
+CAMERA_KEYS = ('cams', 'track_ids', 'first_frame', 'last_frame')  # what a features file must carry
+DENSE_RERANK_LIMIT = 4000  # --rerank builds the N x N matrix
+RANDOM_DRAWS = 10  # the random-ids baseline: mean over this many draws
 
 EDGE_CHUNK = 2048
 CHUNK_ELEMENTS = 1 << 26  # at most this many similarities at once (256 MiB of float32), whatever N
@@ -421,3 +426,119 @@ def pairwise_scores(pred, truth):
     maximum = (same_pred + same_true) / 2
     ari = (both - expected) / (maximum - expected) if maximum != expected else 1.0
     return dict(pair_precision=precision, pair_recall=recall, pair_f1=f1, ari=ari)
+
+
+# -- the command's steps: features files in, identities out, scores against the ground truth -----------------
+
+def load_camera_features(paths):
+    """Join features files: dict of features (N, D) float32 (unit rows), cams, track_ids, first_frame,
+    last_frame (N,) int64, camera_names (N,) str."""
+    parts = []
+    for path in paths:
+        data = FeaturesFile.read(path, 'features file', mmap=True, scoring=False)
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in CAMERA_KEYS if k not in z.files]
+            if missing:
+                raise DataError(f'features file {path}: no {", ".join(missing)} array(s); expected a file of '
+                                f'extract_features.py on the crop folders of tracklets_from_video.py '
+                                f'(<camera>_t<id>/f<frame>.jpg)')
+            extra = {k: np.asarray(z[k]) for k in CAMERA_KEYS}
+            names = np.asarray(z['camera_names']) if 'camera_names' in z.files else None
+        n = len(data.features)
+        for k, v in extra.items():
+            if v.shape != (n,) or not np.issubdtype(v.dtype, np.integer):
+                raise DataError(f'features file {path}: {k} is {v.dtype} {v.shape}, expected ({n},) integers')
+        if (extra['cams'] < 0).any():
+            raise DataError(f'features file {path}: camera numbers missing (-1) for some tracklets')
+        extra['camera_names'] = names if names is not None else np.array([f'c{c}' for c in extra['cams']])
+        extra['features'] = unit_features(data.features, f'features file {path}')
+        parts.append(extra)
+    dims = {p['features'].shape[1] for p in parts}
+    if len(dims) > 1:
+        raise DataError(f'--features: the files have features of different sizes {sorted(dims)} (embed them with '
+                        f'one model)')
+    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    key = out['cams'] * (1 << 32) + out['track_ids']
+    uniq, counts = np.unique(key, return_counts=True)
+    if (counts > 1).any():
+        dup = int(np.flatnonzero(key == uniq[counts > 1][0])[0])
+        raise DataError(f'--features: camera {out["camera_names"][dup]} track {out["track_ids"][dup]} appears '
+                        f'more than once')
+    return out
+
+
+def cluster(data, threshold=None, rerank=False, k1=20, k2=6, lambda_value=0.3, max_neighbors=100, seed=0):
+    """Global ids (N,) from 1, the threshold used and facts about the run."""
+    x, cams, first, last = data['features'], data['cams'], data['first_frame'], data['last_frame']
+    if rerank:
+        if len(x) > DENSE_RERANK_LIMIT:
+            raise DataError(f'--rerank: {len(x)} tracklets, at most {DENSE_RERANK_LIMIT} (it needs the N x N '
+                            f'matrix); cluster cosine distances instead')
+        if len(x) < 3:
+            raise DataError(f'--rerank: {len(x)} tracklets, at least 3 needed')
+        k1, k2 = min(k1, len(x) - 1), min(k2, len(x) - 1)   # fewer tracklets than neighbours asked for
+        d = reranked_matrix(x, k1, k2, lambda_value)
+        idx = np.arange(len(x))
+        d[cannot_link(cams, first, last, idx, idx)] = np.inf
+        t = dense_threshold(d) if threshold is None else threshold
+        return average_linkage_dense(d, t), t, dict(distance=f'k-reciprocal (k1 {k1}, k2 {k2})')
+    t = choose_threshold(x, cams, first, last, seed=seed) if threshold is None else threshold
+    ids, info = average_linkage(x, t, cams, first, last, max_neighbors=max_neighbors)
+    info['distance'] = 'cosine'
+    return ids, t, info
+
+
+def scene_rows(scene_cams, data, ids):
+    """Per scene camera: (name, Tracks, row mask of kept tracklets, their global ids)."""
+    lookup = {(int(c), int(t)): int(g) for c, t, g in zip(data['cams'], data['track_ids'], ids)}
+    out = []
+    for name, _, tracks_path, _ in scene_cams:
+        number = camera_number(name)
+        tracks = read_tracks(tracks_path)
+        gid = np.array([lookup.get((number, int(t)), 0) for t in tracks.ids], dtype=np.int64)
+        out.append((name, number, tracks, gid))
+    return out
+
+
+def evaluate_scene(scene_cams, data, ids, seed=0):
+    """results dict: the method's scores and those of the baselines: random ids (as many identities as the
+    method found, uniformly drawn per tracklet; the mean of RANDOM_DRAWS draws) and one id per tracklet."""
+    gt, tracker = {}, {}
+    for name, _, tracks_path, gt_path in scene_cams:
+        number = camera_number(name)
+        g = read_tracks(gt_path, 'ground truth')
+        gt[number] = (g.frame, g.ids, g.boxes)
+        t = read_tracks(tracks_path)
+        tracker[number] = t
+    # each tracklet's boxes: the scene's rows of its track
+    boxes = []
+    for c, tid in zip(data['cams'].tolist(), data['track_ids'].tolist()):
+        t = tracker.get(c)
+        sel = t.ids == tid if t is not None else np.zeros(0, bool)
+        boxes.append((c, t.frame[sel] if t is not None else np.zeros(0, np.int64),
+                      t.boxes[sel] if t is not None else np.zeros((0, 4))))
+    truth = tracklet_gt_ids(boxes, gt)
+
+    def score(assignment):
+        pred = {}
+        lookup = {(c, t): g for c, t, g in zip(data['cams'].tolist(), data['track_ids'].tolist(), assignment)}
+        for c, t in tracker.items():
+            gid = np.array([lookup.get((c, int(i)), 0) for i in t.ids], dtype=np.int64)
+            keep = gid > 0
+            pred[c] = (t.frame[keep], gid[keep], t.boxes[keep])
+        out = multi_camera_identity(gt, pred)
+        out.update(pairwise_scores(assignment, truth))
+        out['identities'] = int(len(np.unique(assignment)))
+        return out
+
+    n = len(ids)
+    rng = np.random.default_rng(seed)
+    k = max(1, len(np.unique(ids)))
+    draws = [score((rng.integers(0, k, n) + 1).tolist()) for _ in range(RANDOM_DRAWS)]
+    results = dict(method=score(np.asarray(ids).tolist()),
+                   random={key: float(np.mean([d[key] for d in draws])) for key in draws[0]},
+                   one_per_tracklet=score((np.arange(n) + 1).tolist()))
+    results['random']['draws'] = RANDOM_DRAWS
+    results['gt_identities'] = int(len(np.unique(np.concatenate([g[1] for g in gt.values()])))) if gt else 0
+    results['tracklets_without_gt'] = int((truth < 0).sum())
+    return results
