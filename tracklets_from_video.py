@@ -7,17 +7,17 @@ Writes ``crops/<camera>_t<id:05d>/f<frame:06d>.jpg`` and ``crops/tracklets.csv``
 first and last frame, number of crops, mean box height, the video's frame rate). The whole output folder is
 written under a temporary name and renamed when complete; an existing one is refused without --overwrite.
 """
-import argparse
 import os
 import sys
 import time
 
-from util.cli.options import run_main
+from util.cli.options import OneLineParser, run_main
+from util.data.cameras import make_tracklets
 from util.errors import DataError
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         description='Cut the tracks of a multi-object tracker (MOTChallenge text: frame,id,x,y,w,h,conf,... with '
                     'frames from 1 and the box top-left corner in pixels) out of the video into one folder of '
                     'crops per track, <out>/<camera>_t<id:05d>/f<frame:06d>.<ext>, plus <out>/tracklets.csv. '
@@ -60,35 +60,6 @@ def check_args(parser, args):
         parser.error('--min_frames and --every must be at least 1, --max_frames and --min_height at least 0')
     if not 1 <= args.quality <= 95:
         parser.error('--quality must be in 1..95')
-
-
-def make_tracklets(cameras, out, overwrite=False, ext='jpg', quality=95, min_frames=1, min_height=0.0, every=1,
-                   max_frames=0, progress=True):
-    """Write the crops of cameras [(name, video, tracks file)] into the folder `out`; returns the per-camera
-    summaries. The folder is built beside `out` under a temporary name and swapped in when complete."""
-    from util.data.cameras import (
-        MANIFEST,
-        VideoSource,
-        check_output_folder,
-        read_tracks,
-        write_camera_tracklets,
-        write_manifest,
-    )
-    from util.data.datasets.common import replacing_directory
-    out = os.path.abspath(out)
-    check_output_folder(out, overwrite, [p for c in cameras for p in c[1:3]])
-    # every input is checked before any decoding
-    checked = [(name, VideoSource(video), read_tracks(tracks)) for name, video, tracks in cameras]
-    rows, summaries = [], []
-    with replacing_directory(out, what='the crops', keep_others=False) as tmp:
-        for name, source, tracks in checked:
-            camera_rows, summary = write_camera_tracklets(
-                source, tracks, name, tmp, ext=ext, quality=quality, min_frames=min_frames, min_height=min_height,
-                every=every, max_frames=max_frames, progress=progress)
-            rows.extend(camera_rows)
-            summaries.append(summary)
-        write_manifest(os.path.join(tmp, MANIFEST), rows)
-    return summaries
 
 
 def main(argv=None):

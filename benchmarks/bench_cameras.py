@@ -4,7 +4,7 @@ clustering against the plain full-matrix algorithm.
   decode alone         PyAV, every frame of every camera decoded and converted to RGB (to_ndarray rgb24),
                        frame threads on: the least any tool that looks at the pixels must do
   decode, no RGB       the same without the RGB conversion
-  tracklets            tracklets_from_video.make_tracklets on the same scene: decode, crop, JPEG, write,
+  tracklets            util.data.cameras.make_tracklets on the same scene: decode, crop, JPEG, write,
                        tracklets.csv (target: at most 1.5 x "decode alone")
 
   sparse clustering    util.association: threshold chosen on the data (Otsu), pairs below it in row chunks,
@@ -101,8 +101,7 @@ def decode_alone(videos, rgb=True):
 
 
 def bench_video(args, work):
-    from tracklets_from_video import make_tracklets
-    from util.data.cameras import scene_cameras
+    from util.data.cameras import make_tracklets, scene_cameras
     from util.data.synthetic_scene import make_scene
     scene = os.path.join(work, 'scene')
     t0 = time.perf_counter()

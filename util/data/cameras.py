@@ -25,7 +25,7 @@ import shutil
 
 import numpy as np
 
-from util.data.datasets.common import is_image_file, list_frames
+from util.data.datasets.common import is_image_file, list_frames, replacing_directory
 from util.errors import BROKEN_DEPENDENCY, DataError, OutputError
 
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.mov', '.m4v', '.webm', '.mpg', '.mpeg', '.ts', '.h264')
@@ -472,3 +472,23 @@ def tracklet_meta(tracklets):
     as64 = lambda v: np.asarray(v, dtype=np.int64)  # noqa: E731
     return dict(cams=as64(cams), camera_names=np.asarray(names, dtype=str), track_ids=as64(ids),
                 first_frame=as64(first), last_frame=as64(last))
+
+
+def make_tracklets(cameras, out, overwrite=False, ext='jpg', quality=95, min_frames=1, min_height=0.0, every=1,
+                   max_frames=0, progress=True):
+    """Write the crops of cameras [(name, video, tracks file)] into the folder `out`; returns the per-camera
+    summaries. The folder is built beside `out` under a temporary name and swapped in when complete."""
+    out = os.path.abspath(out)
+    check_output_folder(out, overwrite, [p for c in cameras for p in c[1:3]])
+    # every input is checked before any decoding
+    checked = [(name, VideoSource(video), read_tracks(tracks)) for name, video, tracks in cameras]
+    rows, summaries = [], []
+    with replacing_directory(out, what='the crops', keep_others=False) as tmp:
+        for name, source, tracks in checked:
+            camera_rows, summary = write_camera_tracklets(
+                source, tracks, name, tmp, ext=ext, quality=quality, min_frames=min_frames, min_height=min_height,
+                every=every, max_frames=max_frames, progress=progress)
+            rows.extend(camera_rows)
+            summaries.append(summary)
+        write_manifest(os.path.join(tmp, MANIFEST), rows)
+    return summaries
