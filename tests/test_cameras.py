@@ -273,6 +273,15 @@ def test_scene_generator_rejects_odd_sizes(tmp_path, capsys):
     assert code == 2 and len(err) == 1 and 'even' in err[0] and not (tmp_path / 's').exists()
 
 
+def test_the_same_seed_writes_the_same_scene(tmp_path):
+    from util.data.synthetic_scene import make_scene
+    files = []
+    for k in range(3):  # byte for byte, videos included (the encoder's settings: util.data.synthetic_scene)
+        make_scene(tmp_path / f's{k}', seed=3, num_cameras=2, num_persons=3, num_frames=40, height=96, width=128)
+        files.append({n: (tmp_path / f's{k}' / n).read_bytes() for n in ('c1.mp4', 'c2.mp4', 'c1.txt', 'c2.txt')})
+    assert files[0] == files[1] == files[2]
+
+
 def test_associate_on_synthetic_scene(tmp_path, capsys):
     from util.cli.synthetic import main as synthetic_main
     scene = tmp_path / 'scene'

@@ -114,7 +114,10 @@ def _encode(path, frames, fps, codec):
         stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
         stream.pix_fmt = 'yuv420p'
         if codec == 'h264':
-            stream.options = {'crf': '23', 'preset': 'fast'}
+            # the same seed must write the same videos: libx264's macroblock-tree rate control (and its frame
+            # threads) gave different bits from run to run here (libx264 of PyAV 18.1), so both are off
+            stream.options = {'crf': '23', 'preset': 'fast', 'x264-params': 'mbtree=0'}
+        stream.codec_context.thread_count = 1  # after the options, which would reset it
         for picture in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format='rgb24')):
                 container.mux(packet)
